@@ -1,0 +1,181 @@
+//! The library's error type. Every message is one line that says what was wrong, with which
+//! value, and what is allowed or needed.
+
+use crate::policy::PolicyError;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// What kind of failure an [`Error`] is; the command line maps these to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The input was wrong (exit code 2).
+    BadInput,
+    /// A permission or capability is missing (exit code 3).
+    Permission,
+    /// The operation failed for another reason (exit code 1).
+    Failed,
+}
+
+/// Anything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A policy that does not follow the grammar or the kernel's limits.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A policy key that has no sysctl.
+    #[error("{0}")]
+    NotASysctl(&'static str),
+    /// A namespace name that `ip netns` could not have made.
+    #[error("network namespace name '{0}' is not valid: give a name from `ip netns list` or a path such as /proc/PID/ns/net")]
+    BadNetnsName(String),
+    /// No such named namespace.
+    #[error("network namespace '{name}' not found (no {}); `ip netns list` shows the names", path.display())]
+    NetnsNotFound {
+        /// The name given.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// `setns` refused for lack of privilege.
+    #[error("entering network namespace '{name}' needs CAP_SYS_ADMIN over it ({source})")]
+    NetnsPermission {
+        /// The name given.
+        name: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// Any other failure to enter a namespace.
+    #[error("entering network namespace '{name}' failed: {}", netns_reason(source))]
+    Netns {
+        /// The name given.
+        name: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A sysctl could not be read.
+    #[error("reading {key} in {scope} failed: {source}")]
+    SysctlRead {
+        /// The sysctl, as `sysctl(8)` names it.
+        key: &'static str,
+        /// Which namespace.
+        scope: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A sysctl could not be written; see [`WriteFailure`].
+    #[error(transparent)]
+    SysctlWrite(Box<WriteFailure>),
+    /// A sysctl value read back was not a number.
+    #[error("{key} in {scope} holds '{value}', not a number")]
+    SysctlValue {
+        /// The sysctl, as `sysctl(8)` names it.
+        key: &'static str,
+        /// Which namespace.
+        scope: String,
+        /// What the file held.
+        value: String,
+    },
+    /// A drop-in file could not be written.
+    #[error("writing {} failed: {source}{}", path.display(), permission_hint(source, "needs root"))]
+    Persist {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A socket option could not be set or read.
+    #[error("{option} on socket {fd} failed: {source}")]
+    Socket {
+        /// The option, as the kernel names it.
+        option: &'static str,
+        /// The socket's file descriptor.
+        fd: i32,
+        /// The system's error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The kind of failure.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Policy(_) | Error::NotASysctl(_) | Error::BadNetnsName(_) | Error::NetnsNotFound { .. } => {
+                Class::BadInput
+            }
+            Error::Netns { source, .. } if source.raw_os_error() == Some(libc_einval()) => Class::BadInput,
+            Error::NetnsPermission { .. } => Class::Permission,
+            Error::SysctlWrite(w) if is_permission(&w.source) => Class::Permission,
+            Error::SysctlRead { source, .. }
+            | Error::Persist { source, .. }
+            | Error::Socket { source, .. }
+            | Error::Netns { source, .. }
+                if is_permission(source) =>
+            {
+                Class::Permission
+            }
+            _ => Class::Failed,
+        }
+    }
+}
+
+fn libc_einval() -> i32 {
+    rustix::io::Errno::INVAL.raw_os_error()
+}
+
+fn netns_reason(source: &io::Error) -> String {
+    if source.raw_os_error() == Some(libc_einval()) {
+        "it is not a network namespace".to_owned()
+    } else {
+        source.to_string()
+    }
+}
+
+pub(crate) fn is_permission(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+}
+
+fn permission_hint(e: &io::Error, need: &str) -> String {
+    if is_permission(e) { format!(" ({need})") } else { String::new() }
+}
+
+/// A sysctl write that failed, and what became of the writes before it.
+#[derive(Debug)]
+pub struct WriteFailure {
+    /// The sysctl, as `sysctl(8)` names it.
+    pub key: &'static str,
+    /// The value that was being written.
+    pub value: u64,
+    /// Which namespace.
+    pub scope: String,
+    /// The system's error.
+    pub source: io::Error,
+    /// The sysctls written earlier in the same operation, now restored.
+    pub restored: Vec<&'static str>,
+    /// Sysctls whose restore failed too, with why.
+    pub not_restored: Vec<(&'static str, io::Error)>,
+}
+
+impl std::error::Error for WriteFailure {}
+
+impl fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "writing {}={} in {} ", self.key, self.value, self.scope)?;
+        if is_permission(&self.source) {
+            write!(f, "needs CAP_NET_ADMIN over that network namespace ({})", self.source)?;
+        } else {
+            write!(f, "failed: {}", self.source)?;
+        }
+        if !self.not_restored.is_empty() {
+            f.write_str("; restoring failed for")?;
+            for (key, e) in &self.not_restored {
+                write!(f, " {key} ({e})")?;
+            }
+        } else if self.restored.is_empty() {
+            f.write_str("; nothing was changed")?;
+        } else {
+            write!(f, "; restored {}, so nothing was changed", self.restored.join(", "))?;
+        }
+        Ok(())
+    }
+}

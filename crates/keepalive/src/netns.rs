@@ -1,0 +1,68 @@
+//! Running code inside another network namespace.
+//!
+//! `/proc/sys/net` shows the network namespace of the thread that opens a file there, and
+//! `setns(2)` with `CLONE_NEWNET` moves only the calling thread. So work for a named namespace
+//! runs on a short-lived thread that enters it, while the rest of the process stays put.
+
+use crate::error::Error;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::io;
+use std::path::PathBuf;
+
+/// Where `ip netns add NAME` pins a namespace (iproute2's `NETNS_RUN_DIR`).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// A network namespace, named the way `ip netns` names it, or by a path such as
+/// `/proc/PID/ns/net`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetNs {
+    name: String,
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// The namespace `ip netns` calls `name`; a name starting with `/` is taken as a path.
+    pub fn named(name: &str) -> Result<NetNs, Error> {
+        let path = if name.starts_with('/') {
+            PathBuf::from(name)
+        } else if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(Error::BadNetnsName(name.to_owned()));
+        } else {
+            PathBuf::from(NETNS_RUN_DIR).join(name)
+        };
+        Ok(NetNs { name: name.to_owned(), path })
+    }
+
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `f` on a thread inside this namespace and returns what it returns.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+        let file = File::open(&self.path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::NetnsNotFound { name: self.name.clone(), path: self.path.clone() },
+            _ => Error::Netns { name: self.name.clone(), source },
+        })?;
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                    .map_err(|errno| {
+                        let source = io::Error::from(errno);
+                        match source.kind() {
+                            io::ErrorKind::PermissionDenied => {
+                                Error::NetnsPermission { name: self.name.clone(), source }
+                            }
+                            _ => Error::Netns { name: self.name.clone(), source },
+                        }
+                    })?;
+                Ok(f())
+            });
+            match worker.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}

@@ -1,0 +1,459 @@
+//! The one policy grammar: `idle=60s,interval=10s,count=5,user-timeout=90s`.
+//!
+//! Everything that takes a policy (command-line flags, the LD_PRELOAD shim's environment,
+//! files) goes through this module, and nothing here allocates: the shim calls it from a
+//! library constructor inside someone else's process.
+//!
+//! - Fields are `key=value`, separated by commas; spaces around keys and values are ignored.
+//! - Durations are a whole number with an optional unit `ms`, `s`, `m` or `h`; a bare number
+//!   means seconds.
+//! - `count` is a plain number; `user-timeout` also takes `auto`.
+
+use core::fmt;
+
+/// A complete policy written in the grammar, for help texts and error messages.
+pub const EXAMPLE: &str = "idle=60s,interval=10s,count=5,user-timeout=90s";
+
+/// `TCP_KEEPIDLE` and `TCP_KEEPINTVL` accept 1..=`MAX_TCP_KEEPIDLE` seconds
+/// (`include/net/tcp.h`: `MAX_TCP_KEEPIDLE` and `MAX_TCP_KEEPINTVL` are both 32767).
+pub const MAX_KEEPIDLE_SECS: u32 = 32767;
+/// See [`MAX_KEEPIDLE_SECS`].
+pub const MAX_KEEPINTVL_SECS: u32 = 32767;
+/// `TCP_KEEPCNT` accepts 1..=127 (`include/net/tcp.h`: `MAX_TCP_KEEPCNT`).
+pub const MAX_KEEPCNT: u32 = 127;
+/// `TCP_USER_TIMEOUT` takes a non-negative C `int` of milliseconds (`do_tcp_setsockopt`
+/// rejects negative values); 0 switches it off.
+pub const MAX_USER_TIMEOUT_MS: u64 = i32::MAX as u64;
+
+/// The keys of the grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// `idle`: seconds without a received segment before the first probe (`TCP_KEEPIDLE`).
+    Idle,
+    /// `interval`: seconds between unanswered probes (`TCP_KEEPINTVL`).
+    Interval,
+    /// `count`: unanswered probes before the connection is reset (`TCP_KEEPCNT`).
+    Count,
+    /// `user-timeout`: milliseconds a connection may stay unanswered (`TCP_USER_TIMEOUT`).
+    UserTimeout,
+}
+
+impl Key {
+    /// Every key, in the order policies are written.
+    pub const ALL: [Key; 4] = [Key::Idle, Key::Interval, Key::Count, Key::UserTimeout];
+
+    /// The key as written in a policy.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Key::Idle => "idle",
+            Key::Interval => "interval",
+            Key::Count => "count",
+            Key::UserTimeout => "user-timeout",
+        }
+    }
+
+    /// Looks a key up by its written name.
+    pub fn from_name(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// What the key accepts, for error messages.
+    pub const fn allowed(self) -> &'static str {
+        match self {
+            Key::Idle => "1..=32767 s (TCP_KEEPIDLE, whole seconds)",
+            Key::Interval => "1..=32767 s (TCP_KEEPINTVL, whole seconds)",
+            Key::Count => "1..=127 probes (TCP_KEEPCNT, a plain number)",
+            Key::UserTimeout => "0..=2147483647 ms or auto (TCP_USER_TIMEOUT; 0 switches it off)",
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The whole policy is empty.
+    Empty,
+    /// Two commas in a row, or a leading or trailing comma.
+    EmptyField,
+    /// A key the grammar does not know.
+    UnknownKey,
+    /// `key` or `key=` with nothing after it.
+    MissingValue,
+    /// The same key twice.
+    Duplicate,
+    /// The value does not start with a digit.
+    NotANumber,
+    /// The value starts with a minus sign.
+    Negative,
+    /// A unit other than ms, s, m, h.
+    BadUnit,
+    /// A unit on `count`.
+    UnitNotAllowed,
+    /// Milliseconds that are not whole seconds on a key the kernel counts in seconds.
+    NotWholeSeconds,
+    /// Zero, or past the kernel's limit.
+    OutOfRange,
+    /// `user-timeout=auto` works out past `TCP_USER_TIMEOUT`'s limit.
+    AutoTooLarge,
+}
+
+/// Up to 40 bytes of the offending input, kept inline so that errors need no allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Snippet {
+    bytes: [u8; 40],
+    len: u8,
+    truncated: bool,
+}
+
+impl Snippet {
+    const EMPTY: Snippet = Snippet { bytes: [0; 40], len: 0, truncated: false };
+
+    fn new(s: &str) -> Snippet {
+        let mut end = s.len().min(40);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; 40];
+        bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
+        Snippet { bytes, len: end as u8, truncated: end < s.len() }
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a prefix of a &str cut at a char boundary.
+        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Snippet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())?;
+        if self.truncated {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Snippet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// A refused policy: what was wrong, with which key and value, and what is allowed.
+///
+/// Its `Display` is one line. It holds no heap memory, so the shim can build and print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyError {
+    kind: ErrorKind,
+    key: Option<Key>,
+    /// The key as written, for unknown keys.
+    raw_key: Snippet,
+    value: Snippet,
+    /// A derived number, for [`ErrorKind::AutoTooLarge`].
+    amount: u64,
+}
+
+impl PolicyError {
+    fn new(kind: ErrorKind, key: Option<Key>, raw_key: &str, value: &str) -> Self {
+        PolicyError { kind, key, raw_key: Snippet::new(raw_key), value: Snippet::new(value), amount: 0 }
+    }
+
+    fn bare(kind: ErrorKind) -> Self {
+        PolicyError { kind, key: None, raw_key: Snippet::EMPTY, value: Snippet::EMPTY, amount: 0 }
+    }
+
+    pub(crate) fn duplicate(key: Key) -> Self {
+        Self::new(ErrorKind::Duplicate, Some(key), key.name(), "")
+    }
+
+    pub(crate) fn auto_too_large(ms: u64) -> Self {
+        PolicyError { amount: ms, ..Self::new(ErrorKind::AutoTooLarge, Some(Key::UserTimeout), "", "auto") }
+    }
+
+    /// What kind of mistake this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The key the mistake is in, when the key is known.
+    pub fn key(&self) -> Option<Key> {
+        self.key
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.key.map_or("", Key::name);
+        let allowed = self.key.map_or("", Key::allowed);
+        let (v, raw) = (&self.value, &self.raw_key);
+        match self.kind {
+            ErrorKind::Empty => write!(f, "empty policy: expected key=value fields such as {EXAMPLE}"),
+            ErrorKind::EmptyField => {
+                write!(f, "empty field in policy (a stray comma?): expected key=value fields such as {EXAMPLE}")
+            }
+            ErrorKind::UnknownKey => write!(
+                f,
+                "unknown policy key '{raw}': allowed keys are idle, interval, count, user-timeout"
+            ),
+            ErrorKind::MissingValue => write!(f, "policy key '{raw}' has no value: write {raw}=VALUE, {allowed}"),
+            ErrorKind::Duplicate => write!(f, "policy key '{key}' is given twice"),
+            ErrorKind::NotANumber => write!(
+                f,
+                "{key}={v}: not a whole number; {key} must be {allowed}, units ms, s, m, h (bare = seconds)"
+            ),
+            ErrorKind::Negative => write!(f, "{key}={v}: negative; {key} must be {allowed}"),
+            ErrorKind::BadUnit => write!(
+                f,
+                "{key}={v}: unknown unit; allowed units are ms, s, m, h (a bare number is seconds)"
+            ),
+            ErrorKind::UnitNotAllowed => write!(f, "{key}={v}: takes no unit; {key} must be {allowed}"),
+            ErrorKind::NotWholeSeconds => {
+                write!(f, "{key}={v}: the kernel counts {key} in whole seconds; {key} must be {allowed}")
+            }
+            ErrorKind::OutOfRange => write!(f, "{key}={v}: out of range; {key} must be {allowed}"),
+            ErrorKind::AutoTooLarge => write!(
+                f,
+                "user-timeout=auto: idle + interval x count is {} ms, past TCP_USER_TIMEOUT's limit of {} ms",
+                self.amount, MAX_USER_TIMEOUT_MS
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PolicyError {}
+
+/// A policy value after checking, tagged with its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `idle`, in seconds.
+    Idle(u32),
+    /// `interval`, in seconds.
+    Interval(u32),
+    /// `count`, in probes.
+    Count(u32),
+    /// `user-timeout=N`, in milliseconds (0: off).
+    UserTimeoutMs(u32),
+    /// `user-timeout=auto`.
+    UserTimeoutAuto,
+}
+
+/// Splits a policy into checked fields, in order, without allocating.
+///
+/// Duplicate keys are the caller's concern (see `Policy::parse`), since a caller that layers
+/// fields (the shim's compatibility variables) may allow them.
+pub fn fields(policy: &str) -> Fields<'_> {
+    Fields { rest: Some(policy), first: true }
+}
+
+/// The iterator returned by [`fields`].
+pub struct Fields<'a> {
+    rest: Option<&'a str>,
+    first: bool,
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Result<Field, PolicyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        if self.first && rest.trim().is_empty() {
+            self.rest = None;
+            return Some(Err(PolicyError::bare(ErrorKind::Empty)));
+        }
+        self.first = false;
+        let (item, rest) = match rest.split_once(',') {
+            Some((item, rest)) => (item, Some(rest)),
+            None => (rest, None),
+        };
+        self.rest = rest;
+        let result = parse_field(item);
+        if result.is_err() {
+            self.rest = None;
+        }
+        Some(result)
+    }
+}
+
+/// Parses one `key=value` field.
+pub fn parse_field(item: &str) -> Result<Field, PolicyError> {
+    let item = item.trim();
+    if item.is_empty() {
+        return Err(PolicyError::bare(ErrorKind::EmptyField));
+    }
+    let (raw_key, value) = match item.split_once('=') {
+        Some((k, v)) => (k.trim(), v.trim()),
+        None => (item, ""),
+    };
+    let Some(key) = Key::from_name(raw_key) else {
+        return Err(PolicyError::new(ErrorKind::UnknownKey, None, raw_key, value));
+    };
+    parse_value(key, value)
+}
+
+/// Parses the value of one key, as given by a field or by a flag such as `--idle 30`.
+pub fn parse_value(key: Key, value: &str) -> Result<Field, PolicyError> {
+    let value = value.trim();
+    let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
+    if value.is_empty() {
+        return Err(err(ErrorKind::MissingValue));
+    }
+    match key {
+        Key::Idle => seconds(key, value, MAX_KEEPIDLE_SECS).map(Field::Idle),
+        Key::Interval => seconds(key, value, MAX_KEEPINTVL_SECS).map(Field::Interval),
+        Key::Count => {
+            let (n, unit) = number(key, value)?;
+            if !unit.is_empty() {
+                return Err(err(ErrorKind::UnitNotAllowed));
+            }
+            match n {
+                Some(n @ 1..=127) => Ok(Field::Count(n as u32)),
+                _ => Err(err(ErrorKind::OutOfRange)),
+            }
+        }
+        Key::UserTimeout => {
+            if value == "auto" {
+                return Ok(Field::UserTimeoutAuto);
+            }
+            match millis(key, value)? {
+                Some(ms) if ms <= MAX_USER_TIMEOUT_MS => Ok(Field::UserTimeoutMs(ms as u32)),
+                _ => Err(err(ErrorKind::OutOfRange)),
+            }
+        }
+    }
+}
+
+/// A duration that the kernel takes in whole seconds, within 1..=`max`.
+fn seconds(key: Key, value: &str, max: u32) -> Result<u32, PolicyError> {
+    let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
+    let ms = millis(key, value)?.ok_or_else(|| err(ErrorKind::OutOfRange))?;
+    if ms % 1000 != 0 {
+        return Err(err(ErrorKind::NotWholeSeconds));
+    }
+    match ms / 1000 {
+        s @ 1.. if s <= u64::from(max) => Ok(s as u32),
+        _ => Err(err(ErrorKind::OutOfRange)),
+    }
+}
+
+/// A duration in milliseconds; `None` when it overflows u64.
+fn millis(key: Key, value: &str) -> Result<Option<u64>, PolicyError> {
+    let (n, unit) = number(key, value)?;
+    let scale: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(PolicyError::new(ErrorKind::BadUnit, Some(key), key.name(), value)),
+    };
+    Ok(n.and_then(|n| n.checked_mul(scale)))
+}
+
+/// Leading decimal digits and the rest; `None` for a number that overflows u64.
+fn number<'v>(key: Key, value: &'v str) -> Result<(Option<u64>, &'v str), PolicyError> {
+    let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(err(if value.starts_with('-') { ErrorKind::Negative } else { ErrorKind::NotANumber }));
+    }
+    let mut n: Option<u64> = Some(0);
+    for b in value[..digits].bytes() {
+        n = n.and_then(|n| n.checked_mul(10)).and_then(|n| n.checked_add(u64::from(b - b'0')));
+    }
+    Ok((n, &value[digits..]))
+}
+
+/// Writes a duration in milliseconds in the grammar's shortest exact form for the key:
+/// whole seconds as `Ns`, anything else as `Nms`.
+pub(crate) fn write_millis(f: &mut fmt::Formatter<'_>, ms: u64) -> fmt::Result {
+    if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> Result<Field, PolicyError> {
+        parse_field(s)
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(one("idle=60"), Ok(Field::Idle(60)));
+        assert_eq!(one("idle=60s"), Ok(Field::Idle(60)));
+        assert_eq!(one("idle=2m"), Ok(Field::Idle(120)));
+        assert_eq!(one("idle=2h"), Ok(Field::Idle(7200)));
+        assert_eq!(one("idle=3000ms"), Ok(Field::Idle(3)));
+        assert_eq!(one(" interval = 10s "), Ok(Field::Interval(10)));
+        assert_eq!(one("count=5"), Ok(Field::Count(5)));
+        assert_eq!(one("user-timeout=1500ms"), Ok(Field::UserTimeoutMs(1500)));
+        assert_eq!(one("user-timeout=0"), Ok(Field::UserTimeoutMs(0)));
+        assert_eq!(one("user-timeout=auto"), Ok(Field::UserTimeoutAuto));
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(one("idle=32767"), Ok(Field::Idle(32767)));
+        assert_eq!(one("idle=32768").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(one("interval=0").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(one("count=127"), Ok(Field::Count(127)));
+        assert_eq!(one("count=128").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(one("count=0").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(one("user-timeout=2147483647ms"), Ok(Field::UserTimeoutMs(i32::MAX as u32)));
+        assert_eq!(one("user-timeout=2147483648ms").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(one("idle=99999999999999999999999").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(one("idle=18446744073709551615h").unwrap_err().kind(), ErrorKind::OutOfRange);
+    }
+
+    #[test]
+    fn mistakes() {
+        let kind = |s| one(s).unwrap_err().kind();
+        assert_eq!(kind("idle=-5"), ErrorKind::Negative);
+        assert_eq!(kind("idle=5x"), ErrorKind::BadUnit);
+        assert_eq!(kind("idle=5 s"), ErrorKind::BadUnit);
+        assert_eq!(kind("idle=1.5s"), ErrorKind::BadUnit);
+        assert_eq!(kind("idle=abc"), ErrorKind::NotANumber);
+        assert_eq!(kind("idle=+5"), ErrorKind::NotANumber);
+        assert_eq!(kind("idle=1500ms"), ErrorKind::NotWholeSeconds);
+        assert_eq!(kind("idle="), ErrorKind::MissingValue);
+        assert_eq!(kind("idle"), ErrorKind::MissingValue);
+        assert_eq!(kind("count=5s"), ErrorKind::UnitNotAllowed);
+        assert_eq!(kind("idel=5"), ErrorKind::UnknownKey);
+        assert_eq!(kind(""), ErrorKind::EmptyField);
+    }
+
+    #[test]
+    fn messages_name_key_value_and_range() {
+        let msg = one("idle=0").unwrap_err().to_string();
+        assert_eq!(msg, "idle=0: out of range; idle must be 1..=32767 s (TCP_KEEPIDLE, whole seconds)");
+        let msg = one("idel=5").unwrap_err().to_string();
+        assert!(msg.contains("'idel'") && msg.contains("allowed keys"), "{msg}");
+        let msg = one("count=200").unwrap_err().to_string();
+        assert!(msg.starts_with("count=200: out of range") && msg.contains("1..=127"), "{msg}");
+        let long = format!("idle={}", "9".repeat(100));
+        let msg = one(&long).unwrap_err().to_string();
+        assert!(msg.contains("...") && !msg.contains('\n'), "{msg}");
+        let msg = one("idle=ééééééééééééééééééééééééééééééé").unwrap_err().to_string();
+        assert!(msg.contains("not a whole number"), "{msg}");
+    }
+
+    #[test]
+    fn fields_iterate_and_stop_at_the_first_error() {
+        let got: Vec<_> = fields("idle=1,count=2").collect();
+        assert_eq!(got, vec![Ok(Field::Idle(1)), Ok(Field::Count(2))]);
+        let got: Vec<_> = fields("idle=1,,count=2").collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].unwrap_err().kind(), ErrorKind::EmptyField);
+        let got: Vec<_> = fields("idle=1,").collect();
+        assert_eq!(got[1].unwrap_err().kind(), ErrorKind::EmptyField);
+        let got: Vec<_> = fields("  ").collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].unwrap_err().kind(), ErrorKind::Empty);
+    }
+}

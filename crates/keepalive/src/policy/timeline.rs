@@ -1,0 +1,198 @@
+//! Detection math: when the kernel gives up on a peer, following `net/ipv4/tcp_timer.c`.
+//!
+//! Two cases decide who notices a dead peer:
+//!
+//! - **Idle connection** (nothing unacknowledged): `tcp_keepalive_timer()` measures the time
+//!   since the last segment received (`keepalive_time_elapsed()`: the later of the last data
+//!   and the last ACK). When that reaches `idle` it sends a probe (no data, ACK set, sequence
+//!   number `snd_nxt - 1`) and re-arms itself for `interval`. Without `TCP_USER_TIMEOUT` the
+//!   timer resets the connection once `count` probes are out unanswered: at
+//!   `idle + count x interval`. With it, the timer resets at the first run where the elapsed
+//!   time is at least the user timeout and one probe is out; `count` is then ignored.
+//! - **Data unacknowledged**: the keepalive timer does nothing while `packets_out` is non-zero
+//!   ("It is alive without keepalive 8)"). The retransmission timer decides: the user timeout
+//!   if set (`tcp_clamp_rto_to_user_timeout()` makes it fire on time), otherwise
+//!   `retransmits_timed_out()` with `tcp_model_timeout()`: `tcp_retries2` exponentially
+//!   backed-off retransmissions starting from `TCP_RTO_MIN` (200 ms), capped at
+//!   `tcp_rto_max_ms` (120 s), so 15 retries give 924.6 s.
+//!
+//! Times here are exact in the kernel's model; a real run lands a little later because timers
+//! fire on jiffies (HZ=250 here: 4 ms) and are batched by the timer wheel. Expect measured
+//! values up to a few hundred milliseconds over these figures.
+
+use super::Settings;
+use core::time::Duration;
+
+/// `TCP_RTO_MIN` (`include/net/tcp.h`: HZ/5), the base of the retransmission model.
+pub const RTO_MIN_MS: u64 = 200;
+/// `TCP_RTO_MAX` (120 s), the default of `net.ipv4.tcp_rto_max_ms` where that sysctl exists.
+pub const RTO_MAX_MS: u64 = 120_000;
+
+/// What ends a connection to a silent peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
+pub enum Decider {
+    /// `count` keepalive probes went unanswered.
+    ProbeCount,
+    /// `TCP_USER_TIMEOUT` ran out.
+    UserTimeout,
+    /// `tcp_retries2` retransmissions went unanswered.
+    Retries,
+}
+
+/// The keepalive probes sent to a silent peer on an idle connection, and the reset that ends it.
+///
+/// Times count from the last segment received from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ProbeTimeline {
+    /// When probe 1 goes out (milliseconds).
+    pub first_probe_ms: u64,
+    /// Spacing of the later probes (milliseconds).
+    pub interval_ms: u64,
+    /// How many probes go out before the reset.
+    pub probes: u64,
+    /// When the kernel resets the connection and reports `ETIMEDOUT` (milliseconds).
+    pub reset_ms: u64,
+    /// Which rule ends it.
+    pub decided_by: Decider,
+}
+
+impl ProbeTimeline {
+    /// The timeline for a peer that answers nothing (crashed, cable pulled, black-holed).
+    pub fn silent_peer(s: &Settings) -> Self {
+        let idle = u64::from(s.idle) * 1000;
+        let interval = u64::from(s.interval) * 1000;
+        let user_timeout = u64::from(s.user_timeout_ms);
+        // Timer runs happen at idle + k x interval, k = 0, 1, ...; the run at k sends probe k+1
+        // unless it resets. The count rule resets at the run where k probes are out (k = count).
+        // The user-timeout rule resets at the first run with k >= 1 and elapsed >= user timeout.
+        let (runs, decided_by) = if user_timeout == 0 {
+            (u64::from(s.count), Decider::ProbeCount)
+        } else {
+            let over = user_timeout.saturating_sub(idle);
+            (over.div_ceil(interval.max(1)).max(1), Decider::UserTimeout)
+        };
+        ProbeTimeline {
+            first_probe_ms: idle,
+            interval_ms: interval,
+            probes: runs,
+            reset_ms: idle + runs * interval,
+            decided_by,
+        }
+    }
+
+    /// When probe `n` (1-based) goes out.
+    pub fn probe_at(&self, n: u64) -> Duration {
+        Duration::from_millis(self.first_probe_ms + (n.saturating_sub(1)) * self.interval_ms)
+    }
+
+    /// Time from the last segment received until the program sees `ETIMEDOUT`.
+    pub fn time_to_detect(&self) -> Duration {
+        Duration::from_millis(self.reset_ms)
+    }
+}
+
+/// How long a connection with unacknowledged data survives a silent peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RetransmitTimeout {
+    /// From the first unacknowledged transmission until the kernel gives up (milliseconds).
+    pub give_up_ms: u64,
+    /// Retransmissions sent before giving up, with an RTO starting at `TCP_RTO_MIN`
+    /// (a path with a longer RTO sends fewer in the same time).
+    pub retransmissions: u64,
+    /// Which rule ends it.
+    pub decided_by: Decider,
+}
+
+impl RetransmitTimeout {
+    /// The kernel's model for `tcp_retries2` = `retries2` and a maximum RTO of `rto_max_ms`,
+    /// or the user timeout when one is set.
+    pub fn new(retries2: u32, rto_max_ms: u64, user_timeout_ms: u32) -> Self {
+        let model = model_timeout_ms(retries2.into(), rto_max_ms);
+        if user_timeout_ms == 0 {
+            return RetransmitTimeout {
+                give_up_ms: model,
+                retransmissions: retries2.into(),
+                decided_by: Decider::Retries,
+            };
+        }
+        let give_up_ms = u64::from(user_timeout_ms);
+        let retransmissions = (0..=u64::from(u32::MAX))
+            .find(|&n| model_timeout_ms(n, rto_max_ms) >= give_up_ms)
+            .unwrap_or(0);
+        RetransmitTimeout { give_up_ms, retransmissions, decided_by: Decider::UserTimeout }
+    }
+
+    /// The give-up time as a duration.
+    pub fn give_up(&self) -> Duration {
+        Duration::from_millis(self.give_up_ms)
+    }
+}
+
+/// `tcp_model_timeout()`: the time `boundary` retransmissions take when the RTO starts at
+/// `TCP_RTO_MIN`, doubles, and stops doubling at `rto_max_ms`.
+pub fn model_timeout_ms(boundary: u64, rto_max_ms: u64) -> u64 {
+    let thresh = u64::from((rto_max_ms / RTO_MIN_MS).max(1).ilog2());
+    if boundary <= thresh {
+        ((2u64 << boundary) - 1) * RTO_MIN_MS
+    } else {
+        ((2u64 << thresh) - 1) * RTO_MIN_MS + (boundary - thresh) * rto_max_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(idle: u32, interval: u32, count: u32, user_timeout_ms: u32) -> Settings {
+        Settings { idle, interval, count, user_timeout_ms }
+    }
+
+    #[test]
+    fn linux_defaults_take_2h11m15s() {
+        let t = ProbeTimeline::silent_peer(&Settings::LINUX_DEFAULT);
+        assert_eq!(t.time_to_detect(), Duration::from_secs(7875));
+        assert_eq!(t.probes, 9);
+        assert_eq!(t.probe_at(1), Duration::from_secs(7200));
+        assert_eq!(t.probe_at(9), Duration::from_secs(7200 + 8 * 75));
+        assert_eq!(t.decided_by, Decider::ProbeCount);
+    }
+
+    #[test]
+    fn seed_002_policy() {
+        // 30 s idle, 10 s apart, 5 probes: the capture shows 5 probes then RST at 80 s.
+        let t = ProbeTimeline::silent_peer(&settings(30, 10, 5, 0));
+        assert_eq!((t.probes, t.reset_ms), (5, 80_000));
+    }
+
+    #[test]
+    fn user_timeout_overrides_count() {
+        // Reset at the first run idle + k*interval >= 25 s with k >= 1: 10 + 2*10 = 30 s.
+        let t = ProbeTimeline::silent_peer(&settings(10, 10, 9, 25_000));
+        assert_eq!((t.probes, t.reset_ms, t.decided_by), (2, 30_000, Decider::UserTimeout));
+        // A user timeout below idle still needs one probe out: reset at idle + interval.
+        let t = ProbeTimeline::silent_peer(&settings(10, 5, 9, 1_000));
+        assert_eq!((t.probes, t.reset_ms), (1, 15_000));
+        // Exactly on a run.
+        let t = ProbeTimeline::silent_peer(&settings(10, 5, 1, 20_000));
+        assert_eq!((t.probes, t.reset_ms), (2, 20_000));
+        // Longer than count x interval: more probes than count.
+        let t = ProbeTimeline::silent_peer(&settings(3, 1, 3, 10_000));
+        assert_eq!((t.probes, t.reset_ms), (7, 10_000));
+    }
+
+    #[test]
+    fn retransmission_model_matches_the_kernel() {
+        assert_eq!(model_timeout_ms(15, RTO_MAX_MS), 924_600);
+        assert_eq!(model_timeout_ms(8, RTO_MAX_MS), 102_200);
+        assert_eq!(model_timeout_ms(3, RTO_MAX_MS), 3_000);
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 0);
+        assert_eq!((r.give_up_ms, r.retransmissions, r.decided_by), (924_600, 15, Decider::Retries));
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 30_000);
+        // Retransmissions at 0.2, 0.6, 1.4, 3.0, 6.2, 12.6 and 25.4 s, then the clamped timer
+        // gives up at 30 s.
+        assert_eq!((r.give_up_ms, r.retransmissions, r.decided_by), (30_000, 7, Decider::UserTimeout));
+    }
+}

@@ -1,0 +1,520 @@
+//! The kernel's keepalive defaults, per network namespace.
+//!
+//! `net.ipv4.tcp_keepalive_time`, `_intvl` and `_probes` are what a socket uses for every
+//! `TCP_KEEP*` option it has not set itself. They, `tcp_retries2` and `tcp_rto_max_ms` live in
+//! `struct netns_ipv4`, so each network namespace has its own, and a new namespace starts from
+//! the compiled-in defaults, not from its parent's values (`tcp_sk_init()`). Writing them needs
+//! CAP_NET_ADMIN over the namespace's user namespace (`net_ctl_permissions()`).
+//!
+//! Writes are all or nothing: if one key fails, the keys already written are put back.
+
+use crate::error::{Error, WriteFailure};
+use crate::netns::NetNs;
+use crate::policy::timeline::{ProbeTimeline, RTO_MAX_MS};
+use crate::policy::{Policy, Settings};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A sysctl this crate reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum Key {
+    /// `net.ipv4.tcp_keepalive_time`: idle seconds before the first probe.
+    KeepaliveTime,
+    /// `net.ipv4.tcp_keepalive_intvl`: seconds between probes.
+    KeepaliveIntvl,
+    /// `net.ipv4.tcp_keepalive_probes`: unanswered probes before the reset.
+    KeepaliveProbes,
+    /// `net.ipv4.tcp_retries2`: retransmissions of unacknowledged data before giving up.
+    Retries2,
+    /// `net.ipv4.tcp_rto_max_ms`: the retransmission timeout's ceiling (Linux 6.15 and later).
+    RtoMaxMs,
+}
+
+impl Key {
+    /// The three keepalive sysctls, in the order they are written.
+    pub const KEEPALIVE: [Key; 3] = [Key::KeepaliveTime, Key::KeepaliveIntvl, Key::KeepaliveProbes];
+
+    /// The name `sysctl(8)` uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Key::KeepaliveTime => "net.ipv4.tcp_keepalive_time",
+            Key::KeepaliveIntvl => "net.ipv4.tcp_keepalive_intvl",
+            Key::KeepaliveProbes => "net.ipv4.tcp_keepalive_probes",
+            Key::Retries2 => "net.ipv4.tcp_retries2",
+            Key::RtoMaxMs => "net.ipv4.tcp_rto_max_ms",
+        }
+    }
+
+    /// The file under `/proc/sys`.
+    pub fn path(self) -> String {
+        self.name().replace('.', "/")
+    }
+
+    /// The compiled-in default (`include/net/tcp.h`: `TCP_KEEPALIVE_TIME`, `TCP_KEEPALIVE_INTVL`,
+    /// `TCP_KEEPALIVE_PROBES`, `TCP_RETR2`, `TCP_RTO_MAX`).
+    pub const fn kernel_default(self) -> u64 {
+        match self {
+            Key::KeepaliveTime => 7200,
+            Key::KeepaliveIntvl => 75,
+            Key::KeepaliveProbes => 9,
+            Key::Retries2 => 15,
+            Key::RtoMaxMs => RTO_MAX_MS,
+        }
+    }
+}
+
+/// The values of the sysctls that decide how long a dead peer goes unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Defaults {
+    /// `net.ipv4.tcp_keepalive_time`, seconds.
+    pub keepalive_time: u32,
+    /// `net.ipv4.tcp_keepalive_intvl`, seconds.
+    pub keepalive_intvl: u32,
+    /// `net.ipv4.tcp_keepalive_probes`.
+    pub keepalive_probes: u32,
+    /// `net.ipv4.tcp_retries2`.
+    pub retries2: u32,
+    /// `net.ipv4.tcp_rto_max_ms`, or 120000 on kernels without that sysctl.
+    pub rto_max_ms: u64,
+}
+
+impl Defaults {
+    /// What a socket that sets no keepalive option of its own runs on.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            idle: self.keepalive_time,
+            interval: self.keepalive_intvl,
+            count: self.keepalive_probes,
+            user_timeout_ms: 0,
+        }
+    }
+
+    /// The value of one key.
+    pub fn get(&self, key: Key) -> u64 {
+        match key {
+            Key::KeepaliveTime => self.keepalive_time.into(),
+            Key::KeepaliveIntvl => self.keepalive_intvl.into(),
+            Key::KeepaliveProbes => self.keepalive_probes.into(),
+            Key::Retries2 => self.retries2.into(),
+            Key::RtoMaxMs => self.rto_max_ms,
+        }
+    }
+}
+
+/// The result of a write: the values before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Change {
+    /// Before the write.
+    pub before: Defaults,
+    /// After the write, read back.
+    pub after: Defaults,
+    /// The keys that were written (keys that already held the value are skipped).
+    pub written: Vec<Key>,
+}
+
+/// The sysctls of one network namespace.
+#[derive(Debug, Clone)]
+pub struct Sysctls {
+    root: PathBuf,
+    netns: Option<NetNs>,
+    /// Unit tests make writes of this key fail, to check the rollback.
+    #[cfg(test)]
+    fail_writes_to: Option<Key>,
+}
+
+impl Sysctls {
+    /// The caller's network namespace.
+    pub fn current() -> Self {
+        Sysctls { root: PathBuf::from("/proc/sys"), netns: None, ..Self::at("") }
+    }
+
+    /// A named network namespace.
+    pub fn netns(netns: NetNs) -> Self {
+        Sysctls { root: PathBuf::from("/proc/sys"), netns: Some(netns), ..Self::at("") }
+    }
+
+    /// A directory laid out like `/proc/sys`, for tests.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Sysctls {
+            root: root.into(),
+            netns: None,
+            #[cfg(test)]
+            fail_writes_to: None,
+        }
+    }
+
+    /// "network namespace 'NAME'" or "the current network namespace", for messages.
+    pub fn scope(&self) -> String {
+        match &self.netns {
+            Some(ns) => format!("network namespace '{}'", ns.name()),
+            None => "the current network namespace".to_owned(),
+        }
+    }
+
+    /// The namespace, when one was named.
+    pub fn netns_name(&self) -> Option<&str> {
+        self.netns.as_ref().map(NetNs::name)
+    }
+
+    fn run<T: Send>(&self, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
+        match &self.netns {
+            Some(ns) => ns.run(f)?,
+            None => f(),
+        }
+    }
+
+    /// Reads the current values.
+    pub fn read(&self) -> Result<Defaults, Error> {
+        self.run(|| self.read_here())
+    }
+
+    /// Writes the policy's idle, interval and count as the namespace's defaults, all or
+    /// nothing. A user timeout is refused: there is no sysctl for it.
+    pub fn apply(&self, policy: &Policy) -> Result<Change, Error> {
+        let targets = sysctl_targets(policy)?;
+        self.run(|| self.write_here(&targets))
+    }
+
+    /// Puts the three keepalive sysctls back to the kernel's compiled-in defaults.
+    pub fn reset(&self) -> Result<Change, Error> {
+        let targets: Vec<_> = Key::KEEPALIVE.iter().map(|&k| (k, k.kernel_default())).collect();
+        self.run(|| self.write_here(&targets))
+    }
+
+    fn file(&self, key: Key) -> PathBuf {
+        self.root.join(key.path())
+    }
+
+    fn read_key(&self, key: Key) -> Result<u64, Error> {
+        let text = fs::read_to_string(self.file(key)).map_err(|source| Error::SysctlRead {
+            key: key.name(),
+            scope: self.scope(),
+            source,
+        })?;
+        text.trim().parse().map_err(|_| Error::SysctlValue {
+            key: key.name(),
+            scope: self.scope(),
+            value: text.trim().to_owned(),
+        })
+    }
+
+    fn read_here(&self) -> Result<Defaults, Error> {
+        let small = |key| -> Result<u32, Error> {
+            let v = self.read_key(key)?;
+            u32::try_from(v).map_err(|_| Error::SysctlValue { key: key.name(), scope: self.scope(), value: v.to_string() })
+        };
+        let rto_max_ms = match self.read_key(Key::RtoMaxMs) {
+            Err(Error::SysctlRead { source, .. }) if source.kind() == io::ErrorKind::NotFound => RTO_MAX_MS,
+            other => other?,
+        };
+        Ok(Defaults {
+            keepalive_time: small(Key::KeepaliveTime)?,
+            keepalive_intvl: small(Key::KeepaliveIntvl)?,
+            keepalive_probes: small(Key::KeepaliveProbes)?,
+            retries2: small(Key::Retries2)?,
+            rto_max_ms,
+        })
+    }
+
+    fn write_key(&self, key: Key, value: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_writes_to == Some(key) {
+            return Err(io::Error::from(io::ErrorKind::ReadOnlyFilesystem));
+        }
+        let mut file = fs::OpenOptions::new().write(true).truncate(true).open(self.file(key))?;
+        file.write_all(format!("{value}\n").as_bytes())
+    }
+
+    /// Writes `targets` in order; on the first failure, restores what was written.
+    fn write_here(&self, targets: &[(Key, u64)]) -> Result<Change, Error> {
+        let before = self.read_here()?;
+        let mut written = Vec::new();
+        for &(key, value) in targets {
+            if before.get(key) == value {
+                continue;
+            }
+            if let Err(source) = self.write_key(key, value) {
+                let mut failure = WriteFailure {
+                    key: key.name(),
+                    value,
+                    scope: self.scope(),
+                    source,
+                    restored: Vec::new(),
+                    not_restored: Vec::new(),
+                };
+                for &done in written.iter().rev() {
+                    match self.write_key(done, before.get(done)) {
+                        Ok(()) => failure.restored.push(done.name()),
+                        Err(e) => failure.not_restored.push((done.name(), e)),
+                    }
+                }
+                return Err(Error::SysctlWrite(Box::new(failure)));
+            }
+            written.push(key);
+        }
+        Ok(Change { before, after: self.read_here()?, written })
+    }
+}
+
+/// The sysctl writes a policy asks for.
+fn sysctl_targets(policy: &Policy) -> Result<Vec<(Key, u64)>, Error> {
+    if policy.user_timeout().is_some() {
+        return Err(Error::NotASysctl(
+            "user-timeout has no sysctl: TCP_USER_TIMEOUT is set per socket (keepalive run, keepalive set --pid)",
+        ));
+    }
+    let targets: Vec<_> = [
+        (Key::KeepaliveTime, policy.idle()),
+        (Key::KeepaliveIntvl, policy.interval()),
+        (Key::KeepaliveProbes, policy.count()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, u64::from(v?))))
+    .collect();
+    if targets.is_empty() {
+        return Err(Error::NotASysctl("nothing to set: give --idle, --interval, --count or --policy"));
+    }
+    Ok(targets)
+}
+
+/// Where systemd-sysctl and `sysctl --system` look for drop-ins, highest precedence first:
+/// a file name in an earlier directory hides the same name in later ones.
+pub const SYSCTL_D_DIRS: [&str; 5] =
+    ["/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"];
+
+/// The file `persist` writes in a sysctl.d directory.
+pub const DROP_IN: &str = "90-keepalive.conf";
+
+/// A boot-time setting of a sysctl, found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BootSetting {
+    /// The file that sets it last.
+    pub file: PathBuf,
+    /// Its line number there.
+    pub line: usize,
+    /// The value it sets.
+    pub value: String,
+}
+
+/// Which configuration file sets `key` at boot, if any: the files of `dirs` (as
+/// [`SYSCTL_D_DIRS`]) applied in file-name order, then `/etc/sysctl.conf`-style `extra` files;
+/// the last assignment wins, as in `sysctl --system`.
+pub fn boot_setting(key: Key, dirs: &[&Path], extra: &[&Path]) -> Option<BootSetting> {
+    let mut by_name: Vec<(std::ffi::OsString, PathBuf)> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".conf") && !by_name.iter().any(|(n, _)| *n == name) {
+                by_name.push((name, entry.path()));
+            }
+        }
+    }
+    by_name.sort();
+    let files = by_name.into_iter().map(|(_, p)| p).chain(extra.iter().map(|p| p.to_path_buf()));
+    let mut found = None;
+    for file in files {
+        let Ok(text) = fs::read_to_string(&file) else { continue };
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim().trim_start_matches('-');
+            if line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else { continue };
+            if k.trim().replace('/', ".") == key.name() {
+                found = Some(BootSetting { file: file.clone(), line: i + 1, value: v.trim().to_owned() });
+            }
+        }
+    }
+    found
+}
+
+/// Where a sysctl's current value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(tag = "kind", rename_all = "kebab-case"))]
+pub enum Origin {
+    /// The compiled-in default, set by nothing.
+    KernelDefault,
+    /// A configuration file read at boot sets this value.
+    BootFile(BootSetting),
+    /// Written since boot (`sysctl -w`, `keepalive sysctl set`, a container runtime); `boot` is
+    /// the file that sets a different value at boot, if any.
+    Runtime {
+        /// The boot-time setting this value replaced.
+        boot: Option<BootSetting>,
+    },
+}
+
+/// One row of `keepalive sysctl show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Row {
+    /// The sysctl.
+    pub key: &'static str,
+    /// Its value now.
+    pub value: u64,
+    /// The compiled-in default.
+    pub kernel_default: u64,
+    /// Where the value comes from.
+    pub origin: Origin,
+}
+
+impl Sysctls {
+    /// The current values with where each comes from. Boot files are looked up in `dirs` and
+    /// `extra` (see [`boot_setting`]) only for the initial namespace: nothing applies them to
+    /// other namespaces, which start from the kernel defaults.
+    pub fn show(&self, dirs: &[&Path], extra: &[&Path]) -> Result<(Defaults, Vec<Row>), Error> {
+        let values = self.read()?;
+        let keys = [Key::KeepaliveTime, Key::KeepaliveIntvl, Key::KeepaliveProbes, Key::Retries2, Key::RtoMaxMs];
+        let rows = keys
+            .into_iter()
+            .map(|key| {
+                let value = values.get(key);
+                let boot = if self.netns.is_none() { boot_setting(key, dirs, extra) } else { None };
+                let origin = match boot {
+                    Some(b) if b.value == value.to_string() => Origin::BootFile(b),
+                    None if value == key.kernel_default() => Origin::KernelDefault,
+                    boot => Origin::Runtime { boot },
+                };
+                Row { key: key.name(), value, kernel_default: key.kernel_default(), origin }
+            })
+            .collect();
+        Ok((values, rows))
+    }
+}
+
+/// Writes the three keepalive sysctls to `dir/90-keepalive.conf`, atomically: a temporary
+/// file in the same directory, synced, then renamed over the old one. Returns the path.
+pub fn persist(dir: &Path, settings: &Settings) -> Result<PathBuf, Error> {
+    let path = dir.join(DROP_IN);
+    let tmp = dir.join(format!(".{DROP_IN}.{}.tmp", std::process::id()));
+    let policy = Policy::from_settings(&Settings { user_timeout_ms: 0, ..*settings })?;
+    let detect = ProbeTimeline::silent_peer(settings).time_to_detect();
+    let text = format!(
+        "# Written by `keepalive sysctl persist`: {policy}\n\
+         # A silent peer on an idle connection is detected after {} s.\n\
+         # Applied at boot by systemd-sysctl or `sysctl --system`, in the initial network namespace.\n\
+         {} = {}\n{} = {}\n{} = {}\n",
+        detect.as_secs(),
+        Key::KeepaliveTime.name(),
+        settings.idle,
+        Key::KeepaliveIntvl.name(),
+        settings.interval,
+        Key::KeepaliveProbes.name(),
+        settings.count,
+    );
+    let write = || -> io::Result<()> {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        Error::Persist { path: path.clone(), source }
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Class;
+
+    /// A fake /proc/sys with the kernel's defaults.
+    fn fake_proc() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("net/ipv4")).unwrap();
+        for key in [Key::KeepaliveTime, Key::KeepaliveIntvl, Key::KeepaliveProbes, Key::Retries2] {
+            fs::write(dir.path().join(key.path()), format!("{}\n", key.kernel_default())).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn reads_and_defaults_rto_max_when_absent() {
+        let dir = fake_proc();
+        let d = Sysctls::at(dir.path()).read().unwrap();
+        assert_eq!(d.settings(), Settings::LINUX_DEFAULT);
+        assert_eq!((d.retries2, d.rto_max_ms), (15, 120_000));
+    }
+
+    #[test]
+    fn apply_writes_only_what_changes() {
+        let dir = fake_proc();
+        let s = Sysctls::at(dir.path());
+        let change = s.apply(&Policy::parse("idle=60,interval=75,count=3").unwrap()).unwrap();
+        assert_eq!(change.written, [Key::KeepaliveTime, Key::KeepaliveProbes]);
+        assert_eq!(change.after.settings(), Settings { idle: 60, interval: 75, count: 3, user_timeout_ms: 0 });
+        let change = s.reset().unwrap();
+        assert_eq!(change.after.settings(), Settings::LINUX_DEFAULT);
+    }
+
+    #[test]
+    fn a_failed_write_restores_the_keys_written_before_it() {
+        let dir = fake_proc();
+        let s = Sysctls { fail_writes_to: Some(Key::KeepaliveProbes), ..Sysctls::at(dir.path()) };
+        let err = s.apply(&Policy::parse("idle=60,interval=10,count=3").unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("net.ipv4.tcp_keepalive_probes=3"), "{msg}");
+        assert!(msg.contains("restored net.ipv4.tcp_keepalive_intvl, net.ipv4.tcp_keepalive_time"), "{msg}");
+        assert_eq!(err.class(), Class::Failed);
+        let read = |k: Key| fs::read_to_string(dir.path().join(k.path())).unwrap();
+        assert_eq!(read(Key::KeepaliveTime).trim(), "7200");
+        assert_eq!(read(Key::KeepaliveIntvl).trim(), "75");
+    }
+
+    #[test]
+    fn refuses_user_timeout_and_empty_policies() {
+        let dir = fake_proc();
+        let s = Sysctls::at(dir.path());
+        let err = s.apply(&Policy::parse("idle=60,user-timeout=5s").unwrap()).unwrap_err();
+        assert_eq!(err.class(), Class::BadInput);
+        assert!(err.to_string().contains("per socket"));
+        assert_eq!(read_time(&dir), "7200");
+        assert_eq!(s.apply(&Policy::empty()).unwrap_err().class(), Class::BadInput);
+    }
+
+    fn read_time(dir: &tempfile::TempDir) -> String {
+        fs::read_to_string(dir.path().join(Key::KeepaliveTime.path())).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn persist_is_atomic_and_found_as_the_boot_setting() {
+        let etc = tempfile::tempdir().unwrap();
+        let lib = tempfile::tempdir().unwrap();
+        fs::write(lib.path().join("50-default.conf"), "net.ipv4.tcp_keepalive_time = 600\n").unwrap();
+        let found = boot_setting(Key::KeepaliveTime, &[etc.path(), lib.path()], &[]).unwrap();
+        assert_eq!((found.value.as_str(), found.line), ("600", 1));
+
+        let s = Settings { idle: 60, interval: 10, count: 5, user_timeout_ms: 0 };
+        let path = persist(etc.path(), &s).unwrap();
+        assert_eq!(path, etc.path().join(DROP_IN));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("net.ipv4.tcp_keepalive_time = 60\n"), "{text}");
+        assert!(text.contains("after 110 s"), "{text}");
+        // Written again: replaced, and no temporary file is left.
+        persist(etc.path(), &Settings { idle: 30, ..s }).unwrap();
+        let names: Vec<_> = fs::read_dir(etc.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [DROP_IN]);
+        let found = boot_setting(Key::KeepaliveTime, &[etc.path(), lib.path()], &[]).unwrap();
+        assert_eq!((found.file, found.value.as_str()), (path, "30"));
+        // A later file, or sysctl.conf, overrides.
+        let conf = etc.path().join("sysctl.conf");
+        fs::write(&conf, "# comment\nnet/ipv4/tcp_keepalive_time=45\n").unwrap();
+        let found = boot_setting(Key::KeepaliveTime, &[etc.path()], &[&conf]).unwrap();
+        assert_eq!((found.line, found.value.as_str()), (2, "45"));
+    }
+
+    #[test]
+    fn persist_into_a_missing_directory_fails_cleanly() {
+        let err = persist(Path::new("/nonexistent/keepalive-test"), &Settings::LINUX_DEFAULT).unwrap_err();
+        assert!(err.to_string().starts_with("writing /nonexistent/keepalive-test/90-keepalive.conf failed"));
+    }
+}
