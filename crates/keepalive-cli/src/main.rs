@@ -1,1 +1,85 @@
-fn main() {}
+//! `keepalive`: parse arguments, call the library, render. Exit codes: 0 ok, 1 the thing checked
+//! failed, 2 bad usage or input, 3 missing permission.
+
+mod cli;
+mod explain;
+mod policy_args;
+mod render;
+mod sysctl;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+/// A mistake in how the command was called, found by the command line itself.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl UsageError {
+    pub fn new(msg: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(UsageError(msg.into()))
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("keepalive: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &cli.command {
+        Command::Explain(args) => explain::run(args),
+        Command::Sysctl(cmd) => sysctl::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The library's messages already name their cause; print only the outermost.
+            eprintln!("keepalive: {}", one_line(&e.to_string()));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<keepalive::PolicyError>().is_some()
+    {
+        return 2;
+    }
+    match e
+        .downcast_ref::<keepalive::Error>()
+        .map(keepalive::Error::class)
+    {
+        Some(keepalive::Class::BadInput) => 2,
+        Some(keepalive::Class::Permission) => 3,
+        _ => 1,
+    }
+}
+
+/// Clap's errors span lines (usage, hints); keep the message and the allowed values on one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

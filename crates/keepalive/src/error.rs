@@ -27,7 +27,9 @@ pub enum Error {
     #[error("{0}")]
     NotASysctl(&'static str),
     /// A namespace name that `ip netns` could not have made.
-    #[error("network namespace name '{0}' is not valid: give a name from `ip netns list` or a path such as /proc/PID/ns/net")]
+    #[error(
+        "network namespace name '{0}' is not valid: give a name from `ip netns list` or a path such as /proc/PID/ns/net"
+    )]
     BadNetnsName(String),
     /// No such named namespace.
     #[error("network namespace '{name}' not found (no {}); `ip netns list` shows the names", path.display())]
@@ -100,10 +102,13 @@ impl Error {
     /// The kind of failure.
     pub fn class(&self) -> Class {
         match self {
-            Error::Policy(_) | Error::NotASysctl(_) | Error::BadNetnsName(_) | Error::NetnsNotFound { .. } => {
+            Error::Policy(_)
+            | Error::NotASysctl(_)
+            | Error::BadNetnsName(_)
+            | Error::NetnsNotFound { .. } => Class::BadInput,
+            Error::Netns { source, .. } if source.raw_os_error() == Some(libc_einval()) => {
                 Class::BadInput
             }
-            Error::Netns { source, .. } if source.raw_os_error() == Some(libc_einval()) => Class::BadInput,
             Error::NetnsPermission { .. } => Class::Permission,
             Error::SysctlWrite(w) if is_permission(&w.source) => Class::Permission,
             Error::SysctlRead { source, .. }
@@ -136,7 +141,11 @@ pub(crate) fn is_permission(e: &io::Error) -> bool {
 }
 
 fn permission_hint(e: &io::Error, need: &str) -> String {
-    if is_permission(e) { format!(" ({need})") } else { String::new() }
+    if is_permission(e) {
+        format!(" ({need})")
+    } else {
+        String::new()
+    }
 }
 
 /// A sysctl write that failed, and what became of the writes before it.
@@ -162,7 +171,11 @@ impl fmt::Display for WriteFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "writing {}={} in {} ", self.key, self.value, self.scope)?;
         if is_permission(&self.source) {
-            write!(f, "needs CAP_NET_ADMIN over that network namespace ({})", self.source)?;
+            write!(
+                f,
+                "needs CAP_NET_ADMIN over that network namespace ({})",
+                self.source
+            )?;
         } else {
             write!(f, "failed: {}", self.source)?;
         }
@@ -174,7 +187,11 @@ impl fmt::Display for WriteFailure {
         } else if self.restored.is_empty() {
             f.write_str("; nothing was changed")?;
         } else {
-            write!(f, "; restored {}, so nothing was changed", self.restored.join(", "))?;
+            write!(
+                f,
+                "; restored {}, so nothing was changed",
+                self.restored.join(", ")
+            )?;
         }
         Ok(())
     }

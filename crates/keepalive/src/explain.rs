@@ -43,8 +43,12 @@ impl Explanation {
     /// Explains `settings` on Linux, with retransmission governed by `kernel`'s
     /// `tcp_retries2` and `tcp_rto_max_ms`.
     pub fn linux(settings: Settings, kernel: &Defaults) -> Self {
-        let unacked = RetransmitTimeout::new(kernel.retries2, kernel.rto_max_ms, settings.user_timeout_ms);
-        Explanation { unacked_data: Some(unacked), ..Self::timer_only(settings) }
+        let unacked =
+            RetransmitTimeout::new(kernel.retries2, kernel.rto_max_ms, settings.user_timeout_ms);
+        Explanation {
+            unacked_data: Some(unacked),
+            ..Self::timer_only(settings)
+        }
     }
 
     /// Explains `settings` with the keepalive timer alone, for systems whose retransmission
@@ -53,28 +57,33 @@ impl Explanation {
         let silent_peer = ProbeTimeline::silent_peer(&settings);
         let detect = Some(silent_peer.reset_ms);
         let peer_states = vec![
-            PeerOutcome { state: "alive", peer_does: "ACKs probe 1; the timer starts over", error: None, after_ms: None },
+            PeerOutcome {
+                state: "alive",
+                peer_does: "ACKs probe 1; the timer starts over",
+                error: None,
+                after_ms: None,
+            },
             PeerOutcome {
                 state: "crashed",
-                peer_does: "says nothing (down, powered off, cable pulled)",
+                peer_does: "says nothing: down, powered off, cable pulled",
                 error: Some("ETIMEDOUT"),
                 after_ms: detect,
             },
             PeerOutcome {
                 state: "rebooted",
-                peer_does: "has no such connection: answers probe 1 with RST",
+                peer_does: "lost the connection: answers probe 1 with RST",
                 error: Some("ECONNRESET"),
                 after_ms: Some(silent_peer.first_probe_ms),
             },
             PeerOutcome {
                 state: "unreachable",
-                peer_does: "never gets the probes; ICMP errors for them are ignored",
+                peer_does: "probes lost; ICMP errors about them are ignored",
                 error: Some("ETIMEDOUT"),
                 after_ms: detect,
             },
             PeerOutcome {
                 state: "hung",
-                peer_does: "program frozen, its kernel still ACKs every probe",
+                peer_does: "program frozen; its kernel ACKs every probe",
                 error: None,
                 after_ms: None,
             },
@@ -84,13 +93,17 @@ impl Explanation {
             silent_peer,
             unacked_data: None,
             peer_states,
-            middleboxes_outlasted: reference::middleboxes_outlasted_by(settings.idle.into()).collect(),
+            middleboxes_outlasted: reference::middleboxes_outlasted_by(settings.idle.into())
+                .collect(),
         }
     }
 
     /// The smallest idle timeout among the middleboxes outlasted, in seconds.
     pub fn tightest_middlebox_s(&self) -> Option<u64> {
-        self.middleboxes_outlasted.iter().map(|m| m.idle_timeout_s).min()
+        self.middleboxes_outlasted
+            .iter()
+            .map(|m| m.idle_timeout_s)
+            .min()
     }
 }
 
@@ -100,18 +113,36 @@ mod tests {
 
     #[test]
     fn defaults_explained() {
-        let kernel = Defaults { keepalive_time: 7200, keepalive_intvl: 75, keepalive_probes: 9, retries2: 15, rto_max_ms: 120_000 };
+        let kernel = Defaults {
+            keepalive_time: 7200,
+            keepalive_intvl: 75,
+            keepalive_probes: 9,
+            retries2: 15,
+            rto_max_ms: 120_000,
+        };
         let e = Explanation::linux(kernel.settings(), &kernel);
         assert_eq!(e.silent_peer.reset_ms, 7_875_000);
         assert_eq!(e.unacked_data.unwrap().give_up_ms, 924_600);
-        let rebooted = e.peer_states.iter().find(|p| p.state == "rebooted").unwrap();
-        assert_eq!((rebooted.error, rebooted.after_ms), (Some("ECONNRESET"), Some(7_200_000)));
+        let rebooted = e
+            .peer_states
+            .iter()
+            .find(|p| p.state == "rebooted")
+            .unwrap();
+        assert_eq!(
+            (rebooted.error, rebooted.after_ms),
+            (Some("ECONNRESET"), Some(7_200_000))
+        );
         assert_eq!(e.tightest_middlebox_s(), Some(60));
     }
 
     #[test]
     fn short_idle_outlasts_nothing() {
-        let e = Explanation::timer_only(Settings { idle: 30, interval: 10, count: 5, user_timeout_ms: 0 });
+        let e = Explanation::timer_only(Settings {
+            idle: 30,
+            interval: 10,
+            count: 5,
+            user_timeout_ms: 0,
+        });
         assert!(e.middleboxes_outlasted.is_empty());
         assert_eq!(e.unacked_data, None);
     }

@@ -6,8 +6,8 @@
 
 use crate::error::Error;
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 /// Where `ip netns add NAME` pins a namespace (iproute2's `NETNS_RUN_DIR`).
@@ -31,7 +31,10 @@ impl NetNs {
         } else {
             PathBuf::from(NETNS_RUN_DIR).join(name)
         };
-        Ok(NetNs { name: name.to_owned(), path })
+        Ok(NetNs {
+            name: name.to_owned(),
+            path,
+        })
     }
 
     /// The name as given.
@@ -42,21 +45,34 @@ impl NetNs {
     /// Runs `f` on a thread inside this namespace and returns what it returns.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
         let file = File::open(&self.path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NetnsNotFound { name: self.name.clone(), path: self.path.clone() },
-            _ => Error::Netns { name: self.name.clone(), source },
+            io::ErrorKind::NotFound => Error::NetnsNotFound {
+                name: self.name.clone(),
+                path: self.path.clone(),
+            },
+            _ => Error::Netns {
+                name: self.name.clone(),
+                source,
+            },
         })?;
         std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
-                rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-                    .map_err(|errno| {
-                        let source = io::Error::from(errno);
-                        match source.kind() {
-                            io::ErrorKind::PermissionDenied => {
-                                Error::NetnsPermission { name: self.name.clone(), source }
-                            }
-                            _ => Error::Netns { name: self.name.clone(), source },
-                        }
-                    })?;
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(|errno| {
+                    let source = io::Error::from(errno);
+                    match source.kind() {
+                        io::ErrorKind::PermissionDenied => Error::NetnsPermission {
+                            name: self.name.clone(),
+                            source,
+                        },
+                        _ => Error::Netns {
+                            name: self.name.clone(),
+                            source,
+                        },
+                    }
+                })?;
                 Ok(f())
             });
             match worker.join() {

@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(secs("azure-lb"), 240);
         assert_eq!(secs("gcp-cloud-nat"), 1200);
         assert_eq!(secs("rfc5382"), 2 * 3600 + 4 * 60);
-        assert_eq!(os_default("linux").unwrap().settings, Settings::LINUX_DEFAULT);
+        assert_eq!(
+            os_default("linux").unwrap().settings,
+            Settings::LINUX_DEFAULT
+        );
         assert_eq!(os_default("windows").unwrap().settings.interval, 1);
     }
 
@@ -128,6 +131,11 @@ mod tests {
         assert!(ids.contains(&"aws-nlb") && ids.contains(&"gcp-cloud-nat"));
         assert!(!ids.contains(&"rfc5382") && !ids.contains(&"linux-conntrack"));
         assert_eq!(middleboxes_outlasted_by(59).count(), 0);
-        assert_eq!(middleboxes_outlasted_by(60).map(|m| m.id).collect::<Vec<_>>(), ["aws-alb"]);
+        assert_eq!(
+            middleboxes_outlasted_by(60)
+                .map(|m| m.id)
+                .collect::<Vec<_>>(),
+            ["aws-alb"]
+        );
     }
 }

@@ -33,7 +33,11 @@ pub struct SocketKeepalive {
 
 fn fail(fd: BorrowedFd<'_>, option: &'static str) -> impl FnOnce(rustix::io::Errno) -> Error {
     let fd = fd.as_raw_fd();
-    move |errno| Error::Socket { option, fd, source: io::Error::from(errno) }
+    move |errno| Error::Socket {
+        option,
+        fd,
+        source: io::Error::from(errno),
+    }
 }
 
 /// Reads `SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT` and `TCP_USER_TIMEOUT`.
@@ -57,7 +61,10 @@ pub fn read(fd: impl AsFd) -> Result<SocketKeepalive, Error> {
 pub fn apply(fd: impl AsFd, policy: &Policy) -> Result<SocketKeepalive, Error> {
     let fd = fd.as_fd();
     let before = read(fd)?;
-    let target = SocketKeepalive { enabled: true, settings: policy.resolve(&before.settings)? };
+    let target = SocketKeepalive {
+        enabled: true,
+        settings: policy.resolve(&before.settings)?,
+    };
     if let Err(e) = write(fd, &target) {
         // Best effort: the error that matters is the first one.
         let _ = write(fd, &before);

@@ -16,9 +16,13 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// A sysctl this crate reads or writes.
+/// A sysctl this crate reads or writes. Serializes as its `sysctl(8)` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(into = "&'static str")
+)]
 pub enum Key {
     /// `net.ipv4.tcp_keepalive_time`: idle seconds before the first probe.
     KeepaliveTime,
@@ -32,9 +36,28 @@ pub enum Key {
     RtoMaxMs,
 }
 
+impl From<Key> for &'static str {
+    fn from(key: Key) -> Self {
+        key.name()
+    }
+}
+
 impl Key {
+    /// Every key, in the order `show` lists them.
+    pub const ALL: [Key; 5] = [
+        Key::KeepaliveTime,
+        Key::KeepaliveIntvl,
+        Key::KeepaliveProbes,
+        Key::Retries2,
+        Key::RtoMaxMs,
+    ];
+
     /// The three keepalive sysctls, in the order they are written.
-    pub const KEEPALIVE: [Key; 3] = [Key::KeepaliveTime, Key::KeepaliveIntvl, Key::KeepaliveProbes];
+    pub const KEEPALIVE: [Key; 3] = [
+        Key::KeepaliveTime,
+        Key::KeepaliveIntvl,
+        Key::KeepaliveProbes,
+    ];
 
     /// The name `sysctl(8)` uses.
     pub const fn name(self) -> &'static str {
@@ -129,12 +152,20 @@ pub struct Sysctls {
 impl Sysctls {
     /// The caller's network namespace.
     pub fn current() -> Self {
-        Sysctls { root: PathBuf::from("/proc/sys"), netns: None, ..Self::at("") }
+        Sysctls {
+            root: PathBuf::from("/proc/sys"),
+            netns: None,
+            ..Self::at("")
+        }
     }
 
     /// A named network namespace.
     pub fn netns(netns: NetNs) -> Self {
-        Sysctls { root: PathBuf::from("/proc/sys"), netns: Some(netns), ..Self::at("") }
+        Sysctls {
+            root: PathBuf::from("/proc/sys"),
+            netns: Some(netns),
+            ..Self::at("")
+        }
     }
 
     /// A directory laid out like `/proc/sys`, for tests.
@@ -181,7 +212,10 @@ impl Sysctls {
 
     /// Puts the three keepalive sysctls back to the kernel's compiled-in defaults.
     pub fn reset(&self) -> Result<Change, Error> {
-        let targets: Vec<_> = Key::KEEPALIVE.iter().map(|&k| (k, k.kernel_default())).collect();
+        let targets: Vec<_> = Key::KEEPALIVE
+            .iter()
+            .map(|&k| (k, k.kernel_default()))
+            .collect();
         self.run(|| self.write_here(&targets))
     }
 
@@ -205,10 +239,16 @@ impl Sysctls {
     fn read_here(&self) -> Result<Defaults, Error> {
         let small = |key| -> Result<u32, Error> {
             let v = self.read_key(key)?;
-            u32::try_from(v).map_err(|_| Error::SysctlValue { key: key.name(), scope: self.scope(), value: v.to_string() })
+            u32::try_from(v).map_err(|_| Error::SysctlValue {
+                key: key.name(),
+                scope: self.scope(),
+                value: v.to_string(),
+            })
         };
         let rto_max_ms = match self.read_key(Key::RtoMaxMs) {
-            Err(Error::SysctlRead { source, .. }) if source.kind() == io::ErrorKind::NotFound => RTO_MAX_MS,
+            Err(Error::SysctlRead { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                RTO_MAX_MS
+            }
             other => other?,
         };
         Ok(Defaults {
@@ -225,7 +265,10 @@ impl Sysctls {
         if self.fail_writes_to == Some(key) {
             return Err(io::Error::from(io::ErrorKind::ReadOnlyFilesystem));
         }
-        let mut file = fs::OpenOptions::new().write(true).truncate(true).open(self.file(key))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.file(key))?;
         file.write_all(format!("{value}\n").as_bytes())
     }
 
@@ -256,17 +299,26 @@ impl Sysctls {
             }
             written.push(key);
         }
-        Ok(Change { before, after: self.read_here()?, written })
+        Ok(Change {
+            before,
+            after: self.read_here()?,
+            written,
+        })
+    }
+}
+
+fn refuse_user_timeout(policy: &Policy) -> Result<(), Error> {
+    match policy.user_timeout() {
+        Some(_) => Err(Error::NotASysctl(
+            "user-timeout has no sysctl: TCP_USER_TIMEOUT is set per socket (keepalive run, keepalive set --pid)",
+        )),
+        None => Ok(()),
     }
 }
 
 /// The sysctl writes a policy asks for.
 fn sysctl_targets(policy: &Policy) -> Result<Vec<(Key, u64)>, Error> {
-    if policy.user_timeout().is_some() {
-        return Err(Error::NotASysctl(
-            "user-timeout has no sysctl: TCP_USER_TIMEOUT is set per socket (keepalive run, keepalive set --pid)",
-        ));
-    }
+    refuse_user_timeout(policy)?;
     let targets: Vec<_> = [
         (Key::KeepaliveTime, policy.idle()),
         (Key::KeepaliveIntvl, policy.interval()),
@@ -276,15 +328,22 @@ fn sysctl_targets(policy: &Policy) -> Result<Vec<(Key, u64)>, Error> {
     .filter_map(|(k, v)| Some((k, u64::from(v?))))
     .collect();
     if targets.is_empty() {
-        return Err(Error::NotASysctl("nothing to set: give --idle, --interval, --count or --policy"));
+        return Err(Error::NotASysctl(
+            "nothing to set: give --idle, --interval, --count or --policy",
+        ));
     }
     Ok(targets)
 }
 
 /// Where systemd-sysctl and `sysctl --system` look for drop-ins, highest precedence first:
 /// a file name in an earlier directory hides the same name in later ones.
-pub const SYSCTL_D_DIRS: [&str; 5] =
-    ["/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"];
+pub const SYSCTL_D_DIRS: [&str; 5] = [
+    "/etc/sysctl.d",
+    "/run/sysctl.d",
+    "/usr/local/lib/sysctl.d",
+    "/usr/lib/sysctl.d",
+    "/lib/sysctl.d",
+];
 
 /// The file `persist` writes in a sysctl.d directory.
 pub const DROP_IN: &str = "90-keepalive.conf";
@@ -307,27 +366,41 @@ pub struct BootSetting {
 pub fn boot_setting(key: Key, dirs: &[&Path], extra: &[&Path]) -> Option<BootSetting> {
     let mut by_name: Vec<(std::ffi::OsString, PathBuf)> = Vec::new();
     for dir in dirs {
-        let Ok(entries) = fs::read_dir(dir) else { continue };
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_string_lossy().ends_with(".conf") && !by_name.iter().any(|(n, _)| *n == name) {
+            if name.to_string_lossy().ends_with(".conf") && !by_name.iter().any(|(n, _)| *n == name)
+            {
                 by_name.push((name, entry.path()));
             }
         }
     }
     by_name.sort();
-    let files = by_name.into_iter().map(|(_, p)| p).chain(extra.iter().map(|p| p.to_path_buf()));
+    let files = by_name
+        .into_iter()
+        .map(|(_, p)| p)
+        .chain(extra.iter().map(|p| p.to_path_buf()));
     let mut found = None;
     for file in files {
-        let Ok(text) = fs::read_to_string(&file) else { continue };
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
         for (i, line) in text.lines().enumerate() {
             let line = line.trim().trim_start_matches('-');
             if line.starts_with('#') || line.starts_with(';') {
                 continue;
             }
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             if k.trim().replace('/', ".") == key.name() {
-                found = Some(BootSetting { file: file.clone(), line: i + 1, value: v.trim().to_owned() });
+                found = Some(BootSetting {
+                    file: file.clone(),
+                    line: i + 1,
+                    value: v.trim().to_owned(),
+                });
             }
         }
     }
@@ -336,7 +409,11 @@ pub fn boot_setting(key: Key, dirs: &[&Path], extra: &[&Path]) -> Option<BootSet
 
 /// Where a sysctl's current value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(tag = "kind", rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "kind", rename_all = "kebab-case")
+)]
 pub enum Origin {
     /// The compiled-in default, set by nothing.
     KernelDefault,
@@ -370,21 +447,64 @@ impl Sysctls {
     /// other namespaces, which start from the kernel defaults.
     pub fn show(&self, dirs: &[&Path], extra: &[&Path]) -> Result<(Defaults, Vec<Row>), Error> {
         let values = self.read()?;
-        let keys = [Key::KeepaliveTime, Key::KeepaliveIntvl, Key::KeepaliveProbes, Key::Retries2, Key::RtoMaxMs];
-        let rows = keys
+        let rows = Key::ALL
             .into_iter()
             .map(|key| {
                 let value = values.get(key);
-                let boot = if self.netns.is_none() { boot_setting(key, dirs, extra) } else { None };
+                let boot = if self.netns.is_none() {
+                    boot_setting(key, dirs, extra)
+                } else {
+                    None
+                };
                 let origin = match boot {
                     Some(b) if b.value == value.to_string() => Origin::BootFile(b),
                     None if value == key.kernel_default() => Origin::KernelDefault,
                     boot => Origin::Runtime { boot },
                 };
-                Row { key: key.name(), value, kernel_default: key.kernel_default(), origin }
+                Row {
+                    key: key.name(),
+                    value,
+                    kernel_default: key.kernel_default(),
+                    origin,
+                }
             })
             .collect();
         Ok((values, rows))
+    }
+}
+
+/// What `persist` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Persisted {
+    /// The drop-in file.
+    pub path: PathBuf,
+    /// The values it sets.
+    pub settings: Settings,
+    /// The live values, which `persist` does not change.
+    pub live: Defaults,
+}
+
+impl Sysctls {
+    /// Writes a drop-in into `dir` (normally `/etc/sysctl.d`) holding the policy, with keys it
+    /// leaves out taken from the live values. Boot-time sysctl files apply to the initial
+    /// network namespace only, so a named namespace is refused.
+    pub fn persist(&self, dir: &Path, policy: &Policy) -> Result<Persisted, Error> {
+        if self.netns.is_some() {
+            return Err(Error::NotASysctl(
+                "persist writes boot-time files, which apply to the initial network namespace only; \
+                 run `keepalive sysctl set --netns NAME` after creating the namespace instead",
+            ));
+        }
+        refuse_user_timeout(policy)?;
+        let live = self.read()?;
+        let settings = policy.resolve(&live.settings())?;
+        let path = persist(dir, &settings)?;
+        Ok(Persisted {
+            path,
+            settings,
+            live,
+        })
     }
 }
 
@@ -393,7 +513,10 @@ impl Sysctls {
 pub fn persist(dir: &Path, settings: &Settings) -> Result<PathBuf, Error> {
     let path = dir.join(DROP_IN);
     let tmp = dir.join(format!(".{DROP_IN}.{}.tmp", std::process::id()));
-    let policy = Policy::from_settings(&Settings { user_timeout_ms: 0, ..*settings })?;
+    let policy = Policy::from_settings(&Settings {
+        user_timeout_ms: 0,
+        ..*settings
+    })?;
     let detect = ProbeTimeline::silent_peer(settings).time_to_detect();
     let text = format!(
         "# Written by `keepalive sysctl persist`: {policy}\n\
@@ -409,7 +532,10 @@ pub fn persist(dir: &Path, settings: &Settings) -> Result<PathBuf, Error> {
         settings.count,
     );
     let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         fs::rename(&tmp, &path)?;
@@ -417,7 +543,10 @@ pub fn persist(dir: &Path, settings: &Settings) -> Result<PathBuf, Error> {
     };
     write().map_err(|source| {
         let _ = fs::remove_file(&tmp);
-        Error::Persist { path: path.clone(), source }
+        Error::Persist {
+            path: path.clone(),
+            source,
+        }
     })?;
     Ok(path)
 }
@@ -431,8 +560,17 @@ mod tests {
     fn fake_proc() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("net/ipv4")).unwrap();
-        for key in [Key::KeepaliveTime, Key::KeepaliveIntvl, Key::KeepaliveProbes, Key::Retries2] {
-            fs::write(dir.path().join(key.path()), format!("{}\n", key.kernel_default())).unwrap();
+        for key in [
+            Key::KeepaliveTime,
+            Key::KeepaliveIntvl,
+            Key::KeepaliveProbes,
+            Key::Retries2,
+        ] {
+            fs::write(
+                dir.path().join(key.path()),
+                format!("{}\n", key.kernel_default()),
+            )
+            .unwrap();
         }
         dir
     }
@@ -449,9 +587,19 @@ mod tests {
     fn apply_writes_only_what_changes() {
         let dir = fake_proc();
         let s = Sysctls::at(dir.path());
-        let change = s.apply(&Policy::parse("idle=60,interval=75,count=3").unwrap()).unwrap();
+        let change = s
+            .apply(&Policy::parse("idle=60,interval=75,count=3").unwrap())
+            .unwrap();
         assert_eq!(change.written, [Key::KeepaliveTime, Key::KeepaliveProbes]);
-        assert_eq!(change.after.settings(), Settings { idle: 60, interval: 75, count: 3, user_timeout_ms: 0 });
+        assert_eq!(
+            change.after.settings(),
+            Settings {
+                idle: 60,
+                interval: 75,
+                count: 3,
+                user_timeout_ms: 0
+            }
+        );
         let change = s.reset().unwrap();
         assert_eq!(change.after.settings(), Settings::LINUX_DEFAULT);
     }
@@ -459,11 +607,19 @@ mod tests {
     #[test]
     fn a_failed_write_restores_the_keys_written_before_it() {
         let dir = fake_proc();
-        let s = Sysctls { fail_writes_to: Some(Key::KeepaliveProbes), ..Sysctls::at(dir.path()) };
-        let err = s.apply(&Policy::parse("idle=60,interval=10,count=3").unwrap()).unwrap_err();
+        let s = Sysctls {
+            fail_writes_to: Some(Key::KeepaliveProbes),
+            ..Sysctls::at(dir.path())
+        };
+        let err = s
+            .apply(&Policy::parse("idle=60,interval=10,count=3").unwrap())
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("net.ipv4.tcp_keepalive_probes=3"), "{msg}");
-        assert!(msg.contains("restored net.ipv4.tcp_keepalive_intvl, net.ipv4.tcp_keepalive_time"), "{msg}");
+        assert!(
+            msg.contains("restored net.ipv4.tcp_keepalive_intvl, net.ipv4.tcp_keepalive_time"),
+            "{msg}"
+        );
         assert_eq!(err.class(), Class::Failed);
         let read = |k: Key| fs::read_to_string(dir.path().join(k.path())).unwrap();
         assert_eq!(read(Key::KeepaliveTime).trim(), "7200");
@@ -474,34 +630,57 @@ mod tests {
     fn refuses_user_timeout_and_empty_policies() {
         let dir = fake_proc();
         let s = Sysctls::at(dir.path());
-        let err = s.apply(&Policy::parse("idle=60,user-timeout=5s").unwrap()).unwrap_err();
+        let err = s
+            .apply(&Policy::parse("idle=60,user-timeout=5s").unwrap())
+            .unwrap_err();
         assert_eq!(err.class(), Class::BadInput);
         assert!(err.to_string().contains("per socket"));
         assert_eq!(read_time(&dir), "7200");
-        assert_eq!(s.apply(&Policy::empty()).unwrap_err().class(), Class::BadInput);
+        assert_eq!(
+            s.apply(&Policy::empty()).unwrap_err().class(),
+            Class::BadInput
+        );
     }
 
     fn read_time(dir: &tempfile::TempDir) -> String {
-        fs::read_to_string(dir.path().join(Key::KeepaliveTime.path())).unwrap().trim().to_owned()
+        fs::read_to_string(dir.path().join(Key::KeepaliveTime.path()))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     #[test]
     fn persist_is_atomic_and_found_as_the_boot_setting() {
         let etc = tempfile::tempdir().unwrap();
         let lib = tempfile::tempdir().unwrap();
-        fs::write(lib.path().join("50-default.conf"), "net.ipv4.tcp_keepalive_time = 600\n").unwrap();
+        fs::write(
+            lib.path().join("50-default.conf"),
+            "net.ipv4.tcp_keepalive_time = 600\n",
+        )
+        .unwrap();
         let found = boot_setting(Key::KeepaliveTime, &[etc.path(), lib.path()], &[]).unwrap();
         assert_eq!((found.value.as_str(), found.line), ("600", 1));
 
-        let s = Settings { idle: 60, interval: 10, count: 5, user_timeout_ms: 0 };
+        let s = Settings {
+            idle: 60,
+            interval: 10,
+            count: 5,
+            user_timeout_ms: 0,
+        };
         let path = persist(etc.path(), &s).unwrap();
         assert_eq!(path, etc.path().join(DROP_IN));
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.contains("net.ipv4.tcp_keepalive_time = 60\n"), "{text}");
+        assert!(
+            text.contains("net.ipv4.tcp_keepalive_time = 60\n"),
+            "{text}"
+        );
         assert!(text.contains("after 110 s"), "{text}");
         // Written again: replaced, and no temporary file is left.
         persist(etc.path(), &Settings { idle: 30, ..s }).unwrap();
-        let names: Vec<_> = fs::read_dir(etc.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(etc.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, [DROP_IN]);
         let found = boot_setting(Key::KeepaliveTime, &[etc.path(), lib.path()], &[]).unwrap();
         assert_eq!((found.file, found.value.as_str()), (path, "30"));
@@ -514,7 +693,14 @@ mod tests {
 
     #[test]
     fn persist_into_a_missing_directory_fails_cleanly() {
-        let err = persist(Path::new("/nonexistent/keepalive-test"), &Settings::LINUX_DEFAULT).unwrap_err();
-        assert!(err.to_string().starts_with("writing /nonexistent/keepalive-test/90-keepalive.conf failed"));
+        let err = persist(
+            Path::new("/nonexistent/keepalive-test"),
+            &Settings::LINUX_DEFAULT,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("writing /nonexistent/keepalive-test/90-keepalive.conf failed")
+        );
     }
 }

@@ -112,7 +112,11 @@ struct Snippet {
 }
 
 impl Snippet {
-    const EMPTY: Snippet = Snippet { bytes: [0; 40], len: 0, truncated: false };
+    const EMPTY: Snippet = Snippet {
+        bytes: [0; 40],
+        len: 0,
+        truncated: false,
+    };
 
     fn new(s: &str) -> Snippet {
         let mut end = s.len().min(40);
@@ -121,7 +125,11 @@ impl Snippet {
         }
         let mut bytes = [0; 40];
         bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
-        Snippet { bytes, len: end as u8, truncated: end < s.len() }
+        Snippet {
+            bytes,
+            len: end as u8,
+            truncated: end < s.len(),
+        }
     }
 
     fn as_str(&self) -> &str {
@@ -162,11 +170,23 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn new(kind: ErrorKind, key: Option<Key>, raw_key: &str, value: &str) -> Self {
-        PolicyError { kind, key, raw_key: Snippet::new(raw_key), value: Snippet::new(value), amount: 0 }
+        PolicyError {
+            kind,
+            key,
+            raw_key: Snippet::new(raw_key),
+            value: Snippet::new(value),
+            amount: 0,
+        }
     }
 
     fn bare(kind: ErrorKind) -> Self {
-        PolicyError { kind, key: None, raw_key: Snippet::EMPTY, value: Snippet::EMPTY, amount: 0 }
+        PolicyError {
+            kind,
+            key: None,
+            raw_key: Snippet::EMPTY,
+            value: Snippet::EMPTY,
+            amount: 0,
+        }
     }
 
     pub(crate) fn duplicate(key: Key) -> Self {
@@ -174,7 +194,10 @@ impl PolicyError {
     }
 
     pub(crate) fn auto_too_large(ms: u64) -> Self {
-        PolicyError { amount: ms, ..Self::new(ErrorKind::AutoTooLarge, Some(Key::UserTimeout), "", "auto") }
+        PolicyError {
+            amount: ms,
+            ..Self::new(ErrorKind::AutoTooLarge, Some(Key::UserTimeout), "", "auto")
+        }
     }
 
     /// What kind of mistake this is.
@@ -194,15 +217,24 @@ impl fmt::Display for PolicyError {
         let allowed = self.key.map_or("", Key::allowed);
         let (v, raw) = (&self.value, &self.raw_key);
         match self.kind {
-            ErrorKind::Empty => write!(f, "empty policy: expected key=value fields such as {EXAMPLE}"),
+            ErrorKind::Empty => write!(
+                f,
+                "empty policy: expected key=value fields such as {EXAMPLE}"
+            ),
             ErrorKind::EmptyField => {
-                write!(f, "empty field in policy (a stray comma?): expected key=value fields such as {EXAMPLE}")
+                write!(
+                    f,
+                    "empty field in policy (a stray comma?): expected key=value fields such as {EXAMPLE}"
+                )
             }
             ErrorKind::UnknownKey => write!(
                 f,
                 "unknown policy key '{raw}': allowed keys are idle, interval, count, user-timeout"
             ),
-            ErrorKind::MissingValue => write!(f, "policy key '{raw}' has no value: write {raw}=VALUE, {allowed}"),
+            ErrorKind::MissingValue => write!(
+                f,
+                "policy key '{raw}' has no value: write {raw}=VALUE, {allowed}"
+            ),
             ErrorKind::Duplicate => write!(f, "policy key '{key}' is given twice"),
             ErrorKind::NotANumber => write!(
                 f,
@@ -213,9 +245,14 @@ impl fmt::Display for PolicyError {
                 f,
                 "{key}={v}: unknown unit; allowed units are ms, s, m, h (a bare number is seconds)"
             ),
-            ErrorKind::UnitNotAllowed => write!(f, "{key}={v}: takes no unit; {key} must be {allowed}"),
+            ErrorKind::UnitNotAllowed => {
+                write!(f, "{key}={v}: takes no unit; {key} must be {allowed}")
+            }
             ErrorKind::NotWholeSeconds => {
-                write!(f, "{key}={v}: the kernel counts {key} in whole seconds; {key} must be {allowed}")
+                write!(
+                    f,
+                    "{key}={v}: the kernel counts {key} in whole seconds; {key} must be {allowed}"
+                )
             }
             ErrorKind::OutOfRange => write!(f, "{key}={v}: out of range; {key} must be {allowed}"),
             ErrorKind::AutoTooLarge => write!(
@@ -249,7 +286,10 @@ pub enum Field {
 /// Duplicate keys are the caller's concern (see `Policy::parse`), since a caller that layers
 /// fields (the shim's compatibility variables) may allow them.
 pub fn fields(policy: &str) -> Fields<'_> {
-    Fields { rest: Some(policy), first: true }
+    Fields {
+        rest: Some(policy),
+        first: true,
+    }
 }
 
 /// The iterator returned by [`fields`].
@@ -292,7 +332,12 @@ pub fn parse_field(item: &str) -> Result<Field, PolicyError> {
         None => (item, ""),
     };
     let Some(key) = Key::from_name(raw_key) else {
-        return Err(PolicyError::new(ErrorKind::UnknownKey, None, raw_key, value));
+        return Err(PolicyError::new(
+            ErrorKind::UnknownKey,
+            None,
+            raw_key,
+            value,
+        ));
     };
     parse_value(key, value)
 }
@@ -350,7 +395,14 @@ fn millis(key: Key, value: &str) -> Result<Option<u64>, PolicyError> {
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(PolicyError::new(ErrorKind::BadUnit, Some(key), key.name(), value)),
+        _ => {
+            return Err(PolicyError::new(
+                ErrorKind::BadUnit,
+                Some(key),
+                key.name(),
+                value,
+            ));
+        }
     };
     Ok(n.and_then(|n| n.checked_mul(scale)))
 }
@@ -360,11 +412,17 @@ fn number<'v>(key: Key, value: &'v str) -> Result<(Option<u64>, &'v str), Policy
     let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err(err(if value.starts_with('-') { ErrorKind::Negative } else { ErrorKind::NotANumber }));
+        return Err(err(if value.starts_with('-') {
+            ErrorKind::Negative
+        } else {
+            ErrorKind::NotANumber
+        }));
     }
     let mut n: Option<u64> = Some(0);
     for b in value[..digits].bytes() {
-        n = n.and_then(|n| n.checked_mul(10)).and_then(|n| n.checked_add(u64::from(b - b'0')));
+        n = n
+            .and_then(|n| n.checked_mul(10))
+            .and_then(|n| n.checked_add(u64::from(b - b'0')));
     }
     Ok((n, &value[digits..]))
 }
@@ -372,7 +430,11 @@ fn number<'v>(key: Key, value: &'v str) -> Result<(Option<u64>, &'v str), Policy
 /// Writes a duration in milliseconds in the grammar's shortest exact form for the key:
 /// whole seconds as `Ns`, anything else as `Nms`.
 pub(crate) fn write_millis(f: &mut fmt::Formatter<'_>, ms: u64) -> fmt::Result {
-    if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+    if ms % 1000 == 0 {
+        write!(f, "{}s", ms / 1000)
+    } else {
+        write!(f, "{ms}ms")
+    }
 }
 
 #[cfg(test)]
@@ -405,10 +467,22 @@ mod tests {
         assert_eq!(one("count=127"), Ok(Field::Count(127)));
         assert_eq!(one("count=128").unwrap_err().kind(), ErrorKind::OutOfRange);
         assert_eq!(one("count=0").unwrap_err().kind(), ErrorKind::OutOfRange);
-        assert_eq!(one("user-timeout=2147483647ms"), Ok(Field::UserTimeoutMs(i32::MAX as u32)));
-        assert_eq!(one("user-timeout=2147483648ms").unwrap_err().kind(), ErrorKind::OutOfRange);
-        assert_eq!(one("idle=99999999999999999999999").unwrap_err().kind(), ErrorKind::OutOfRange);
-        assert_eq!(one("idle=18446744073709551615h").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(
+            one("user-timeout=2147483647ms"),
+            Ok(Field::UserTimeoutMs(i32::MAX as u32))
+        );
+        assert_eq!(
+            one("user-timeout=2147483648ms").unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
+        assert_eq!(
+            one("idle=99999999999999999999999").unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
+        assert_eq!(
+            one("idle=18446744073709551615h").unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
     }
 
     #[test]
@@ -431,15 +505,26 @@ mod tests {
     #[test]
     fn messages_name_key_value_and_range() {
         let msg = one("idle=0").unwrap_err().to_string();
-        assert_eq!(msg, "idle=0: out of range; idle must be 1..=32767 s (TCP_KEEPIDLE, whole seconds)");
+        assert_eq!(
+            msg,
+            "idle=0: out of range; idle must be 1..=32767 s (TCP_KEEPIDLE, whole seconds)"
+        );
         let msg = one("idel=5").unwrap_err().to_string();
-        assert!(msg.contains("'idel'") && msg.contains("allowed keys"), "{msg}");
+        assert!(
+            msg.contains("'idel'") && msg.contains("allowed keys"),
+            "{msg}"
+        );
         let msg = one("count=200").unwrap_err().to_string();
-        assert!(msg.starts_with("count=200: out of range") && msg.contains("1..=127"), "{msg}");
+        assert!(
+            msg.starts_with("count=200: out of range") && msg.contains("1..=127"),
+            "{msg}"
+        );
         let long = format!("idle={}", "9".repeat(100));
         let msg = one(&long).unwrap_err().to_string();
         assert!(msg.contains("...") && !msg.contains('\n'), "{msg}");
-        let msg = one("idle=ééééééééééééééééééééééééééééééé").unwrap_err().to_string();
+        let msg = one("idle=ééééééééééééééééééééééééééééééé")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("not a whole number"), "{msg}");
     }
 

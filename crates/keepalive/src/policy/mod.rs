@@ -39,7 +39,12 @@ pub struct Policy {
 impl Policy {
     /// A policy that sets nothing.
     pub const fn empty() -> Self {
-        Policy { idle: None, interval: None, count: None, user_timeout: None }
+        Policy {
+            idle: None,
+            interval: None,
+            count: None,
+            user_timeout: None,
+        }
     }
 
     /// Parses the grammar (see [`grammar`]). Allocation-free.
@@ -92,7 +97,12 @@ impl Policy {
     /// With all three timer keys present, `auto` can be checked now rather than at resolve.
     fn check_auto(&self) -> Result<(), PolicyError> {
         if let (Some(idle), Some(interval), Some(count)) = (self.idle, self.interval, self.count) {
-            let base = Settings { idle, interval, count, user_timeout_ms: 0 };
+            let base = Settings {
+                idle,
+                interval,
+                count,
+                user_timeout_ms: 0,
+            };
             self.resolve(&base)?;
         }
         Ok(())
@@ -157,7 +167,12 @@ impl Policy {
                 ms as u32
             }
         };
-        Ok(Settings { idle, interval, count, user_timeout_ms })
+        Ok(Settings {
+            idle,
+            interval,
+            count,
+            user_timeout_ms,
+        })
     }
 }
 
@@ -170,7 +185,7 @@ impl FromStr for Policy {
 }
 
 /// Written back in the grammar, keys in their usual order; parses to an equal policy.
-/// An empty policy writes as the empty string.
+/// An empty policy writes as the empty string, which `parse` refuses.
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
@@ -228,12 +243,20 @@ impl Settings {
     /// Linux's compiled-in defaults (`include/net/tcp.h`: `TCP_KEEPALIVE_TIME` 2 h,
     /// `TCP_KEEPALIVE_INTVL` 75 s, `TCP_KEEPALIVE_PROBES` 9), which every new network
     /// namespace starts with (`tcp_sk_init()` in `net/ipv4/tcp_ipv4.c`).
-    pub const LINUX_DEFAULT: Settings = Settings { idle: 7200, interval: 75, count: 9, user_timeout_ms: 0 };
+    pub const LINUX_DEFAULT: Settings = Settings {
+        idle: 7200,
+        interval: 75,
+        count: 9,
+        user_timeout_ms: 0,
+    };
 }
 
 /// Formats `n` into a stack buffer, so `from_settings` reuses the one parser without allocating.
 fn itoa_buf(n: u64) -> DigitBuf {
-    let mut buf = DigitBuf { bytes: [0; 20], start: 20 };
+    let mut buf = DigitBuf {
+        bytes: [0; 20],
+        start: 20,
+    };
     let mut n = n;
     loop {
         buf.start -= 1;
@@ -264,7 +287,10 @@ mod tests {
     fn parse_and_format_round_trip() {
         let p = Policy::parse("idle=1m,interval=10s,count=5,user-timeout=90s").unwrap();
         assert_eq!(p.idle(), Some(60));
-        assert_eq!(p.to_string(), "idle=60s,interval=10s,count=5,user-timeout=90s");
+        assert_eq!(
+            p.to_string(),
+            "idle=60s,interval=10s,count=5,user-timeout=90s"
+        );
         assert_eq!(Policy::parse(&p.to_string()), Ok(p));
         let p = Policy::parse("user-timeout=1500ms").unwrap();
         assert_eq!(p.to_string(), "user-timeout=1500ms");
@@ -278,15 +304,29 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Duplicate);
         assert_eq!(e.to_string(), "policy key 'idle' is given twice");
         let mut p = Policy::parse("idle=1").unwrap();
-        assert_eq!(p.set(Key::Idle, "2").unwrap_err().kind(), ErrorKind::Duplicate);
+        assert_eq!(
+            p.set(Key::Idle, "2").unwrap_err().kind(),
+            ErrorKind::Duplicate
+        );
     }
 
     #[test]
     fn resolve_fills_gaps_and_works_out_auto() {
         let p = Policy::parse("idle=30,user-timeout=auto").unwrap();
         let s = p.resolve(&Settings::LINUX_DEFAULT).unwrap();
-        assert_eq!(s, Settings { idle: 30, interval: 75, count: 9, user_timeout_ms: (30 + 75 * 9) * 1000 });
-        assert_eq!(Policy::empty().resolve(&Settings::LINUX_DEFAULT), Ok(Settings::LINUX_DEFAULT));
+        assert_eq!(
+            s,
+            Settings {
+                idle: 30,
+                interval: 75,
+                count: 9,
+                user_timeout_ms: (30 + 75 * 9) * 1000
+            }
+        );
+        assert_eq!(
+            Policy::empty().resolve(&Settings::LINUX_DEFAULT),
+            Ok(Settings::LINUX_DEFAULT)
+        );
     }
 
     #[test]
@@ -301,11 +341,19 @@ mod tests {
 
     #[test]
     fn from_settings_round_trips() {
-        let s = Settings { idle: 7200, interval: 75, count: 9, user_timeout_ms: 0 };
+        let s = Settings {
+            idle: 7200,
+            interval: 75,
+            count: 9,
+            user_timeout_ms: 0,
+        };
         let p = Policy::from_settings(&s).unwrap();
         assert_eq!(p.to_string(), "idle=7200s,interval=75s,count=9");
         assert_eq!(p.resolve(&Settings::LINUX_DEFAULT), Ok(s));
         let bad = Settings { count: 255, ..s };
-        assert_eq!(Policy::from_settings(&bad).unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(
+            Policy::from_settings(&bad).unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
     }
 }

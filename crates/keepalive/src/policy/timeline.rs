@@ -30,7 +30,11 @@ pub const RTO_MAX_MS: u64 = 120_000;
 
 /// What ends a connection to a silent peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Decider {
     /// `count` keepalive probes went unanswered.
     ProbeCount,
@@ -122,7 +126,11 @@ impl RetransmitTimeout {
         let retransmissions = (0..=u64::from(u32::MAX))
             .find(|&n| model_timeout_ms(n, rto_max_ms) >= give_up_ms)
             .unwrap_or(0);
-        RetransmitTimeout { give_up_ms, retransmissions, decided_by: Decider::UserTimeout }
+        RetransmitTimeout {
+            give_up_ms,
+            retransmissions,
+            decided_by: Decider::UserTimeout,
+        }
     }
 
     /// The give-up time as a duration.
@@ -147,7 +155,12 @@ mod tests {
     use super::*;
 
     fn settings(idle: u32, interval: u32, count: u32, user_timeout_ms: u32) -> Settings {
-        Settings { idle, interval, count, user_timeout_ms }
+        Settings {
+            idle,
+            interval,
+            count,
+            user_timeout_ms,
+        }
     }
 
     #[test]
@@ -171,7 +184,10 @@ mod tests {
     fn user_timeout_overrides_count() {
         // Reset at the first run idle + k*interval >= 25 s with k >= 1: 10 + 2*10 = 30 s.
         let t = ProbeTimeline::silent_peer(&settings(10, 10, 9, 25_000));
-        assert_eq!((t.probes, t.reset_ms, t.decided_by), (2, 30_000, Decider::UserTimeout));
+        assert_eq!(
+            (t.probes, t.reset_ms, t.decided_by),
+            (2, 30_000, Decider::UserTimeout)
+        );
         // A user timeout below idle still needs one probe out: reset at idle + interval.
         let t = ProbeTimeline::silent_peer(&settings(10, 5, 9, 1_000));
         assert_eq!((t.probes, t.reset_ms), (1, 15_000));
@@ -189,10 +205,16 @@ mod tests {
         assert_eq!(model_timeout_ms(8, RTO_MAX_MS), 102_200);
         assert_eq!(model_timeout_ms(3, RTO_MAX_MS), 3_000);
         let r = RetransmitTimeout::new(15, RTO_MAX_MS, 0);
-        assert_eq!((r.give_up_ms, r.retransmissions, r.decided_by), (924_600, 15, Decider::Retries));
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.decided_by),
+            (924_600, 15, Decider::Retries)
+        );
         let r = RetransmitTimeout::new(15, RTO_MAX_MS, 30_000);
         // Retransmissions at 0.2, 0.6, 1.4, 3.0, 6.2, 12.6 and 25.4 s, then the clamped timer
         // gives up at 30 s.
-        assert_eq!((r.give_up_ms, r.retransmissions, r.decided_by), (30_000, 7, Decider::UserTimeout));
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.decided_by),
+            (30_000, 7, Decider::UserTimeout)
+        );
     }
 }

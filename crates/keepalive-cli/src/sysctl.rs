@@ -1,0 +1,155 @@
+//! `keepalive sysctl show|set|persist|reset`, rendered.
+
+use crate::cli::{NetnsArg, SysctlCommand};
+use crate::render::{duration_ms, json};
+use keepalive::netns::NetNs;
+use keepalive::policy::timeline::{ProbeTimeline, RetransmitTimeout};
+use keepalive::sysctl::{self, Change, Defaults, Origin, Sysctls};
+use serde::Serialize;
+use std::path::Path;
+
+fn sysctls(target: &NetnsArg) -> anyhow::Result<Sysctls> {
+    Ok(match &target.netns {
+        Some(name) => Sysctls::netns(NetNs::named(name)?),
+        None => Sysctls::current(),
+    })
+}
+
+/// How long a dead peer goes unnoticed under these defaults.
+#[derive(Serialize)]
+struct Detect {
+    idle_connection_ms: u64,
+    unacked_data_ms: u64,
+}
+
+fn detect(d: &Defaults) -> Detect {
+    Detect {
+        idle_connection_ms: ProbeTimeline::silent_peer(&d.settings()).reset_ms,
+        unacked_data_ms: RetransmitTimeout::new(d.retries2, d.rto_max_ms, 0).give_up_ms,
+    }
+}
+
+pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
+    match cmd {
+        SysctlCommand::Show(target) => show(target),
+        SysctlCommand::Set { policy, target } => {
+            let s = sysctls(target)?;
+            let change = s.apply(&policy.to_policy(None)?)?;
+            print_change(&s, &change, target.json)
+        }
+        SysctlCommand::Reset(target) => {
+            let s = sysctls(target)?;
+            let change = s.reset()?;
+            print_change(&s, &change, target.json)
+        }
+        SysctlCommand::Persist {
+            policy,
+            dir,
+            target,
+        } => {
+            let persisted = sysctls(target)?.persist(dir, &policy.to_policy(None)?)?;
+            if target.json {
+                return json(&persisted);
+            }
+            let s = persisted.settings;
+            println!("wrote {}", persisted.path.display());
+            println!(
+                "  net.ipv4.tcp_keepalive_time = {}, _intvl = {}, _probes = {} (applied at boot)",
+                s.idle, s.interval, s.count
+            );
+            if persisted.live.settings() != s {
+                println!("  the live values differ; `keepalive sysctl set` applies them now");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn show(target: &NetnsArg) -> anyhow::Result<()> {
+    let s = sysctls(target)?;
+    let dirs: Vec<&Path> = sysctl::SYSCTL_D_DIRS.iter().map(Path::new).collect();
+    let (values, rows) = s.show(&dirs, &[Path::new("/etc/sysctl.conf")])?;
+    let detect = detect(&values);
+    if target.json {
+        #[derive(Serialize)]
+        struct Show<'a> {
+            netns: Option<&'a str>,
+            values: Defaults,
+            rows: Vec<sysctl::Row>,
+            detect: Detect,
+        }
+        return json(&Show {
+            netns: s.netns_name(),
+            values,
+            rows,
+            detect,
+        });
+    }
+    println!("Keepalive defaults in {}", s.scope());
+    println!("  {:<32}{:>9}{:>9}  set by", "sysctl", "value", "kernel");
+    for row in &rows {
+        let origin = match &row.origin {
+            Origin::KernelDefault => "kernel default".to_owned(),
+            Origin::BootFile(b) => format!("{}:{}", b.file.display(), b.line),
+            Origin::Runtime { boot: None } => "changed at runtime".to_owned(),
+            Origin::Runtime { boot: Some(b) } => {
+                format!(
+                    "changed at runtime ({}:{} says {})",
+                    b.file.display(),
+                    b.line,
+                    b.value
+                )
+            }
+        };
+        println!(
+            "  {:<32}{:>9}{:>9}  {origin}",
+            row.key, row.value, row.kernel_default
+        );
+    }
+    println!(
+        "A dead peer goes unnoticed for {} on an idle connection with keepalive on,",
+        duration_ms(detect.idle_connection_ms)
+    );
+    println!(
+        "and for {} while data is unacknowledged.",
+        duration_ms(detect.unacked_data_ms)
+    );
+    Ok(())
+}
+
+fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            netns: Option<&'a str>,
+            #[serde(flatten)]
+            change: &'a Change,
+        }
+        return json(&Out {
+            netns: s.netns_name(),
+            change,
+        });
+    }
+    if change.written.is_empty() {
+        println!("{}: already set, nothing written", s.scope());
+    }
+    for key in &change.written {
+        println!(
+            "  {:<32}{:>7} -> {}",
+            key.name(),
+            change.before.get(*key),
+            change.after.get(*key)
+        );
+    }
+    let (before, after) = (detect(&change.before), detect(&change.after));
+    println!(
+        "In {}, a silent peer on an idle connection is now detected after {} (was {}).",
+        s.scope(),
+        duration_ms(after.idle_connection_ms),
+        duration_ms(before.idle_connection_ms)
+    );
+    if s.netns_name().is_none() && !change.written.is_empty() {
+        println!("Not kept across a reboot: `keepalive sysctl persist` writes a sysctl.d drop-in.");
+    }
+    Ok(())
+}
