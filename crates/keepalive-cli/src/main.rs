@@ -16,7 +16,7 @@ use std::process::ExitCode;
 pub struct UsageError(String);
 
 impl UsageError {
-    pub fn new(msg: impl Into<String>) -> anyhow::Error {
+    pub fn err(msg: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(UsageError(msg.into()))
     }
 }

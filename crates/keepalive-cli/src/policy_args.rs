@@ -37,7 +37,7 @@ impl PolicyArgs {
         let any_flag = flags.iter().any(|(_, v)| v.is_some());
         let whole = match (positional, self.policy.as_deref()) {
             (Some(_), Some(_)) => {
-                return Err(UsageError::new(
+                return Err(UsageError::err(
                     "the policy is given twice: as an argument and as --policy; give one",
                 ));
             }
@@ -45,7 +45,7 @@ impl PolicyArgs {
         };
         if let Some(text) = whole {
             if any_flag {
-                return Err(UsageError::new(
+                return Err(UsageError::err(
                     "give the policy either whole (--policy or POLICY) or as --idle/--interval/--count/--user-timeout, not both",
                 ));
             }

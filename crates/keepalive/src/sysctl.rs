@@ -152,19 +152,14 @@ pub struct Sysctls {
 impl Sysctls {
     /// The caller's network namespace.
     pub fn current() -> Self {
-        Sysctls {
-            root: PathBuf::from("/proc/sys"),
-            netns: None,
-            ..Self::at("")
-        }
+        Self::at("/proc/sys")
     }
 
     /// A named network namespace.
     pub fn netns(netns: NetNs) -> Self {
         Sysctls {
-            root: PathBuf::from("/proc/sys"),
             netns: Some(netns),
-            ..Self::at("")
+            ..Self::at("/proc/sys")
         }
     }
 

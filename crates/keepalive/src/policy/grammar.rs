@@ -378,7 +378,7 @@ pub fn parse_value(key: Key, value: &str) -> Result<Field, PolicyError> {
 fn seconds(key: Key, value: &str, max: u32) -> Result<u32, PolicyError> {
     let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
     let ms = millis(key, value)?.ok_or_else(|| err(ErrorKind::OutOfRange))?;
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return Err(err(ErrorKind::NotWholeSeconds));
     }
     match ms / 1000 {
@@ -408,7 +408,7 @@ fn millis(key: Key, value: &str) -> Result<Option<u64>, PolicyError> {
 }
 
 /// Leading decimal digits and the rest; `None` for a number that overflows u64.
-fn number<'v>(key: Key, value: &'v str) -> Result<(Option<u64>, &'v str), PolicyError> {
+fn number(key: Key, value: &str) -> Result<(Option<u64>, &str), PolicyError> {
     let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
@@ -430,7 +430,7 @@ fn number<'v>(key: Key, value: &'v str) -> Result<(Option<u64>, &'v str), Policy
 /// Writes a duration in milliseconds in the grammar's shortest exact form for the key:
 /// whole seconds as `Ns`, anything else as `Nms`.
 pub(crate) fn write_millis(f: &mut fmt::Formatter<'_>, ms: u64) -> fmt::Result {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         write!(f, "{}s", ms / 1000)
     } else {
         write!(f, "{ms}ms")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as a new user or CI runs it: scripts/test.sh
+#
+# The tests start real programs (iproute2's ip and ss, util-linux's setpriv and mount) and make
+# throwaway network namespaces, so this runs as root. Missing Debian packages are installed first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+declare -A wanted=([ip]=iproute2 [ss]=iproute2 [setpriv]=util-linux [mount]=mount)
+missing=()
+for cmd in "${!wanted[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: missing ${missing[*]}; install them or run as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u)
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the namespace tests need root; they will fail with that reason" >&2
+fi
+
+# Namespaces are named ka-t<pid>-<n>; remove any whose test process was killed before cleanup.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ka-t[0-9]+-[0-9]+$' || true); do
+  pid=${ns#ka-t}
+  pid=${pid%%-*}
+  [ -d "/proc/$pid" ] || ip netns del "$ns" 2>/dev/null || true
+done
+
+exec cargo test --workspace --locked "$@"
