@@ -32,4 +32,11 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ka-t[0-9]+-
   [ -d "/proc/$pid" ] || ip netns del "$ns" 2>/dev/null || true
 done
 
-exec cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "keepalive tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
