@@ -5,7 +5,7 @@ use crate::render::{duration_ms, duration_s, json};
 use keepalive::explain::Explanation;
 use keepalive::policy::timeline::Decider;
 use keepalive::reference::{self, OsDefaults};
-use keepalive::sysctl::{Defaults, Sysctls};
+use keepalive::sysctl::Sysctls;
 use keepalive::{Policy, netns::NetNs};
 use serde::Serialize;
 
@@ -19,9 +19,6 @@ struct Report<'a> {
     defaults_from: String,
     #[serde(skip)]
     given_is_complete: bool,
-    /// The retransmission timeout's ceiling used for the unacknowledged-data case.
-    #[serde(skip)]
-    rto_max_ms: u64,
     time_to_detect: String,
     #[serde(flatten)]
     explanation: &'a Explanation,
@@ -31,29 +28,15 @@ struct Report<'a> {
 
 pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     let policy = args.policy_args.to_policy(args.policy_text.as_deref())?;
-    let (explanation, defaults_from, os_table, rto_max_ms) = match args.os {
+    let (explanation, defaults_from, os_table) = match args.os {
         Some(os) => {
             let row = reference::os_default(os.id())
                 .expect("every --os value has a row in docs/os-defaults.tsv");
-            let settings = policy.resolve(&row.settings)?;
-            let e = if os.id() == "linux" {
-                let kernel = Defaults {
-                    keepalive_time: row.settings.idle,
-                    keepalive_intvl: row.settings.interval,
-                    keepalive_probes: row.settings.count,
-                    retries2: keepalive::sysctl::Key::Retries2.kernel_default() as u32,
-                    rto_max_ms: keepalive::sysctl::Key::RtoMaxMs.kernel_default(),
-                };
-                Explanation::linux(settings, &kernel)
-            } else {
-                Explanation::timer_only(settings)
-            };
             let from = format!("{} defaults ({})", os.id(), row.source);
             (
-                e,
+                Explanation::for_os(&row, &policy)?,
                 from,
                 reference::os_defaults().collect(),
-                keepalive::sysctl::Key::RtoMaxMs.kernel_default(),
             )
         }
         None => {
@@ -64,12 +47,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             let kernel = sysctls.read()?;
             let settings = policy.resolve(&kernel.settings())?;
             let from = format!("net.ipv4.tcp_keepalive_* in {}", sysctls.scope());
-            (
-                Explanation::linux(settings, &kernel),
-                from,
-                Vec::new(),
-                kernel.rto_max_ms,
-            )
+            (Explanation::linux(settings, &kernel), from, Vec::new())
         }
     };
     let report = Report {
@@ -80,7 +58,6 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         given_is_complete: policy.idle().is_some()
             && policy.interval().is_some()
             && policy.count().is_some(),
-        rto_max_ms,
         time_to_detect: duration_ms(explanation.silent_peer.reset_ms),
         explanation: &explanation,
         os_defaults: os_table,
@@ -216,8 +193,8 @@ fn human(r: &Report<'_>) -> String {
             }
             _ => format!(
                 "  (net.ipv4.tcp_retries2 = {}; the RTO starts at 200ms and doubles up to {})",
-                u.retransmissions,
-                duration_ms(r.rto_max_ms)
+                u.retries2,
+                duration_ms(u.rto_max_ms)
             ),
         });
     }

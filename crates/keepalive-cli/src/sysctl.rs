@@ -3,8 +3,7 @@
 use crate::cli::{NetnsArg, SysctlCommand};
 use crate::render::{duration_ms, json};
 use keepalive::netns::NetNs;
-use keepalive::policy::timeline::{ProbeTimeline, RetransmitTimeout};
-use keepalive::sysctl::{self, Change, Defaults, Origin, Sysctls};
+use keepalive::sysctl::{self, Change, Defaults, Detection, Origin, Sysctls};
 use serde::Serialize;
 use std::path::Path;
 
@@ -13,20 +12,6 @@ fn sysctls(target: &NetnsArg) -> anyhow::Result<Sysctls> {
         Some(name) => Sysctls::netns(NetNs::named(name)?),
         None => Sysctls::current(),
     })
-}
-
-/// How long a dead peer goes unnoticed under these defaults.
-#[derive(Serialize)]
-struct Detect {
-    idle_connection_ms: u64,
-    unacked_data_ms: u64,
-}
-
-fn detect(d: &Defaults) -> Detect {
-    Detect {
-        idle_connection_ms: ProbeTimeline::silent_peer(&d.settings()).reset_ms,
-        unacked_data_ms: RetransmitTimeout::new(d.retries2, d.rto_max_ms, 0).give_up_ms,
-    }
 }
 
 pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
@@ -69,14 +54,14 @@ fn show(target: &NetnsArg) -> anyhow::Result<()> {
     let s = sysctls(target)?;
     let dirs: Vec<&Path> = sysctl::SYSCTL_D_DIRS.iter().map(Path::new).collect();
     let (values, rows) = s.show(&dirs, &[Path::new("/etc/sysctl.conf")])?;
-    let detect = detect(&values);
+    let detect = values.detection();
     if target.json {
         #[derive(Serialize)]
         struct Show<'a> {
             netns: Option<&'a str>,
             values: Defaults,
             rows: Vec<sysctl::Row>,
-            detect: Detect,
+            detect: Detection,
         }
         return json(&Show {
             netns: s.netns_name(),
@@ -141,7 +126,7 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
             change.after.get(*key)
         );
     }
-    let (before, after) = (detect(&change.before), detect(&change.after));
+    let (before, after) = (change.before.detection(), change.after.detection());
     println!(
         "In {}, a silent peer on an idle connection is now detected after {} (was {}).",
         s.scope(),

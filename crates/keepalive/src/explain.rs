@@ -4,7 +4,8 @@
 
 use crate::policy::Settings;
 use crate::policy::timeline::{ProbeTimeline, RetransmitTimeout};
-use crate::reference::{self, Middlebox};
+use crate::policy::{Policy, PolicyError};
+use crate::reference::{self, Middlebox, OsDefaults};
 use crate::sysctl::Defaults;
 
 /// What a connection's program sees when the peer is in a given state.
@@ -49,6 +50,17 @@ impl Explanation {
             unacked_data: Some(unacked),
             ..Self::timer_only(settings)
         }
+    }
+
+    /// Explains `settings` on another operating system (keys not set taken from its defaults).
+    /// Its keepalive timer is modelled with Linux's rule; retransmission only for Linux itself.
+    pub fn for_os(os: &OsDefaults, policy: &Policy) -> Result<Self, PolicyError> {
+        let settings = policy.resolve(&os.settings)?;
+        Ok(if os.os == "linux" {
+            Self::linux(settings, &Defaults::LINUX)
+        } else {
+            Self::timer_only(settings)
+        })
     }
 
     /// Explains `settings` with the keepalive timer alone, for systems whose retransmission

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, WriteFailure};
 use crate::netns::NetNs;
-use crate::policy::timeline::{ProbeTimeline, RTO_MAX_MS};
+use crate::policy::timeline::{ProbeTimeline, RTO_MAX_MS, RetransmitTimeout};
 use crate::policy::{Policy, Settings};
 use std::fs;
 use std::io::{self, Write};
@@ -104,7 +104,34 @@ pub struct Defaults {
     pub rto_max_ms: u64,
 }
 
+/// How long a dead peer goes unnoticed under a namespace's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Detection {
+    /// A silent peer on an idle connection with keepalive on (milliseconds).
+    pub idle_connection_ms: u64,
+    /// A silent peer while data is unacknowledged (milliseconds).
+    pub unacked_data_ms: u64,
+}
+
 impl Defaults {
+    /// The kernel's compiled-in values, which every new network namespace starts from.
+    pub const LINUX: Defaults = Defaults {
+        keepalive_time: Key::KeepaliveTime.kernel_default() as u32,
+        keepalive_intvl: Key::KeepaliveIntvl.kernel_default() as u32,
+        keepalive_probes: Key::KeepaliveProbes.kernel_default() as u32,
+        retries2: Key::Retries2.kernel_default() as u32,
+        rto_max_ms: Key::RtoMaxMs.kernel_default(),
+    };
+
+    /// How long a dead peer goes unnoticed with these values.
+    pub fn detection(&self) -> Detection {
+        Detection {
+            idle_connection_ms: ProbeTimeline::silent_peer(&self.settings()).reset_ms,
+            unacked_data_ms: RetransmitTimeout::new(self.retries2, self.rto_max_ms, 0).give_up_ms,
+        }
+    }
+
     /// What a socket that sets no keepalive option of its own runs on.
     pub fn settings(&self) -> Settings {
         Settings {

@@ -57,6 +57,17 @@ impl Key {
         Key::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// The values the kernel accepts, in the key's unit: seconds for `idle` and `interval`,
+    /// probes for `count`, milliseconds for `user-timeout`.
+    pub const fn range(self) -> core::ops::RangeInclusive<u64> {
+        match self {
+            Key::Idle => 1..=MAX_KEEPIDLE_SECS as u64,
+            Key::Interval => 1..=MAX_KEEPINTVL_SECS as u64,
+            Key::Count => 1..=MAX_KEEPCNT as u64,
+            Key::UserTimeout => 0..=MAX_USER_TIMEOUT_MS,
+        }
+    }
+
     /// What the key accepts, for error messages.
     pub const fn allowed(self) -> &'static str {
         match self {
@@ -138,6 +149,21 @@ impl Snippet {
     }
 }
 
+/// Appends up to the snippet's capacity, marking the rest as cut off.
+impl fmt::Write for Snippet {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut take = s.len().min(self.bytes.len() - self.len as usize);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        let at = self.len as usize;
+        self.bytes[at..at + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take as u8;
+        self.truncated |= take < s.len();
+        Ok(())
+    }
+}
+
 impl fmt::Display for Snippet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())?;
@@ -186,6 +212,16 @@ impl PolicyError {
             raw_key: Snippet::EMPTY,
             value: Snippet::EMPTY,
             amount: 0,
+        }
+    }
+
+    /// `n` is outside `key`'s range.
+    pub(crate) fn out_of_range(key: Key, n: u64) -> Self {
+        let mut value = Snippet::EMPTY;
+        let _ = fmt::Write::write_fmt(&mut value, format_args!("{n}"));
+        PolicyError {
+            value,
+            ..Self::new(ErrorKind::OutOfRange, Some(key), key.name(), "")
         }
     }
 
@@ -349,41 +385,37 @@ pub fn parse_value(key: Key, value: &str) -> Result<Field, PolicyError> {
     if value.is_empty() {
         return Err(err(ErrorKind::MissingValue));
     }
-    match key {
-        Key::Idle => seconds(key, value, MAX_KEEPIDLE_SECS).map(Field::Idle),
-        Key::Interval => seconds(key, value, MAX_KEEPINTVL_SECS).map(Field::Interval),
-        Key::Count => {
-            let (n, unit) = number(key, value)?;
-            if !unit.is_empty() {
-                return Err(err(ErrorKind::UnitNotAllowed));
-            }
-            match n {
-                Some(n @ 1..=127) => Ok(Field::Count(n as u32)),
-                _ => Err(err(ErrorKind::OutOfRange)),
-            }
-        }
-        Key::UserTimeout => {
-            if value == "auto" {
-                return Ok(Field::UserTimeoutAuto);
-            }
-            match millis(key, value)? {
-                Some(ms) if ms <= MAX_USER_TIMEOUT_MS => Ok(Field::UserTimeoutMs(ms as u32)),
-                _ => Err(err(ErrorKind::OutOfRange)),
-            }
-        }
-    }
+    // The number in the key's own unit: seconds, probes or milliseconds.
+    let n = match key {
+        Key::UserTimeout if value == "auto" => return Ok(Field::UserTimeoutAuto),
+        Key::UserTimeout => millis(key, value)?,
+        Key::Count => match number(key, value)? {
+            (n, "") => n,
+            _ => return Err(err(ErrorKind::UnitNotAllowed)),
+        },
+        Key::Idle | Key::Interval => match millis(key, value)? {
+            Some(ms) if !ms.is_multiple_of(1000) => return Err(err(ErrorKind::NotWholeSeconds)),
+            ms => ms.map(|ms| ms / 1000),
+        },
+    };
+    n.and_then(|n| Field::checked(key, n))
+        .ok_or_else(|| err(ErrorKind::OutOfRange))
 }
 
-/// A duration that the kernel takes in whole seconds, within 1..=`max`.
-fn seconds(key: Key, value: &str, max: u32) -> Result<u32, PolicyError> {
-    let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
-    let ms = millis(key, value)?.ok_or_else(|| err(ErrorKind::OutOfRange))?;
-    if !ms.is_multiple_of(1000) {
-        return Err(err(ErrorKind::NotWholeSeconds));
-    }
-    match ms / 1000 {
-        s @ 1.. if s <= u64::from(max) => Ok(s as u32),
-        _ => Err(err(ErrorKind::OutOfRange)),
+impl Field {
+    /// The field for `key` holding `n` in the key's unit (seconds, probes, milliseconds), if
+    /// `n` is within the kernel's limits.
+    pub fn checked(key: Key, n: u64) -> Option<Field> {
+        if !key.range().contains(&n) {
+            return None;
+        }
+        let n = n as u32;
+        Some(match key {
+            Key::Idle => Field::Idle(n),
+            Key::Interval => Field::Interval(n),
+            Key::Count => Field::Count(n),
+            Key::UserTimeout => Field::UserTimeoutMs(n),
+        })
     }
 }
 

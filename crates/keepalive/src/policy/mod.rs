@@ -108,21 +108,21 @@ impl Policy {
         Ok(())
     }
 
-    /// The policy that sets exactly these settings.
+    /// The policy that sets exactly these settings; an error if one is outside the kernel's
+    /// limits for the socket option (a sysctl may hold 255 probes, `TCP_KEEPCNT` only 127).
     pub fn from_settings(s: &Settings) -> Result<Self, PolicyError> {
+        let pairs = [
+            Some((Key::Idle, u64::from(s.idle))),
+            Some((Key::Interval, u64::from(s.interval))),
+            Some((Key::Count, u64::from(s.count))),
+            (s.user_timeout_ms != 0).then_some((Key::UserTimeout, u64::from(s.user_timeout_ms))),
+        ];
         let mut policy = Policy::empty();
-        policy.set_number(Key::Idle, s.idle.into())?;
-        policy.set_number(Key::Interval, s.interval.into())?;
-        policy.set_number(Key::Count, s.count.into())?;
-        if s.user_timeout_ms != 0 {
-            policy.insert(Field::UserTimeoutMs(s.user_timeout_ms))?;
+        for (key, n) in pairs.into_iter().flatten() {
+            policy
+                .insert(Field::checked(key, n).ok_or_else(|| PolicyError::out_of_range(key, n))?)?;
         }
         Ok(policy)
-    }
-
-    fn set_number(&mut self, key: Key, n: u64) -> Result<(), PolicyError> {
-        let mut buf = itoa_buf(n);
-        self.set(key, buf.as_str())
     }
 
     /// `TCP_KEEPIDLE` in seconds, if the policy sets it.
@@ -249,34 +249,6 @@ impl Settings {
         count: 9,
         user_timeout_ms: 0,
     };
-}
-
-/// Formats `n` into a stack buffer, so `from_settings` reuses the one parser without allocating.
-fn itoa_buf(n: u64) -> DigitBuf {
-    let mut buf = DigitBuf {
-        bytes: [0; 20],
-        start: 20,
-    };
-    let mut n = n;
-    loop {
-        buf.start -= 1;
-        buf.bytes[buf.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break buf;
-        }
-    }
-}
-
-struct DigitBuf {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl DigitBuf {
-    fn as_str(&mut self) -> &str {
-        core::str::from_utf8(&self.bytes[self.start..]).unwrap_or("")
-    }
 }
 
 #[cfg(test)]

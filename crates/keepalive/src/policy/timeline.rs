@@ -108,19 +108,25 @@ pub struct RetransmitTimeout {
     pub retransmissions: u64,
     /// Which rule ends it.
     pub decided_by: Decider,
+    /// The `tcp_retries2` the model used.
+    pub retries2: u32,
+    /// The ceiling of the retransmission timeout the model used (milliseconds).
+    pub rto_max_ms: u64,
 }
 
 impl RetransmitTimeout {
     /// The kernel's model for `tcp_retries2` = `retries2` and a maximum RTO of `rto_max_ms`,
     /// or the user timeout when one is set.
     pub fn new(retries2: u32, rto_max_ms: u64, user_timeout_ms: u32) -> Self {
-        let model = model_timeout_ms(retries2.into(), rto_max_ms);
+        let model = RetransmitTimeout {
+            give_up_ms: model_timeout_ms(retries2.into(), rto_max_ms),
+            retransmissions: retries2.into(),
+            decided_by: Decider::Retries,
+            retries2,
+            rto_max_ms,
+        };
         if user_timeout_ms == 0 {
-            return RetransmitTimeout {
-                give_up_ms: model,
-                retransmissions: retries2.into(),
-                decided_by: Decider::Retries,
-            };
+            return model;
         }
         let give_up_ms = u64::from(user_timeout_ms);
         let retransmissions = (0..=u64::from(u32::MAX))
@@ -130,6 +136,7 @@ impl RetransmitTimeout {
             give_up_ms,
             retransmissions,
             decided_by: Decider::UserTimeout,
+            ..model
         }
     }
 
