@@ -6,12 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# command -> Debian package that provides it
-declare -A wanted=([ip]=iproute2 [ss]=iproute2 [setpriv]=util-linux [mount]=mount)
+# command or file -> Debian package that provides it
+declare -A wanted=(
+  [ip]=iproute2 [ss]=iproute2 [setpriv]=util-linux [mount]=mount
+  [cc]=gcc [nc]=netcat-openbsd [socat]=socat [curl]=curl [python3]=python3
+  [java]=openjdk-17-jre-headless [node]=nodejs
+  [/usr/lib/libkeepalive.so.0]=libkeepalive0 [/usr/lib/x86_64-linux-gnu/libdontdie.so.0]=libdontdie0
+)
 missing=()
-for cmd in "${!wanted[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+for need in "${!wanted[@]}"; do
+  if [[ $need == /* ]]; then [ -e "$need" ] && continue; else command -v "$need" >/dev/null 2>&1 && continue; fi
+  missing+=("${wanted[$need]}")
 done
+# Static linking for the test that checks static programs are refused.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: missing ${missing[*]}; install them or run as root" >&2
@@ -31,6 +39,10 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ka-t[0-9]+-
   pid=${pid%%-*}
   [ -d "/proc/$pid" ] || ip netns del "$ns" 2>/dev/null || true
 done
+
+# The LD_PRELOAD shim is a cdylib that no test target links; build it (and everything else)
+# first, so the tests find it next to the keepalive binary.
+cargo build --workspace --locked
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -19,6 +19,53 @@ pub enum Command {
     /// The kernel's keepalive defaults, per network namespace.
     #[command(subcommand)]
     Sysctl(SysctlCommand),
+    /// Start an unmodified program with keepalive injected through the LD_PRELOAD shim.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: keepalive run --idle 30 --interval 10 --count 5 -- nc -l 8080\n\
+                  The program keeps its pid, exit code and signals: keepalive execs it."
+)]
+pub struct RunArgs {
+    /// A policy such as idle=30s,interval=10s,count=5 (same as --policy). Keys left out keep
+    /// the kernel's defaults; with none at all, keepalive is simply switched on.
+    #[arg(value_name = "POLICY")]
+    pub policy_text: Option<String>,
+
+    #[command(flatten)]
+    pub policy_args: PolicyArgs,
+
+    /// The program cannot turn keepalive off or change the policy's options: its setsockopt
+    /// calls for them report success and do nothing.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Only sockets listening on, or connecting to, these ports (e.g. 5432,6379 or 8000-8099).
+    #[arg(long, value_name = "LIST")]
+    pub ports: Option<String>,
+
+    /// Only connections to these addresses or networks (e.g. 198.18.0.0/15,::1).
+    #[arg(long, value_name = "LIST")]
+    pub dest: Option<String>,
+
+    /// Report what the shim does: syslog, or an absolute file path (default: off).
+    #[arg(long, value_name = "TARGET")]
+    pub log: Option<String>,
+
+    /// Keep the shim out of the programs CMD starts.
+    #[arg(long)]
+    pub no_inherit: bool,
+
+    /// Print the LD_PRELOAD and KEEPALIVE_POLICY settings instead of running anything (for
+    /// systemd units, /etc/ld.so.preload setups, or scripts).
+    #[arg(long)]
+    pub print_env: bool,
+
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD", required_unless_present = "print_env")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

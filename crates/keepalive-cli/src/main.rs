@@ -5,6 +5,7 @@ mod cli;
 mod explain;
 mod policy_args;
 mod render;
+mod run;
 mod sysctl;
 
 use clap::Parser;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Explain(args) => explain::run(args),
         Command::Sysctl(cmd) => sysctl::run(cmd),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,12 +76,15 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// Clap's errors span lines (usage, hints); keep the message and the allowed values on one line.
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
-        })
-        .map(|l| l.trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut out = String::new();
+    let lines = text.lines().map(str::trim).filter(|l| {
+        !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+    });
+    for line in lines {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line.trim_start_matches("error: "));
+    }
+    out
 }

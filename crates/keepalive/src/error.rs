@@ -86,6 +86,36 @@ pub enum Error {
         /// The system's error.
         source: io::Error,
     },
+    /// `keepalive run` could not find the LD_PRELOAD shim.
+    #[error(
+        "the LD_PRELOAD shim libkeepalive_inject.so is not installed (looked in {looked}); build it with `cargo build --release` or install with scripts/install.sh"
+    )]
+    ShimNotFound {
+        /// The places looked in.
+        looked: String,
+    },
+    /// The shim's path cannot go into LD_PRELOAD.
+    #[error("the shim's path {} contains ':' or ' ', which LD_PRELOAD treats as separators; move it", .0.display())]
+    ShimPath(PathBuf),
+    /// The program to run was not found.
+    #[error("command '{0}' not found in PATH")]
+    ProgramNotFound(String),
+    /// The shim cannot act inside the program.
+    #[error("the shim cannot reach {}: {why}; start it as it is and use `keepalive set --pid PID` on its sockets instead", program.display())]
+    Unreachable {
+        /// The program (or a script's interpreter).
+        program: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Reading a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read.
+        what: String,
+        /// The system's error.
+        source: io::Error,
+    },
     /// A socket option could not be set or read.
     #[error("{option} on socket {fd} failed: {source}")]
     Socket {
@@ -105,8 +135,9 @@ impl Error {
             Error::Policy(_)
             | Error::NotASysctl(_)
             | Error::BadNetnsName(_)
-            | Error::NetnsNotFound { .. } => Class::BadInput,
-            Error::Netns { source, .. } if source.raw_os_error() == Some(libc_einval()) => {
+            | Error::NetnsNotFound { .. }
+            | Error::ProgramNotFound(_) => Class::BadInput,
+            Error::Netns { source, .. } if source.raw_os_error() == Some(einval()) => {
                 Class::BadInput
             }
             Error::NetnsPermission { .. } => Class::Permission,
@@ -114,6 +145,7 @@ impl Error {
             Error::SysctlRead { source, .. }
             | Error::Persist { source, .. }
             | Error::Socket { source, .. }
+            | Error::Io { source, .. }
             | Error::Netns { source, .. }
                 if is_permission(source) =>
             {
@@ -124,12 +156,12 @@ impl Error {
     }
 }
 
-fn libc_einval() -> i32 {
+fn einval() -> i32 {
     rustix::io::Errno::INVAL.raw_os_error()
 }
 
 fn netns_reason(source: &io::Error) -> String {
-    if source.raw_os_error() == Some(libc_einval()) {
+    if source.raw_os_error() == Some(einval()) {
         "it is not a network namespace".to_owned()
     } else {
         source.to_string()

@@ -13,13 +13,30 @@
 //! assert_eq!(timeline.time_to_detect().as_secs(), 110);
 //! ```
 
-pub mod error;
-pub mod explain;
-pub mod netns;
+//! Without the default `std` feature only [`policy`] is built, with no allocation anywhere:
+//! that is what the LD_PRELOAD shim links.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+
 pub mod policy;
+
+#[cfg(feature = "std")]
+pub mod error;
+#[cfg(feature = "std")]
+pub mod explain;
+#[cfg(feature = "std")]
+pub mod launch;
+#[cfg(feature = "std")]
+pub mod netns;
+#[cfg(feature = "std")]
 pub mod reference;
+#[cfg(feature = "std")]
+pub mod retrofit;
+#[cfg(feature = "std")]
 pub mod socket;
+#[cfg(feature = "std")]
 pub mod sysctl;
 
+#[cfg(feature = "std")]
 pub use error::{Class, Error};
 pub use policy::{Policy, PolicyError, Settings};

@@ -96,3 +96,132 @@ fn run(program: &str, args: &[&str]) -> Output {
         .output()
         .unwrap_or_else(|e| panic!("{program} {}: {e} (is iproute2 installed?)", args.join(" ")))
 }
+
+/// Fails the test unless `program` is on PATH, naming the Debian package that provides it.
+pub fn require_program(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
+    assert!(
+        found,
+        "this test needs `{program}` (Debian package {package}); scripts/test.sh installs it"
+    );
+}
+
+/// The LD_PRELOAD shim next to a binary cargo built, failing the test with the fix if missing.
+pub fn shim_next_to(bin: &Path) -> std::path::PathBuf {
+    let shim = bin.with_file_name("libkeepalive_inject.so");
+    assert!(
+        shim.is_file(),
+        "{} is missing: the shim is built by `cargo build --workspace` (scripts/test.sh runs it before the tests)",
+        shim.display()
+    );
+    shim
+}
+
+/// A child process that is killed and reaped when dropped, so a failing test leaves nothing.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`; panics with `what` then.
+pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A free loopback TCP port (bound and released; fine for tests that bind it right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Compiles a C test program from `tests/c/NAME.c` of the calling crate into `out`, with `cc`.
+pub fn compile_c(src: &Path, out: &Path, flags: &[&str]) -> std::path::PathBuf {
+    require_program("cc", "gcc");
+    let exe = out.join(src.file_stem().unwrap());
+    let result = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .args(flags)
+        .output()
+        .expect("run cc");
+    assert!(
+        result.status.success(),
+        "cc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    exe
+}
+
+/// The keepalive state of the socket in process `pid` whose local port is `port` and that is
+/// connected (a listener's accepted connection, or a client's), read through a pidfd_getfd
+/// duplicate: what the kernel holds for the program's own socket.
+pub fn connected_socket_of(
+    pid: u32,
+    port: u16,
+    local: bool,
+) -> Option<(keepalive::socket::SocketKeepalive, bool)> {
+    for (fd, _) in keepalive::retrofit::socket_fds(pid).ok()? {
+        let Ok(dup) = keepalive::retrofit::duplicate(pid, fd) else {
+            continue;
+        };
+        let (Ok(here), Ok(there)) = (
+            rustix::net::getsockname(&dup),
+            rustix::net::getpeername(&dup),
+        ) else {
+            continue;
+        };
+        let (Ok(here), Some(there)) = (std::net::SocketAddr::try_from(here), there) else {
+            continue;
+        };
+        let Ok(there) = std::net::SocketAddr::try_from(there) else {
+            continue;
+        };
+        let matches = if local {
+            here.port() == port
+        } else {
+            there.port() == port
+        };
+        if matches {
+            let state = keepalive::socket::read(&dup).ok()?;
+            return Some((state, here.is_ipv6()));
+        }
+    }
+    None
+}
+
+/// The python3 interpreter binary itself (`sys.executable`), not a wrapper such as pyenv's
+/// shim scripts, for tests that preload the shim into exactly one process.
+pub fn python() -> std::path::PathBuf {
+    require_program("python3", "python3");
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -8,6 +8,9 @@
 //! - Durations are a whole number with an optional unit `ms`, `s`, `m` or `h`; a bare number
 //!   means seconds.
 //! - `count` is a plain number; `user-timeout` also takes `auto`.
+//! - The shim (`keepalive run`) also reads `mode=default|force`, `ports=LIST`, `dest=LIST`,
+//!   `log=off|syslog|/path` and `inherit=yes|no`; see [`super::injection`]. A list goes on
+//!   after a comma until the next `key=`: `ports=5432,6379,dest=198.18.0.0/15`.
 
 use core::fmt;
 
@@ -36,11 +39,44 @@ pub enum Key {
     Count,
     /// `user-timeout`: milliseconds a connection may stay unanswered (`TCP_USER_TIMEOUT`).
     UserTimeout,
+    /// `mode`: whether the program's own keepalive settings win (`default`) or not (`force`).
+    Mode,
+    /// `ports`: apply only to sockets whose local (listening) or remote port is listed.
+    Ports,
+    /// `dest`: apply only to connections to these addresses or networks.
+    Dest,
+    /// `log`: where the shim reports what it does: `off`, `syslog` or an absolute path.
+    Log,
+    /// `inherit`: whether the shim stays in the program's children.
+    Inherit,
 }
 
 impl Key {
     /// Every key, in the order policies are written.
-    pub const ALL: [Key; 4] = [Key::Idle, Key::Interval, Key::Count, Key::UserTimeout];
+    pub const ALL: [Key; 9] = [
+        Key::Idle,
+        Key::Interval,
+        Key::Count,
+        Key::UserTimeout,
+        Key::Mode,
+        Key::Ports,
+        Key::Dest,
+        Key::Log,
+        Key::Inherit,
+    ];
+
+    /// True for the keys that set a socket option; the others only steer the shim.
+    pub const fn is_socket_option(self) -> bool {
+        matches!(
+            self,
+            Key::Idle | Key::Interval | Key::Count | Key::UserTimeout
+        )
+    }
+
+    /// True for keys whose value is a comma-separated list.
+    pub const fn is_list(self) -> bool {
+        matches!(self, Key::Ports | Key::Dest)
+    }
 
     /// The key as written in a policy.
     pub const fn name(self) -> &'static str {
@@ -49,6 +85,11 @@ impl Key {
             Key::Interval => "interval",
             Key::Count => "count",
             Key::UserTimeout => "user-timeout",
+            Key::Mode => "mode",
+            Key::Ports => "ports",
+            Key::Dest => "dest",
+            Key::Log => "log",
+            Key::Inherit => "inherit",
         }
     }
 
@@ -57,15 +98,22 @@ impl Key {
         Key::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The values the kernel accepts, in the key's unit: seconds for `idle` and `interval`,
-    /// probes for `count`, milliseconds for `user-timeout`.
-    pub const fn range(self) -> core::ops::RangeInclusive<u64> {
+    /// The numbers accepted, in the key's unit: seconds for `idle` and `interval`, probes for
+    /// `count`, milliseconds for `user-timeout`, port numbers for `ports`.
+    /// `None` for keys that take words or addresses.
+    pub const fn range(self) -> Option<core::ops::RangeInclusive<u64>> {
         match self {
-            Key::Idle => 1..=MAX_KEEPIDLE_SECS as u64,
-            Key::Interval => 1..=MAX_KEEPINTVL_SECS as u64,
-            Key::Count => 1..=MAX_KEEPCNT as u64,
-            Key::UserTimeout => 0..=MAX_USER_TIMEOUT_MS,
+            Key::Idle => Some(1..=MAX_KEEPIDLE_SECS as u64),
+            Key::Interval => Some(1..=MAX_KEEPINTVL_SECS as u64),
+            Key::Count => Some(1..=MAX_KEEPCNT as u64),
+            Key::UserTimeout => Some(0..=MAX_USER_TIMEOUT_MS),
+            Key::Ports => Some(1..=65535),
+            Key::Mode | Key::Dest | Key::Log | Key::Inherit => None,
         }
+    }
+
+    fn admits(self, n: u64) -> bool {
+        self.range().is_some_and(|r| r.contains(&n))
     }
 
     /// What the key accepts, for error messages.
@@ -75,6 +123,13 @@ impl Key {
             Key::Interval => "1..=32767 s (TCP_KEEPINTVL, whole seconds)",
             Key::Count => "1..=127 probes (TCP_KEEPCNT, a plain number)",
             Key::UserTimeout => "0..=2147483647 ms or auto (TCP_USER_TIMEOUT; 0 switches it off)",
+            Key::Mode => "default or force",
+            Key::Ports => "port numbers 1..=65535 or ranges such as 8000-8099, comma-separated",
+            Key::Dest => {
+                "IPv4 or IPv6 addresses or networks such as 198.18.0.0/15, comma-separated"
+            }
+            Key::Log => "off, syslog, or an absolute file path",
+            Key::Inherit => "yes or no",
         }
     }
 }
@@ -112,6 +167,12 @@ pub enum ErrorKind {
     OutOfRange,
     /// `user-timeout=auto` works out past `TCP_USER_TIMEOUT`'s limit.
     AutoTooLarge,
+    /// A word that is not one of the key's choices, or an address that does not parse.
+    BadValue,
+    /// A shim key (`mode`, `ports`, ...) where only a socket policy is meant.
+    NotASocketOption,
+    /// More list entries than the shim has room for.
+    TooMany,
 }
 
 /// Up to 40 bytes of the offending input, kept inline so that errors need no allocation.
@@ -225,6 +286,17 @@ impl PolicyError {
         }
     }
 
+    pub(crate) fn not_a_socket_option(key: Key) -> Self {
+        Self::new(ErrorKind::NotASocketOption, Some(key), key.name(), "")
+    }
+
+    pub(crate) fn too_many(key: Key, capacity: usize) -> Self {
+        PolicyError {
+            amount: capacity as u64,
+            ..Self::new(ErrorKind::TooMany, Some(key), key.name(), "")
+        }
+    }
+
     pub(crate) fn duplicate(key: Key) -> Self {
         Self::new(ErrorKind::Duplicate, Some(key), key.name(), "")
     }
@@ -265,7 +337,8 @@ impl fmt::Display for PolicyError {
             }
             ErrorKind::UnknownKey => write!(
                 f,
-                "unknown policy key '{raw}': allowed keys are idle, interval, count, user-timeout"
+                "unknown policy key '{raw}': allowed keys are idle, interval, count, user-timeout \
+                 (and for keepalive run: mode, ports, dest, log, inherit)"
             ),
             ErrorKind::MissingValue => write!(
                 f,
@@ -296,15 +369,29 @@ impl fmt::Display for PolicyError {
                 "user-timeout=auto: idle + interval x count is {} ms, past TCP_USER_TIMEOUT's limit of {} ms",
                 self.amount, MAX_USER_TIMEOUT_MS
             ),
+            ErrorKind::BadValue => write!(f, "{key}={v}: not valid; {key} must be {allowed}"),
+            ErrorKind::NotASocketOption => write!(
+                f,
+                "'{key}' steers keepalive run and its LD_PRELOAD shim; it is not a socket option here"
+            ),
+            ErrorKind::TooMany if self.key == Some(Key::Log) => {
+                write!(f, "log: the path is longer than {} bytes", self.amount)
+            }
+            ErrorKind::TooMany => write!(
+                f,
+                "{key}: more than {} entries; {key} must be {allowed}",
+                self.amount
+            ),
         }
     }
 }
 
 impl core::error::Error for PolicyError {}
 
-/// A policy value after checking, tagged with its key.
+/// A policy value after checking, tagged with its key. Borrows from the text it came from
+/// (a log path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub enum Field<'a> {
     /// `idle`, in seconds.
     Idle(u32),
     /// `interval`, in seconds.
@@ -315,6 +402,128 @@ pub enum Field {
     UserTimeoutMs(u32),
     /// `user-timeout=auto`.
     UserTimeoutAuto,
+    /// `mode`.
+    Mode(Mode),
+    /// One entry of `ports`.
+    Ports(PortRange),
+    /// One entry of `dest`.
+    Dest(Cidr),
+    /// `log`.
+    Log(Log<'a>),
+    /// `inherit`.
+    Inherit(bool),
+}
+
+impl Field<'_> {
+    /// The key this field belongs to.
+    pub fn key(&self) -> Key {
+        match self {
+            Field::Idle(_) => Key::Idle,
+            Field::Interval(_) => Key::Interval,
+            Field::Count(_) => Key::Count,
+            Field::UserTimeoutMs(_) | Field::UserTimeoutAuto => Key::UserTimeout,
+            Field::Mode(_) => Key::Mode,
+            Field::Ports(_) => Key::Ports,
+            Field::Dest(_) => Key::Dest,
+            Field::Log(_) => Key::Log,
+            Field::Inherit(_) => Key::Inherit,
+        }
+    }
+}
+
+/// Whose keepalive settings win on a socket the shim manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The program's own later setsockopt calls take effect, as with libkeepalive.
+    #[default]
+    Default,
+    /// The program's calls that would turn keepalive off or change an option the policy sets
+    /// report success but are not applied.
+    Force,
+}
+
+/// A port or an inclusive range of ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (equal to `first` for a single port).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// True when `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// An IPv4 or IPv6 network. IPv4 networks also match IPv4-mapped IPv6 addresses
+/// (`::ffff:a.b.c.d`), which is how a dual-stack socket (Java's) connects to an IPv4 peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: core::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// True when `ip` is inside the network.
+    pub fn contains(&self, ip: core::net::IpAddr) -> bool {
+        use core::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let (whole, bits) = (usize::from(prefix / 8), prefix % 8);
+    if a.get(..whole) != b.get(..whole) {
+        return false;
+    }
+    if bits == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - bits);
+    matches!((a.get(whole), b.get(whole)), (Some(x), Some(y)) if x & mask == y & mask)
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Where the shim reports what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Log<'a> {
+    /// Nowhere (the default).
+    #[default]
+    Off,
+    /// The system log, through `/dev/log`.
+    Syslog,
+    /// Appended to this file (an absolute path).
+    File(&'a str),
 }
 
 /// Splits a policy into checked fields, in order, without allocating.
@@ -325,6 +534,7 @@ pub fn fields(policy: &str) -> Fields<'_> {
     Fields {
         rest: Some(policy),
         first: true,
+        list: None,
     }
 }
 
@@ -332,10 +542,12 @@ pub fn fields(policy: &str) -> Fields<'_> {
 pub struct Fields<'a> {
     rest: Option<&'a str>,
     first: bool,
+    /// The list key whose entries may go on after a comma.
+    list: Option<Key>,
 }
 
-impl Iterator for Fields<'_> {
-    type Item = Result<Field, PolicyError>;
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Field<'a>, PolicyError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
@@ -349,16 +561,20 @@ impl Iterator for Fields<'_> {
             None => (rest, None),
         };
         self.rest = rest;
-        let result = parse_field(item);
-        if result.is_err() {
-            self.rest = None;
+        let result = match self.list {
+            Some(key) if !item.contains('=') && !item.trim().is_empty() => parse_value(key, item),
+            _ => parse_field(item),
+        };
+        match &result {
+            Ok(field) => self.list = Some(field.key()).filter(|k| k.is_list()),
+            Err(_) => self.rest = None,
         }
         Some(result)
     }
 }
 
 /// Parses one `key=value` field.
-pub fn parse_field(item: &str) -> Result<Field, PolicyError> {
+pub fn parse_field(item: &str) -> Result<Field<'_>, PolicyError> {
     let item = item.trim();
     if item.is_empty() {
         return Err(PolicyError::bare(ErrorKind::EmptyField));
@@ -379,14 +595,52 @@ pub fn parse_field(item: &str) -> Result<Field, PolicyError> {
 }
 
 /// Parses the value of one key, as given by a field or by a flag such as `--idle 30`.
-pub fn parse_value(key: Key, value: &str) -> Result<Field, PolicyError> {
+pub fn parse_value(key: Key, value: &str) -> Result<Field<'_>, PolicyError> {
     let value = value.trim();
     let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
     if value.is_empty() {
         return Err(err(ErrorKind::MissingValue));
     }
-    // The number in the key's own unit: seconds, probes or milliseconds.
+    // The number in the key's own unit: seconds, probes, milliseconds or a port.
     let n = match key {
+        Key::Mode => match value {
+            "default" => return Ok(Field::Mode(Mode::Default)),
+            "force" => return Ok(Field::Mode(Mode::Force)),
+            _ => return Err(err(ErrorKind::BadValue)),
+        },
+        Key::Inherit => match value {
+            "yes" => return Ok(Field::Inherit(true)),
+            "no" => return Ok(Field::Inherit(false)),
+            _ => return Err(err(ErrorKind::BadValue)),
+        },
+        Key::Log => match value {
+            "off" => return Ok(Field::Log(Log::Off)),
+            "syslog" => return Ok(Field::Log(Log::Syslog)),
+            path if path.starts_with('/') => return Ok(Field::Log(Log::File(path))),
+            _ => return Err(err(ErrorKind::BadValue)),
+        },
+        Key::Dest => {
+            return cidr(value)
+                .map(Field::Dest)
+                .ok_or_else(|| err(ErrorKind::BadValue));
+        }
+        Key::Ports => {
+            let (first, last) = value.split_once('-').unwrap_or((value, value));
+            let port = |text: &str| match number(key, text.trim()) {
+                Ok((Some(n), "")) if key.admits(n) => Ok(n as u16),
+                Ok((_, "")) => Err(err(ErrorKind::OutOfRange)),
+                Ok(_) => Err(err(ErrorKind::BadValue)),
+                Err(e) => Err(PolicyError {
+                    value: Snippet::new(value),
+                    ..e
+                }),
+            };
+            let (first, last) = (port(first)?, port(last)?);
+            if first > last {
+                return Err(err(ErrorKind::BadValue));
+            }
+            return Ok(Field::Ports(PortRange { first, last }));
+        }
         Key::UserTimeout if value == "auto" => return Ok(Field::UserTimeoutAuto),
         Key::UserTimeout => millis(key, value)?,
         Key::Count => match number(key, value)? {
@@ -402,21 +656,40 @@ pub fn parse_value(key: Key, value: &str) -> Result<Field, PolicyError> {
         .ok_or_else(|| err(ErrorKind::OutOfRange))
 }
 
-impl Field {
-    /// The field for `key` holding `n` in the key's unit (seconds, probes, milliseconds), if
-    /// `n` is within the kernel's limits.
-    pub fn checked(key: Key, n: u64) -> Option<Field> {
-        if !key.range().contains(&n) {
+impl Field<'_> {
+    /// The field for a socket-option `key` holding `n` in the key's unit (seconds, probes,
+    /// milliseconds), if `n` is within the kernel's limits.
+    pub fn checked(key: Key, n: u64) -> Option<Field<'static>> {
+        if !key.admits(n) {
             return None;
         }
         let n = n as u32;
-        Some(match key {
-            Key::Idle => Field::Idle(n),
-            Key::Interval => Field::Interval(n),
-            Key::Count => Field::Count(n),
-            Key::UserTimeout => Field::UserTimeoutMs(n),
-        })
+        match key {
+            Key::Idle => Some(Field::Idle(n)),
+            Key::Interval => Some(Field::Interval(n)),
+            Key::Count => Some(Field::Count(n)),
+            Key::UserTimeout => Some(Field::UserTimeoutMs(n)),
+            _ => None,
+        }
     }
+}
+
+/// `a.b.c.d`, `a.b.c.d/n`, an IPv6 address, or `v6/n`.
+fn cidr(value: &str) -> Option<Cidr> {
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let addr: core::net::IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => {
+            p.parse::<u8>().ok().filter(|&p| p <= max)?
+        }
+        Some(_) => return None,
+    };
+    Some(Cidr { addr, prefix })
 }
 
 /// A duration in milliseconds; `None` when it overflows u64.
@@ -473,7 +746,7 @@ pub(crate) fn write_millis(f: &mut fmt::Formatter<'_>, ms: u64) -> fmt::Result {
 mod tests {
     use super::*;
 
-    fn one(s: &str) -> Result<Field, PolicyError> {
+    fn one(s: &str) -> Result<Field<'_>, PolicyError> {
         parse_field(s)
     }
 

@@ -7,12 +7,13 @@
 //! interval and the probe count. [`Policy::resolve`] fills the gaps from those defaults.
 
 pub mod grammar;
+pub mod injection;
 pub mod timeline;
 
 use core::fmt;
 use core::str::FromStr;
 
-pub use grammar::{EXAMPLE, ErrorKind, Field, Key, PolicyError};
+pub use grammar::{Cidr, EXAMPLE, ErrorKind, Field, Key, Log, Mode, PolicyError, PortRange};
 
 /// `TCP_USER_TIMEOUT` as a policy gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +65,11 @@ impl Policy {
         self.check_auto()
     }
 
-    /// Adds a parsed field; a key that is already set is an error.
-    pub fn insert(&mut self, field: Field) -> Result<(), PolicyError> {
-        let key = match field {
-            Field::Idle(_) => Key::Idle,
-            Field::Interval(_) => Key::Interval,
-            Field::Count(_) => Key::Count,
-            Field::UserTimeoutMs(_) | Field::UserTimeoutAuto => Key::UserTimeout,
-        };
-        if self.get(key) {
+    /// Adds a parsed field; a key that is already set, or one that is not a socket option, is
+    /// an error.
+    pub fn insert(&mut self, field: Field<'_>) -> Result<(), PolicyError> {
+        let key = field.key();
+        if self.has(key) {
             return Err(PolicyError::duplicate(key));
         }
         match field {
@@ -81,21 +78,24 @@ impl Policy {
             Field::Count(n) => self.count = Some(n),
             Field::UserTimeoutMs(ms) => self.user_timeout = Some(UserTimeout::Millis(ms)),
             Field::UserTimeoutAuto => self.user_timeout = Some(UserTimeout::Auto),
+            _ => return Err(PolicyError::not_a_socket_option(key)),
         }
         Ok(())
     }
 
-    fn get(&self, key: Key) -> bool {
+    /// True when the policy sets `key`.
+    pub fn has(&self, key: Key) -> bool {
         match key {
             Key::Idle => self.idle.is_some(),
             Key::Interval => self.interval.is_some(),
             Key::Count => self.count.is_some(),
             Key::UserTimeout => self.user_timeout.is_some(),
+            _ => false,
         }
     }
 
     /// With all three timer keys present, `auto` can be checked now rather than at resolve.
-    fn check_auto(&self) -> Result<(), PolicyError> {
+    pub(crate) fn check_auto(&self) -> Result<(), PolicyError> {
         if let (Some(idle), Some(interval), Some(count)) = (self.idle, self.interval, self.count) {
             let base = Settings {
                 idle,

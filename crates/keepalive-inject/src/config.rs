@@ -1,0 +1,269 @@
+//! The configuration, read from the environment once at load and never written again.
+
+use crate::log;
+use core::cell::UnsafeCell;
+use core::ffi::{CStr, c_char, c_int};
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU8, Ordering};
+use keepalive::policy::injection::{ENV, Injection};
+use keepalive::policy::{Mode, Settings, UserTimeout};
+
+/// One setsockopt the policy makes on every socket it manages.
+#[derive(Clone, Copy)]
+pub struct SockOpt {
+    pub level: c_int,
+    pub name: c_int,
+    pub value: c_int,
+    /// As the kernel names it, for the log.
+    pub label: &'static str,
+}
+
+pub struct Config {
+    pub injection: Injection,
+    /// The calls to make, in order: the values first, SO_KEEPALIVE last.
+    options: [SockOpt; 5],
+    n_options: usize,
+}
+
+impl Config {
+    pub fn options(&self) -> &[SockOpt] {
+        self.options.get(..self.n_options).unwrap_or(&[])
+    }
+
+    /// In force mode, whether the program's setsockopt(level, name) is one the policy owns.
+    pub fn guards(&self, level: c_int, name: c_int) -> bool {
+        self.injection.mode == Mode::Force
+            && self
+                .options()
+                .iter()
+                .any(|o| o.level == level && o.name == name)
+    }
+}
+
+const UNINIT: u8 = 0;
+const LOADING: u8 = 1;
+const READY: u8 = 2;
+const OFF: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+struct Slot(UnsafeCell<MaybeUninit<Config>>);
+// SAFETY: written once by the thread that moved STATE from UNINIT to LOADING, read only after
+// STATE is READY (Release/Acquire), never written again.
+unsafe impl Sync for Slot {}
+static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// The configuration, once loaded and when the shim is on.
+pub fn get() -> Option<&'static Config> {
+    if STATE.load(Ordering::Acquire) != READY {
+        return None;
+    }
+    // SAFETY: READY is stored only after CONFIG was written (see `load`).
+    Some(unsafe { (*CONFIG.0.get()).assume_init_ref() })
+}
+
+/// Reads the environment and publishes the configuration. Runs once, from the constructor; a
+/// second call (none is made) would return at once.
+pub fn load(envp: *const *mut c_char) {
+    if STATE
+        .compare_exchange(UNINIT, LOADING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let env = |name: &str| getenv(envp, name);
+    let injection = match Injection::from_env(env) {
+        Ok(i) => i,
+        Err((var, e)) => {
+            log::warn_at_load(format_args!(
+                "{var}: {e}; the program runs with its sockets untouched"
+            ));
+            STATE.store(OFF, Ordering::Release);
+            return;
+        }
+    };
+    if !injection.enabled {
+        STATE.store(OFF, Ordering::Release);
+        return;
+    }
+    let settings = match injection.policy.user_timeout() {
+        // `auto` needs every timer value; the ones the policy leaves out are the namespace's.
+        Some(UserTimeout::Auto) => match injection.policy.resolve(&kernel_defaults()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn_at_load(format_args!(
+                    "{ENV}: {e}; the program runs with its sockets untouched"
+                ));
+                STATE.store(OFF, Ordering::Release);
+                return;
+            }
+        },
+        _ => None,
+    };
+    let mut config = Config {
+        injection,
+        options: [NO_OPT; 5],
+        n_options: 0,
+    };
+    let p = &injection.policy;
+    let opts = [
+        (
+            p.idle(),
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            "TCP_KEEPIDLE",
+        ),
+        (
+            p.interval(),
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            "TCP_KEEPINTVL",
+        ),
+        (
+            p.count(),
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            "TCP_KEEPCNT",
+        ),
+        (
+            user_timeout_ms(p.user_timeout(), settings),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            "TCP_USER_TIMEOUT",
+        ),
+        (
+            Some(1),
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            "SO_KEEPALIVE",
+        ),
+    ];
+    for (value, level, name, label) in opts {
+        let Some(value) = value.and_then(|v| c_int::try_from(v).ok()) else {
+            continue;
+        };
+        if let Some(slot) = config.options.get_mut(config.n_options) {
+            *slot = SockOpt {
+                level,
+                name,
+                value,
+                label,
+            };
+            config.n_options = config.n_options.saturating_add(1);
+        }
+    }
+    if !config.injection.inherit {
+        leave_children_alone(envp);
+    }
+    // SAFETY: only this thread got past the compare_exchange, and no reader looks before READY.
+    unsafe { (*CONFIG.0.get()).write(config) };
+    STATE.store(READY, Ordering::Release);
+    if let Some(c) = get() {
+        log::info(
+            c,
+            format_args!(
+                "loaded: {}{}",
+                c.injection,
+                if c.injection.policy.is_empty() {
+                    "(kernel defaults)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+}
+
+const NO_OPT: SockOpt = SockOpt {
+    level: 0,
+    name: 0,
+    value: 0,
+    label: "",
+};
+
+fn user_timeout_ms(given: Option<UserTimeout>, resolved: Option<Settings>) -> Option<u32> {
+    match given? {
+        UserTimeout::Millis(ms) => Some(ms),
+        UserTimeout::Auto => resolved.map(|s| s.user_timeout_ms),
+    }
+}
+
+/// The namespace's keepalive sysctls, read at load for `user-timeout=auto`.
+fn kernel_defaults() -> Settings {
+    let d = Settings::LINUX_DEFAULT;
+    let read = |path: &CStr, fallback: u32| read_number(path).unwrap_or(fallback);
+    Settings {
+        idle: read(c"/proc/sys/net/ipv4/tcp_keepalive_time", d.idle),
+        interval: read(c"/proc/sys/net/ipv4/tcp_keepalive_intvl", d.interval),
+        count: read(c"/proc/sys/net/ipv4/tcp_keepalive_probes", d.count),
+        user_timeout_ms: 0,
+    }
+}
+
+fn read_number(path: &CStr) -> Option<u32> {
+    let mut buf = [0u8; 32];
+    // SAFETY: a NUL-terminated path; the fd is ours and closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: reads at most buf.len() bytes into buf.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: fd was opened above.
+    unsafe { libc::close(fd) };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    core::str::from_utf8(text).ok()?.trim().parse().ok()
+}
+
+/// `getenv` over the `envp` the loader handed the constructor.
+fn getenv(envp: *const *mut c_char, name: &str) -> Option<&'static str> {
+    let entry = find_env(envp, name)?;
+    // SAFETY: environment strings are NUL-terminated and live as long as the process.
+    let text = unsafe { CStr::from_ptr(entry) }.to_str().ok()?;
+    text.get(name.len().saturating_add(1)..)
+}
+
+/// The `NAME=value` entry of `envp`, if any.
+fn find_env(envp: *const *mut c_char, name: &str) -> Option<*mut c_char> {
+    if envp.is_null() {
+        return None;
+    }
+    let mut i = 0usize;
+    loop {
+        // SAFETY: envp is the NULL-terminated array the loader passed; we stop at the NULL.
+        let entry = unsafe { *envp.add(i) };
+        if entry.is_null() {
+            return None;
+        }
+        // SAFETY: each entry is a NUL-terminated string.
+        let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
+        if bytes
+            .strip_prefix(name.as_bytes())
+            .is_some_and(|rest| rest.first() == Some(&b'='))
+        {
+            return Some(entry);
+        }
+        i = i.checked_add(1)?;
+    }
+}
+
+/// `inherit=no`: blank this library out of LD_PRELOAD, in place, so that programs this one
+/// starts run without it. The loader has already read LD_PRELOAD for this process.
+fn leave_children_alone(envp: *const *mut c_char) {
+    let Some(entry) = find_env(envp, "LD_PRELOAD") else {
+        return;
+    };
+    // SAFETY: the entry is a NUL-terminated string in the process's writable environment block.
+    let len = unsafe { CStr::from_ptr(entry) }.to_bytes().len();
+    // SAFETY: `len` bytes starting at `entry` are that string.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(entry.cast::<u8>(), len) };
+    let Some(value) = bytes.get_mut("LD_PRELOAD=".len()..) else {
+        return;
+    };
+    for token in value.split_mut(|b| *b == b':' || *b == b' ') {
+        let base = token.rsplit(|b| *b == b'/').next().unwrap_or(&[]);
+        if base == b"libkeepalive_inject.so" {
+            token.fill(b' ');
+        }
+    }
+}
