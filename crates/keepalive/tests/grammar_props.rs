@@ -82,3 +82,53 @@ proptest! {
         prop_assert_eq!(Policy::parse(&p.to_string()), Ok(p));
     }
 }
+
+mod injection {
+    use keepalive::policy::injection::Injection;
+    use proptest::prelude::*;
+
+    fn shimmy() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("idle=30".to_owned()),
+            Just("mode=force".to_owned()),
+            Just("mode=default".to_owned()),
+            Just("ports=".to_owned()),
+            Just("dest=".to_owned()),
+            Just("log=syslog".to_owned()),
+            Just("log=/tmp/x".to_owned()),
+            Just("inherit=no".to_owned()),
+            Just(",".to_owned()),
+            Just("-".to_owned()),
+            Just("/".to_owned()),
+            Just("::1".to_owned()),
+            Just("198.18.0.0".to_owned()),
+            (0u32..70000).prop_map(|n| n.to_string()),
+        ];
+        prop::collection::vec(piece, 0..14).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn any_text_parses_or_errors_in_one_line(s in any::<String>()) {
+            if let Err(e) = Injection::parse(&s) {
+                prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
+
+        #[test]
+        fn shim_shaped_text_round_trips(s in shimmy()) {
+            match Injection::parse(&s) {
+                Ok(i) => prop_assert_eq!(Injection::parse(&i.to_string()), Ok(i)),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn compatibility_values_parse_or_error(v in any::<String>(), var in 0usize..6) {
+            let name = keepalive::policy::injection::COMPAT_VARS[var].0;
+            let _ = Injection::from_env(|k| (k == name).then_some(v.as_str()));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The shim under stress and in hostile hosts: many threads, fork and exec chains, programs
+//! that reuse fds 0-2 as sockets, errno, and random configurations. The C programs are in
+//! tests/c/ and are compiled by the tests.
+
+use proptest::prelude::*;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
+
+fn c_program(name: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
+    testkit::compile_c(&src, dir, &["-pthread"])
+}
+
+fn shim() -> PathBuf {
+    testkit::shim_next_to(Path::new(BIN))
+}
+
+fn under_shim(program: &Path, policy: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("LD_PRELOAD", shim())
+        .env("KEEPALIVE_POLICY", policy)
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn eight_threads_creating_and_closing_100k_sockets_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let stress = c_program("stress", dir.path());
+    let out = under_shim(&stress, "idle=30,interval=10,count=5")
+        .args(["8", "100000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sockets=800000") && text.contains("bad_keepalive=0"),
+        "{text}"
+    );
+    // Without the shim the same program must fail its keepalive check: the test can fail.
+    let out = Command::new(&stress).args(["1", "12"]).output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn fork_and_exec_chains_keep_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = c_program("forkexec", dir.path());
+    let out = under_shim(&chain, "idle=30").arg("6").output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn programs_that_reuse_fds_0_to_2_as_sockets_get_no_stray_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = c_program("closefds", dir.path());
+    let log = dir.path().join("shim.log");
+    // Force mode, so the program's 100 attempts to switch keepalive off each get logged.
+    let policies = [
+        format!("idle=30,mode=force,log={}", log.display()),
+        "idle=30,mode=force,log=syslog".into(),
+    ];
+    for policy in policies {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut child = under_shim(&prog, &policy)
+            .arg(port.to_string())
+            .spawn()
+            .unwrap();
+        let (mut conn, _) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{policy}");
+        assert!(
+            got.is_empty(),
+            "{policy}: the program's socket received {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("loaded: idle=30s") && text.contains("fd 0: keepalive on"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_socket_on_fd_2_at_load_never_receives_the_warning() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stderr_socket = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = l.accept().unwrap();
+    let out = under_shim(Path::new("/bin/true"), "idle=0")
+        .stderr(Stdio::from(OwnedFd::from(stderr_socket)))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert!(
+        got.is_empty(),
+        "the warning went into the socket: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn errno_is_what_the_real_call_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = c_program("errno", dir.path());
+    let closed = testkit::free_port();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = l.local_addr().unwrap().port();
+    let policy = format!("idle=30,ports={closed},{open}");
+    let out = under_shim(&prog, &policy)
+        .args([closed.to_string(), open.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+/// Any configuration text, valid or not, leaves a program running normally: a valid one
+/// applies, an invalid one warns on stderr and changes nothing.
+fn run_true_under(policy: &str) -> Output {
+    under_shim(Path::new("/bin/sh"), policy)
+        .args(["-c", "exit 0"])
+        .output()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn random_configurations_never_hurt_the_host(text in "[a-z=,0-9./:\\- ]{0,60}") {
+        prop_assume!(!text.contains('\0'));
+        let out = run_true_under(&text);
+        prop_assert!(out.status.success(), "{text:?}: {}", show(&out));
+        let valid = keepalive::policy::injection::Injection::parse(&text)
+            .and_then(|i| i.policy.resolve(&keepalive::Settings::LINUX_DEFAULT));
+        let warned = !out.stderr.is_empty();
+        prop_assert_eq!(warned, valid.is_err(), "{:?}: {}", text, show(&out));
+    }
+}
