@@ -616,3 +616,44 @@ fn invalid_configuration_warns_once_and_changes_nothing() {
         "{text}"
     );
 }
+
+#[test]
+fn an_installed_layout_finds_its_shim() {
+    // scripts/install.sh puts the binary in PREFIX/bin and the shim in PREFIX/lib/keepalive.
+    let prefix = tempfile::tempdir().unwrap();
+    let (bin, lib) = (
+        prefix.path().join("bin"),
+        prefix.path().join("lib/keepalive"),
+    );
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(BIN, bin.join("keepalive")).unwrap();
+    std::fs::copy(
+        testkit::shim_next_to(Path::new(BIN)),
+        lib.join("libkeepalive_inject.so"),
+    )
+    .unwrap();
+    let out = Command::new(bin.join("keepalive"))
+        .args(["run", "--print-env"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = lib.canonicalize().unwrap().join("libkeepalive_inject.so");
+    assert!(
+        text.contains(&format!("LD_PRELOAD={}", expected.display())),
+        "{text}"
+    );
+
+    std::fs::remove_file(lib.join("libkeepalive_inject.so")).unwrap();
+    let out = Command::new(bin.join("keepalive"))
+        .args(["run", "--", "true"])
+        .env_remove("KEEPALIVE_SHIM")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not installed") && err.contains("scripts/install.sh"),
+        "{err}"
+    );
+}
