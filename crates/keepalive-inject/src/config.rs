@@ -20,6 +20,8 @@ pub struct SockOpt {
 
 pub struct Config {
     pub injection: Injection,
+    /// `log=` is not off: checked before any work is done for a message.
+    pub logging: bool,
     /// The calls to make, in order: the values first, SO_KEEPALIVE last.
     options: [SockOpt; 5],
     n_options: usize,
@@ -102,6 +104,7 @@ pub fn load(envp: *const *mut c_char) {
     };
     let mut config = Config {
         injection,
+        logging: injection.log() != keepalive::policy::Log::Off,
         options: [NO_OPT; 5],
         n_options: 0,
     };

@@ -38,13 +38,16 @@ fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
 /// Makes the policy's setsockopt calls on `fd`, stopping at the first failure so that a socket
 /// never gets SO_KEEPALIVE with half a policy. errno is left as it was.
 fn apply(fd: c_int, config: &Config) {
+    let Some(setsockopt) = real::setsockopt_fn() else {
+        return;
+    };
     let saved = errno();
     let mut ok = true;
     for opt in config.options() {
         let value: c_int = opt.value;
         // SAFETY: the real setsockopt with a pointer to a live c_int and its size.
         let rc = unsafe {
-            real::setsockopt(
+            setsockopt(
                 fd,
                 opt.level,
                 opt.name,
@@ -112,12 +115,10 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     if fd >= 0 {
         let tcp = is_tcp(domain, ty, protocol);
         TCP.set(fd, tcp);
-        MANAGED.set(fd, false);
-        if let Some(config) = config::get()
-            && tcp
-            && !config.injection.is_filtered()
-        {
-            apply(fd, config);
+        match config::get() {
+            // apply() records whether the policy went on.
+            Some(config) if tcp && !config.injection.is_filtered() => apply(fd, config),
+            _ => MANAGED.set(fd, false),
         }
     }
     fd

@@ -48,15 +48,22 @@ impl Write for Line {
 }
 
 /// An informational line, when logging is on.
+#[inline]
 pub fn info(config: &Config, args: fmt::Arguments<'_>) {
-    emit(config.injection.log(), 6, args);
+    if config.logging {
+        emit(config.injection.log(), 6, args);
+    }
 }
 
 /// A failure, when logging is on.
+#[inline]
 pub fn warn(config: &Config, args: fmt::Arguments<'_>) {
-    emit(config.injection.log(), 4, args);
+    if config.logging {
+        emit(config.injection.log(), 4, args);
+    }
 }
 
+#[cold]
 fn emit(target: Log<'_>, severity: u8, args: fmt::Arguments<'_>) {
     let saved = hooks::errno();
     match target {

@@ -91,6 +91,18 @@ pub unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     }
 }
 
+/// The next `setsockopt`, for callers that make several calls in a row.
+pub type SetsockoptFn =
+    unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
+
+pub fn setsockopt_fn() -> Option<SetsockoptFn> {
+    match SETSOCKOPT.get() {
+        0 => None,
+        // SAFETY: the address is the next `setsockopt`, which has this signature.
+        real => Some(unsafe { core::mem::transmute::<usize, SetsockoptFn>(real) }),
+    }
+}
+
 pub unsafe fn setsockopt(
     fd: c_int,
     level: c_int,
