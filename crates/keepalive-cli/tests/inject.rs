@@ -140,6 +140,38 @@ fn errno_is_what_the_real_call_left() {
     assert!(out.status.success(), "{}", show(&out));
 }
 
+#[test]
+fn hooks_never_allocate() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = c_program("nomalloc", dir.path());
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || for _ in l.incoming() {});
+    let log = dir.path().join("shim.log");
+    // Every hook path: socket(), filtered connect() and bind(), force-mode setsockopt, accept,
+    // and logging to a file.
+    for policy in [
+        "idle=30,interval=10,count=5,user-timeout=auto".to_owned(),
+        format!("idle=30,mode=force,ports=1-65535,log={}", log.display()),
+    ] {
+        let out = under_shim(&prog, &policy).arg(&port).output().unwrap();
+        assert!(out.status.success(), "{policy}: {}", show(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "allocations=0");
+    }
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("kept the policy")
+    );
+    // The counter works: the same program counts what a plain malloc costs.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} {port}", prog.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+}
+
 /// Any configuration text, valid or not, leaves a program running normally: a valid one
 /// applies, an invalid one warns on stderr and changes nothing.
 fn run_true_under(policy: &str) -> Output {
