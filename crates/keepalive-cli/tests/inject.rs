@@ -99,7 +99,7 @@ fn programs_that_reuse_fds_0_to_2_as_sockets_get_no_stray_bytes() {
     }
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("loaded: idle=30s") && text.contains("fd 0: keepalive on"),
+        text.contains("loaded: KEEPALIVE_POLICY=idle=30s") && text.contains("fd 0: keepalive on"),
         "{text}"
     );
 }

@@ -162,18 +162,17 @@ pub fn load(envp: *const *mut c_char) {
     unsafe { (*CONFIG.0.get()).write(config) };
     STATE.store(READY, Ordering::Release);
     if let Some(c) = get() {
-        log::info(
-            c,
-            format_args!(
-                "loaded: {}{}",
-                c.injection,
-                if c.injection.policy.is_empty() {
-                    "(kernel defaults)"
-                } else {
-                    ""
-                }
-            ),
-        );
+        if c.injection.policy.is_empty() {
+            log::info(
+                c,
+                format_args!(
+                    "loaded: keepalive on with the kernel's defaults ({ENV}={})",
+                    c.injection
+                ),
+            );
+        } else {
+            log::info(c, format_args!("loaded: {ENV}={}", c.injection));
+        }
     }
 }
 
