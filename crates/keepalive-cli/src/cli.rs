@@ -21,6 +21,88 @@ pub enum Command {
     Sysctl(SysctlCommand),
     /// Start an unmodified program with keepalive injected through the LD_PRELOAD shim.
     Run(RunArgs),
+    /// Every TCP connection with its keepalive state, timer, idle time and owner.
+    Status(StatusArgs),
+    /// The exact keepalive options of every TCP socket of a running process.
+    Get(GetArgs),
+    /// Set keepalive on a running process's sockets, without restarting it (pidfd_getfd).
+    Set(SetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show the owning process of each socket (a /proc scan; like ss -p).
+    #[arg(short = 'p', long)]
+    pub processes: bool,
+    /// Read each socket's true SO_KEEPALIVE, idle, interval, count and user timeout through a
+    /// duplicate of its descriptor (needs ptrace-attach permission over its process).
+    #[arg(long)]
+    pub exact: bool,
+    /// Only sockets of this process (and look in its network namespace).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only sockets with this local or remote port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Only these states (established, close-wait, listening, time-wait, ...; repeatable).
+    #[arg(long, value_name = "STATE", value_delimiter = ',')]
+    pub state: Vec<String>,
+    /// Only connections with keepalive off.
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Listening sockets instead of connections.
+    #[arg(long, conflicts_with = "state")]
+    pub listening: bool,
+    /// Look in this network namespace (a name from `ip netns list`, or /proc/PID/ns/net).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// A connection idle this long with keepalive off is flagged at risk.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub idle_over: String,
+    /// Print JSON instead of text.
+    #[arg(long, conflicts_with_all = ["watch", "prometheus"])]
+    pub json: bool,
+    /// Refresh in place every SECONDS (default 2) until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+    /// With --watch, stop after this many refreshes.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub iterations: Option<u64>,
+    /// Write node-exporter textfile metrics to FILE (atomically) instead of printing.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The process.
+    #[arg(long, value_name = "PID")]
+    pub pid: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["fd", "all"])))]
+pub struct SetArgs {
+    /// The process.
+    #[arg(long, value_name = "PID")]
+    pub pid: u32,
+    /// Only this descriptor.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
+    /// Every TCP socket of the process, listeners included (later connections inherit).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod explain;
+mod live;
 mod policy_args;
 mod render;
 mod run;
@@ -47,6 +48,9 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Sysctl(cmd) => sysctl::run(cmd),
         Command::Run(args) => run::run(args),
+        Command::Status(args) => live::status(args),
+        Command::Get(args) => live::get(args),
+        Command::Set(args) => live::set(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,6 +108,30 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// No such process.
+    #[error("process {0} not found")]
+    NoSuchProcess(u32),
+    /// Reading another process's sockets is not allowed.
+    #[error(
+        "reading the sockets of pid {pid} needs ptrace-attach permission over it: run as the same user (and Yama's ptrace_scope must allow it{}) or with CAP_SYS_PTRACE ({source})",
+        yama_hint()
+    )]
+    Ptrace {
+        /// The target.
+        pid: u32,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A chosen descriptor is not a TCP socket.
+    #[error("fd {fd} of pid {pid} is {what}")]
+    NotATcpSocket {
+        /// The target.
+        pid: u32,
+        /// The descriptor.
+        fd: i32,
+        /// What it is instead.
+        what: &'static str,
+    },
     /// Reading a file failed.
     #[error("{what}: {source}")]
     Io {
@@ -136,7 +160,10 @@ impl Error {
             | Error::NotASysctl(_)
             | Error::BadNetnsName(_)
             | Error::NetnsNotFound { .. }
-            | Error::ProgramNotFound(_) => Class::BadInput,
+            | Error::ProgramNotFound(_)
+            | Error::NoSuchProcess(_)
+            | Error::NotATcpSocket { .. } => Class::BadInput,
+            Error::Ptrace { .. } => Class::Permission,
             Error::Netns { source, .. } if source.raw_os_error() == Some(einval()) => {
                 Class::BadInput
             }
@@ -153,6 +180,14 @@ impl Error {
             }
             _ => Class::Failed,
         }
+    }
+}
+
+fn yama_hint() -> String {
+    match crate::retrofit::ptrace_scope() {
+        Some(0) | None => String::new(),
+        Some(1) => "; it is 1 here: only for descendants".into(),
+        Some(n) => format!("; it is {n} here: CAP_SYS_PTRACE only"),
     }
 }
 

@@ -21,6 +21,8 @@
 pub mod policy;
 
 #[cfg(feature = "std")]
+pub mod diag;
+#[cfg(feature = "std")]
 pub mod error;
 #[cfg(feature = "std")]
 pub mod explain;
@@ -34,6 +36,8 @@ pub mod reference;
 pub mod retrofit;
 #[cfg(feature = "std")]
 pub mod socket;
+#[cfg(feature = "std")]
+pub mod status;
 #[cfg(feature = "std")]
 pub mod sysctl;
 

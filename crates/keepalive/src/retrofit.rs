@@ -1,23 +1,33 @@
 //! Reaching into another process's sockets: its socket descriptors from /proc, and duplicates
 //! of them through `pidfd_getfd(2)` (Linux 5.6). A duplicate is the same socket, so options
-//! read or set on it are the target's own. Duplicating needs ptrace-attach permission over the
-//! target (same user under Yama ptrace_scope 0 or 1 for a descendant, or CAP_SYS_PTRACE).
+//! read or set on it are the target's own, and a listener changed this way passes its options
+//! to the connections it accepts later. Duplicating needs ptrace-attach permission over the
+//! target (`PTRACE_MODE_ATTACH_REALCREDS`): the same user, within what Yama's ptrace_scope
+//! allows, or CAP_SYS_PTRACE. Every duplicate is closed before the function that made it
+//! returns.
 
 use crate::error::Error;
+use crate::policy::Policy;
+use crate::socket::{self, SocketKeepalive};
 use rustix::fd::OwnedFd;
+use rustix::net::{AddressFamily, SocketType, sockopt};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
 use std::io;
+use std::net::SocketAddr;
 
 /// The descriptors of `pid` that are sockets, with their inode numbers, in descriptor order.
 pub fn socket_fds(pid: u32) -> Result<Vec<(i32, u64)>, Error> {
     let dir = format!("/proc/{pid}/fd");
-    let io_err = |source| Error::Io {
-        what: dir.clone(),
-        source,
-    };
+    let read = std::fs::read_dir(&dir).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
+        io::ErrorKind::PermissionDenied => Error::Ptrace { pid, source },
+        _ => Error::Io {
+            what: dir.clone(),
+            source,
+        },
+    })?;
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(io_err)? {
-        let entry = entry.map_err(io_err)?;
+    for entry in read.flatten() {
         let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
@@ -37,14 +47,198 @@ pub fn socket_fds(pid: u32) -> Result<Vec<(i32, u64)>, Error> {
     Ok(out)
 }
 
+/// A handle on another process, for duplicating its descriptors.
+pub struct Process {
+    pid: u32,
+    pidfd: OwnedFd,
+}
+
+impl Process {
+    /// Opens a pidfd for `pid`.
+    pub fn open(pid: u32) -> Result<Process, Error> {
+        let target = Pid::from_raw(pid as i32).ok_or(Error::NoSuchProcess(pid))?;
+        let pidfd = pidfd_open(target, PidfdFlags::empty()).map_err(|e| match e {
+            rustix::io::Errno::SRCH => Error::NoSuchProcess(pid),
+            e => Error::Io {
+                what: format!("pidfd_open({pid})"),
+                source: e.into(),
+            },
+        })?;
+        Ok(Process { pid, pidfd })
+    }
+
+    /// A duplicate of the process's descriptor `fd`. `Ok(None)` when the process closed it or
+    /// exited meanwhile.
+    pub fn duplicate(&self, fd: i32) -> Result<Option<OwnedFd>, Error> {
+        match pidfd_getfd(&self.pidfd, fd, PidfdGetfdFlags::empty()) {
+            Ok(dup) => Ok(Some(dup)),
+            Err(rustix::io::Errno::BADF | rustix::io::Errno::SRCH) => Ok(None),
+            Err(rustix::io::Errno::PERM) => Err(Error::Ptrace {
+                pid: self.pid,
+                source: io::Error::from_raw_os_error(libc_eperm()),
+            }),
+            Err(e) => Err(Error::Io {
+                what: format!("pidfd_getfd(pid {}, fd {fd})", self.pid),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+fn libc_eperm() -> i32 {
+    rustix::io::Errno::PERM.raw_os_error()
+}
+
 /// A duplicate of descriptor `fd` of process `pid`, owned by the caller.
 pub fn duplicate(pid: u32, fd: i32) -> Result<OwnedFd, Error> {
-    let fail = |source: io::Error| Error::Io {
-        what: format!("duplicating fd {fd} of pid {pid}"),
-        source,
+    Process::open(pid)?
+        .duplicate(fd)?
+        .ok_or(Error::NoSuchProcess(pid))
+}
+
+/// One TCP socket of a process, with its keepalive state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ProcessSocket {
+    pub fd: i32,
+    pub local: Option<SocketAddr>,
+    /// `None` for a listener or an unconnected socket.
+    pub peer: Option<SocketAddr>,
+    pub listening: bool,
+    pub keepalive: SocketKeepalive,
+}
+
+/// Whether a duplicate is a TCP socket (AF_INET or AF_INET6, SOCK_STREAM, TCP).
+fn is_tcp(fd: &OwnedFd) -> bool {
+    let family = sockopt::socket_domain(fd).ok();
+    let stream = sockopt::socket_type(fd).ok() == Some(SocketType::STREAM);
+    let tcp = sockopt::socket_protocol(fd).ok().flatten() == Some(rustix::net::ipproto::TCP);
+    matches!(
+        family,
+        Some(AddressFamily::INET) | Some(AddressFamily::INET6)
+    ) && stream
+        && tcp
+}
+
+fn describe(fd: i32, dup: &OwnedFd) -> Result<ProcessSocket, Error> {
+    let local = rustix::net::getsockname(dup)
+        .ok()
+        .and_then(|a| SocketAddr::try_from(a).ok());
+    let peer = rustix::net::getpeername(dup)
+        .ok()
+        .flatten()
+        .and_then(|a| SocketAddr::try_from(a).ok());
+    let listening = sockopt::socket_acceptconn(dup).unwrap_or(false);
+    Ok(ProcessSocket {
+        fd,
+        local,
+        peer,
+        listening,
+        keepalive: socket::read(dup)?,
+    })
+}
+
+/// Every TCP socket of `pid`, read through duplicates.
+pub fn sockets(pid: u32) -> Result<Vec<ProcessSocket>, Error> {
+    let process = Process::open(pid)?;
+    let mut out = Vec::new();
+    for (fd, _) in socket_fds(pid)? {
+        let Some(dup) = process.duplicate(fd)? else {
+            continue;
+        };
+        if is_tcp(&dup) {
+            out.push(describe(fd, &dup)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Which sockets `apply` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// One descriptor; an error if it is not a TCP socket.
+    Fd(i32),
+    /// Every TCP socket, listeners included.
+    All,
+}
+
+/// What `apply` did to one socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Retrofit {
+    pub socket: ProcessSocket,
+    /// The state afterwards; `None` on a dry run, or when the socket vanished meanwhile.
+    pub after: Option<SocketKeepalive>,
+    /// Why the socket was not changed, when it was not.
+    pub skipped: Option<String>,
+}
+
+/// Applies `policy` to the selected sockets of `pid` (or, with `dry_run`, only reads them).
+/// A socket the process closes meanwhile is reported, not an error.
+pub fn apply(
+    pid: u32,
+    selection: Selection,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Vec<Retrofit>, Error> {
+    let process = Process::open(pid)?;
+    let fds: Vec<i32> = match selection {
+        Selection::Fd(fd) => vec![fd],
+        Selection::All => socket_fds(pid)?.into_iter().map(|(fd, _)| fd).collect(),
     };
-    let target =
-        Pid::from_raw(pid as i32).ok_or_else(|| fail(io::ErrorKind::InvalidInput.into()))?;
-    let pidfd = pidfd_open(target, PidfdFlags::empty()).map_err(|e| fail(e.into()))?;
-    pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).map_err(|e| fail(e.into()))
+    let mut out = Vec::new();
+    for fd in fds {
+        let Some(dup) = process.duplicate(fd)? else {
+            if selection == Selection::Fd(fd) {
+                return Err(Error::NotATcpSocket {
+                    pid,
+                    fd,
+                    what: "not open",
+                });
+            }
+            continue;
+        };
+        if !is_tcp(&dup) {
+            if selection == Selection::Fd(fd) {
+                return Err(Error::NotATcpSocket {
+                    pid,
+                    fd,
+                    what: "not a TCP socket",
+                });
+            }
+            continue;
+        }
+        let socket = describe(fd, &dup)?;
+        if dry_run {
+            out.push(Retrofit {
+                socket,
+                after: None,
+                skipped: Some("dry run".into()),
+            });
+            continue;
+        }
+        match socket::apply(&dup, policy) {
+            Ok(after) => out.push(Retrofit {
+                socket,
+                after: Some(after),
+                skipped: None,
+            }),
+            Err(e) => out.push(Retrofit {
+                socket,
+                after: None,
+                skipped: Some(e.to_string()),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Yama's ptrace_scope, if Yama is built in: 0 classic, 1 descendants only, 2 admin only,
+/// 3 none.
+pub fn ptrace_scope() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -692,6 +692,12 @@ fn cidr(value: &str) -> Option<Cidr> {
     Some(Cidr { addr, prefix })
 }
 
+/// A duration in the grammar's units (`300s`, `5m`, `1500ms`, a bare number is seconds), in
+/// milliseconds; `None` if it is not one.
+pub fn parse_duration_ms(value: &str) -> Option<u64> {
+    millis(Key::UserTimeout, value.trim()).ok().flatten()
+}
+
 /// A duration in milliseconds; `None` when it overflows u64.
 fn millis(key: Key, value: &str) -> Result<Option<u64>, PolicyError> {
     let (n, unit) = number(key, value)?;

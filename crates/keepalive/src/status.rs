@@ -1,0 +1,225 @@
+//! Every TCP connection with its keepalive state: the sock_diag listing, joined with owners,
+//! optionally with each socket's true options read through pidfd_getfd, and judged for risk.
+
+use crate::diag::{self, Owner, SocketEntry, TcpState, Verdict};
+use crate::error::Error;
+use crate::netns::NetNs;
+use crate::retrofit::Process;
+use crate::socket::{self, SocketKeepalive};
+use std::collections::{BTreeMap, HashMap};
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Another network namespace; with `pid` and no `netns`, the process's own is used.
+    pub netns: Option<NetNs>,
+    /// States to show; empty means every connection (not listening, not TIME_WAIT).
+    pub states: Vec<TcpState>,
+    /// Only sockets of this process.
+    pub pid: Option<u32>,
+    /// Only sockets with this local or remote port.
+    pub port: Option<u16>,
+    /// Only connections with keepalive off.
+    pub no_keepalive: bool,
+    /// Find the owning processes.
+    pub processes: bool,
+    /// Read each socket's options through a duplicate (implies `processes`).
+    pub exact: bool,
+    /// An established connection idle at least this long with keepalive off is at risk.
+    pub risk_idle_ms: u64,
+}
+
+/// The default risk threshold: five minutes, below which sit AWS's NAT gateway and NLB
+/// (350 s) and Azure's load balancer (240 s) would not be, see docs/middleboxes.tsv.
+pub const DEFAULT_RISK_IDLE_MS: u64 = 300_000;
+
+/// One socket in the listing.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Row {
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub socket: SocketEntry,
+    /// The processes holding it (with `processes`).
+    pub owners: Vec<Owner>,
+    /// Its true options (with `exact`, when the owner could be traced).
+    pub exact: Option<SocketKeepalive>,
+    /// On, off, unknown: from `exact` when known, else from the timer.
+    pub keepalive: Verdict,
+    /// Established, keepalive off, idle past the threshold.
+    pub at_risk: bool,
+}
+
+/// A process whose sockets could not be read exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct NotTraced {
+    pub pid: u32,
+    pub command: String,
+    pub reason: String,
+}
+
+/// Totals over the sockets listed.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Summary {
+    pub sockets: usize,
+    pub keepalive_on: usize,
+    pub keepalive_off: usize,
+    pub unknown: usize,
+    pub at_risk: usize,
+    /// Keepalive probes sent and unanswered, over all sockets.
+    pub probes_in_flight: u64,
+    pub not_traced: Vec<NotTraced>,
+}
+
+/// Counts per owning command, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// (command, verdict) → connections.
+    pub connections: BTreeMap<(String, Verdict), u64>,
+    /// command → probes in flight.
+    pub probes: BTreeMap<String, u64>,
+    /// command → connections at risk.
+    pub at_risk: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// Adds one row, under its first owner's command ("" when unknown).
+    pub fn add(&mut self, row: &Row) {
+        let command = row
+            .owners
+            .first()
+            .map(|o| o.command.clone())
+            .unwrap_or_default();
+        *self
+            .connections
+            .entry((command.clone(), row.keepalive))
+            .or_default() += 1;
+        *self.probes.entry(command.clone()).or_default() += u64::from(row.socket.probes_out);
+        *self.at_risk.entry(command).or_default() += u64::from(row.at_risk);
+    }
+}
+
+/// Lists sockets matching `query`, calling `each` for every one as it arrives from the kernel,
+/// and returns the totals.
+pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summary, Error> {
+    let netns = match (&query.netns, query.pid) {
+        (Some(ns), _) => Some(ns.clone()),
+        (None, Some(pid)) => own_netns_of(pid)?,
+        (None, None) => None,
+    };
+    let want_owners = query.processes || query.exact || query.pid.is_some();
+    let owners: HashMap<u32, Vec<Owner>> = if want_owners {
+        diag::owners()
+    } else {
+        HashMap::new()
+    };
+    let states: Vec<TcpState> = if query.states.is_empty() {
+        TcpState::connections()
+    } else {
+        query.states.clone()
+    };
+
+    let mut summary = Summary::default();
+    let mut traced: HashMap<u32, Result<Process, String>> = HashMap::new();
+    let mut emit = |entry: &SocketEntry| {
+        if let Some(port) = query.port
+            && entry.local.port() != port
+            && entry.peer.port() != port
+        {
+            return;
+        }
+        let holders = owners.get(&entry.inode).cloned().unwrap_or_default();
+        if let Some(pid) = query.pid
+            && !holders.iter().any(|o| o.pid == pid)
+        {
+            return;
+        }
+        let exact = if query.exact {
+            read_exact(&holders, &mut traced, &mut summary)
+        } else {
+            None
+        };
+        let keepalive = match (exact, entry.state.keepalive_applies()) {
+            (Some(e), true) => {
+                if e.enabled {
+                    Verdict::On
+                } else {
+                    Verdict::Off
+                }
+            }
+            _ => entry.verdict(),
+        };
+        if query.no_keepalive && keepalive != Verdict::Off {
+            return;
+        }
+        let at_risk = entry.state == TcpState::Established
+            && keepalive == Verdict::Off
+            && entry
+                .idle_ms
+                .is_some_and(|ms| u64::from(ms) >= query.risk_idle_ms);
+        let row = Row {
+            socket: entry.clone(),
+            owners: holders,
+            exact,
+            keepalive,
+            at_risk,
+        };
+        summary.sockets += 1;
+        match keepalive {
+            Verdict::On => summary.keepalive_on += 1,
+            Verdict::Off => summary.keepalive_off += 1,
+            Verdict::Unknown => summary.unknown += 1,
+            Verdict::NotApplicable => {}
+        }
+        summary.at_risk += usize::from(at_risk);
+        summary.probes_in_flight += u64::from(entry.probes_out);
+        each(&row);
+    };
+    diag::for_each_socket(netns.as_ref(), &states, &mut emit)?;
+    Ok(summary)
+}
+
+/// The true options of a socket, through the first owner we may trace.
+fn read_exact(
+    holders: &[Owner],
+    traced: &mut HashMap<u32, Result<Process, String>>,
+    summary: &mut Summary,
+) -> Option<SocketKeepalive> {
+    for owner in holders {
+        let process = traced
+            .entry(owner.pid)
+            .or_insert_with(|| Process::open(owner.pid).map_err(|e| e.to_string()));
+        let Ok(process) = process else { continue };
+        match process.duplicate(owner.fd) {
+            Ok(Some(dup)) => return socket::read(&dup).ok(),
+            Ok(None) => continue,
+            Err(e) => {
+                if !summary.not_traced.iter().any(|n| n.pid == owner.pid) {
+                    summary.not_traced.push(NotTraced {
+                        pid: owner.pid,
+                        command: owner.command.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                traced.insert(owner.pid, Err(e.to_string()));
+            }
+        }
+    }
+    None
+}
+
+/// The network namespace of `pid`, if it is not the caller's.
+fn own_netns_of(pid: u32) -> Result<Option<NetNs>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs =
+        std::fs::metadata(format!("/proc/{pid}/ns/net")).map_err(|_| Error::NoSuchProcess(pid))?;
+    let ours = std::fs::metadata("/proc/self/ns/net").map_err(|source| Error::Io {
+        what: "/proc/self/ns/net".into(),
+        source,
+    })?;
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Ok(None);
+    }
+    Ok(Some(NetNs::named(&format!("/proc/{pid}/ns/net"))?))
+}
