@@ -70,6 +70,14 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             let _ = writeln!(lock, "{}", human_row(row, query.processes || query.exact));
         })?;
         writeln!(lock, "{}", human_summary(&summary, &args.idle_over))?;
+        if summary.owner_unknown > 0 {
+            writeln!(
+                lock,
+                "owner unknown for {} sockets: the descriptors of {} processes were not readable \
+                 (another user's processes need CAP_SYS_PTRACE)",
+                summary.owner_unknown, summary.unreadable_processes
+            )?;
+        }
         for n in &summary.not_traced {
             writeln!(
                 lock,

@@ -21,12 +21,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// TCP states, numbered as in `include/net/tcp_states.h`.
+/// TCP states, numbered as in `include/net/tcp_states.h`. Serializes as [`TcpState::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize),
-    serde(rename_all = "kebab-case")
+    serde(into = "&'static str")
 )]
 pub enum TcpState {
     Established = 1,
@@ -42,6 +42,12 @@ pub enum TcpState {
     Closing,
     NewSynRecv,
     BoundInactive,
+}
+
+impl From<TcpState> for &'static str {
+    fn from(state: TcpState) -> Self {
+        state.name()
+    }
 }
 
 impl TcpState {
@@ -378,19 +384,34 @@ pub struct Owner {
     pub fd: i32,
 }
 
-/// Socket inode → the processes holding it (a socket can be shared after fork), from one
-/// scan of `/proc/*/fd`. Processes that vanish or that we may not inspect are skipped.
-pub fn owners() -> HashMap<u32, Vec<Owner>> {
-    let mut map: HashMap<u32, Vec<Owner>> = HashMap::new();
+/// Who holds which socket, from one scan of `/proc/*/fd`.
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// Socket inode → the processes holding it (a socket can be shared after fork).
+    pub by_inode: HashMap<u32, Vec<Owner>>,
+    /// Processes whose descriptors we may not list (another user's, without CAP_SYS_PTRACE).
+    pub unreadable: usize,
+}
+
+/// Scans `/proc/*/fd`. Processes that vanish meanwhile are skipped; those we may not read are
+/// counted.
+pub fn owners() -> Owners {
+    let mut owners = Owners::default();
+    let map = &mut owners.by_inode;
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return map;
+        return owners;
     };
     for proc_entry in procs.flatten() {
         let Ok(pid) = proc_entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(proc_entry.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                owners.unreadable += 1;
+                continue;
+            }
+            Err(_) => continue,
         };
         let mut command: Option<String> = None;
         for fd in fds.flatten() {
@@ -431,7 +452,7 @@ pub fn owners() -> HashMap<u32, Vec<Owner>> {
             }
         }
     }
-    map
+    owners
 }
 
 #[cfg(test)]
@@ -459,7 +480,11 @@ mod tests {
         assert!(e.timer_ms > 990_000 && e.timer_ms <= 1_000_000, "{e:?}");
         assert!(e.idle_ms.is_some() && e.inode != 0);
         let owners = owners();
-        assert!(owners[&e.inode].iter().any(|o| o.pid == std::process::id()));
+        assert!(
+            owners.by_inode[&e.inode]
+                .iter()
+                .any(|o| o.pid == std::process::id())
+        );
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub struct Summary {
     pub at_risk: usize,
     /// Keepalive probes sent and unanswered, over all sockets.
     pub probes_in_flight: u64,
+    /// Sockets whose owner was asked for and not found (its process's descriptors were not
+    /// readable, or it exited meanwhile).
+    pub owner_unknown: usize,
+    /// Processes whose descriptors could not be listed.
+    pub unreadable_processes: usize,
     pub not_traced: Vec<NotTraced>,
 }
 
@@ -109,10 +114,14 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         (None, None) => None,
     };
     let want_owners = query.processes || query.exact || query.pid.is_some();
-    let owners: HashMap<u32, Vec<Owner>> = if want_owners {
+    let owners = if want_owners {
         diag::owners()
     } else {
-        HashMap::new()
+        diag::Owners::default()
+    };
+    let mut summary = Summary {
+        unreadable_processes: owners.unreadable,
+        ..Summary::default()
     };
     let states: Vec<TcpState> = if query.states.is_empty() {
         TcpState::connections()
@@ -120,7 +129,6 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         query.states.clone()
     };
 
-    let mut summary = Summary::default();
     let mut traced: HashMap<u32, Result<Process, String>> = HashMap::new();
     let mut emit = |entry: &SocketEntry| {
         if let Some(port) = query.port
@@ -129,7 +137,11 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         {
             return;
         }
-        let holders = owners.get(&entry.inode).cloned().unwrap_or_default();
+        let holders = owners
+            .by_inode
+            .get(&entry.inode)
+            .cloned()
+            .unwrap_or_default();
         if let Some(pid) = query.pid
             && !holders.iter().any(|o| o.pid == pid)
         {
@@ -173,6 +185,8 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
             Verdict::NotApplicable => {}
         }
         summary.at_risk += usize::from(at_risk);
+        summary.owner_unknown +=
+            usize::from(want_owners && row.owners.is_empty() && entry.inode != 0);
         summary.probes_in_flight += u64::from(entry.probes_out);
         each(&row);
     };

@@ -17,7 +17,7 @@ pub fn require_root() {
     );
 }
 
-/// A network namespace made by `ip netns add`, deleted on drop.
+/// A network namespace made by `ip netns add`, with its loopback up, deleted on drop.
 pub struct TempNetns {
     name: String,
 }
@@ -38,7 +38,15 @@ impl TempNetns {
             "ip netns add {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        TempNetns { name }
+        let ns = TempNetns { name };
+        let out = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        assert!(
+            out.status.success(),
+            "lo up in {}: {}",
+            ns.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ns
     }
 
     /// Its name, as `ip netns` knows it.
