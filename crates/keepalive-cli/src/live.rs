@@ -323,6 +323,7 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
     if args.json {
         json(&changes)?;
     } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for c in &changes {
             let after = match (&c.after, &c.skipped) {
                 (Some(after), _) => format!("-> {}", state(after)),
@@ -330,18 +331,21 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
                 (None, Some(why)) => format!("unchanged: {why}"),
                 (None, None) => "unchanged".into(),
             };
-            println!(
+            writeln!(
+                out,
                 "{} {} {after}",
                 socket_line(&c.socket),
                 state(&c.socket.keepalive)
-            );
+            )?;
         }
         let changed = changes.iter().filter(|c| c.after.is_some()).count();
-        println!(
+        writeln!(
+            out,
             "{changed} of {} TCP sockets in pid {} changed",
             changes.len(),
             args.pid
-        );
+        )?;
+        out.flush()?;
     }
     if !args.dry_run && changes.iter().any(|c| c.after.is_none()) {
         return Err(anyhow::anyhow!(

@@ -384,72 +384,109 @@ pub struct Owner {
     pub fd: i32,
 }
 
-/// Who holds which socket, from one scan of `/proc/*/fd`.
+/// Who holds which socket, from one scan of `/proc/*/fd`. Kept compact: two numbers per
+/// socket, and each command name once.
 #[derive(Debug, Default)]
 pub struct Owners {
-    /// Socket inode → the processes holding it (a socket can be shared after fork).
-    pub by_inode: HashMap<u32, Vec<Owner>>,
+    /// Socket inode → (pid, fd) of the first holder found.
+    first: HashMap<u32, (u32, i32)>,
+    /// Further holders of shared sockets (after fork), rare.
+    more: HashMap<u32, Vec<(u32, i32)>>,
+    /// pid → `/proc/PID/comm`.
+    commands: HashMap<u32, String>,
     /// Processes whose descriptors we may not list (another user's, without CAP_SYS_PTRACE).
     pub unreadable: usize,
 }
 
-/// Scans `/proc/*/fd`. Processes that vanish meanwhile are skipped; those we may not read are
-/// counted.
+impl Owners {
+    /// The processes holding the socket with this inode.
+    pub fn holders(&self, inode: u32) -> Vec<Owner> {
+        let owner = |&(pid, fd): &(u32, i32)| Owner {
+            pid,
+            fd,
+            command: self.commands.get(&pid).cloned().unwrap_or_default(),
+        };
+        let first = self.first.get(&inode).map(owner);
+        let more = self.more.get(&inode).into_iter().flatten().map(owner);
+        first.into_iter().chain(more).collect()
+    }
+
+    fn add(&mut self, inode: u32, pid: u32, fd: i32) {
+        match self.first.get(&inode) {
+            None => {
+                self.first.insert(inode, (pid, fd));
+            }
+            Some(&(p, _)) if p == pid => {}
+            Some(_) => {
+                let more = self.more.entry(inode).or_default();
+                if !more.iter().any(|&(p, _)| p == pid) {
+                    more.push((pid, fd));
+                }
+            }
+        }
+    }
+}
+
+/// Scans `/proc/*/fd` with one `readlinkat` per descriptor into a reused buffer. Processes that
+/// vanish meanwhile are skipped; those we may not read are counted.
 pub fn owners() -> Owners {
+    use rustix::fs::{Dir, Mode, OFlags, openat, readlinkat_raw};
     let mut owners = Owners::default();
-    let map = &mut owners.by_inode;
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(proc_fd) = rustix::fs::open("/proc", dir_flags, Mode::empty()) else {
         return owners;
     };
-    for proc_entry in procs.flatten() {
-        let Ok(pid) = proc_entry.file_name().to_string_lossy().parse::<u32>() else {
+    let Ok(mut procs) = Dir::read_from(&proc_fd) else {
+        return owners;
+    };
+    let mut link = [0u8; 64];
+    while let Some(Ok(entry)) = procs.read() {
+        let name = entry.file_name().to_bytes();
+        let Some(pid) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
-        let fds = match std::fs::read_dir(proc_entry.path().join("fd")) {
-            Ok(fds) => fds,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+        let mut path = name.to_vec();
+        path.extend_from_slice(b"/fd");
+        let fd_dir = match openat(&proc_fd, path.as_slice(), dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::ACCESS) => {
                 owners.unreadable += 1;
                 continue;
             }
             Err(_) => continue,
         };
-        let mut command: Option<String> = None;
-        for fd in fds.flatten() {
-            let Ok(number) = fd.file_name().to_string_lossy().parse::<i32>() else {
+        let Ok(mut fds) = Dir::read_from(&fd_dir) else {
+            continue;
+        };
+        let mut any = false;
+        while let Some(Ok(fd_entry)) = fds.read() {
+            let Ok(len) = readlinkat_raw(&fd_dir, fd_entry.file_name(), &mut link[..]) else {
                 continue;
             };
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let target = target.as_os_str().as_encoded_bytes();
+            let target = &link[..len.min(link.len())];
             let Some(inode) = target
                 .strip_prefix(b"socket:[")
                 .and_then(|t| t.strip_suffix(b"]"))
             else {
                 continue;
             };
-            let Some(inode) = std::str::from_utf8(inode)
+            let inode = std::str::from_utf8(inode)
                 .ok()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let command = command
-                .get_or_insert_with(|| {
-                    std::fs::read_to_string(proc_entry.path().join("comm"))
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned()
-                })
-                .clone();
-            let holders = map.entry(inode).or_default();
-            if !holders.iter().any(|o| o.pid == pid) {
-                holders.push(Owner {
-                    pid,
-                    command,
-                    fd: number,
-                });
+                .and_then(|s| s.parse::<u32>().ok());
+            let fd = std::str::from_utf8(fd_entry.file_name().to_bytes())
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok());
+            if let (Some(inode), Some(fd)) = (inode, fd) {
+                owners.add(inode, pid, fd);
+                any = true;
             }
+        }
+        if any {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            owners.commands.insert(pid, comm.trim().to_owned());
         }
     }
     owners
@@ -481,7 +518,8 @@ mod tests {
         assert!(e.idle_ms.is_some() && e.inode != 0);
         let owners = owners();
         assert!(
-            owners.by_inode[&e.inode]
+            owners
+                .holders(e.inode)
                 .iter()
                 .any(|o| o.pid == std::process::id())
         );

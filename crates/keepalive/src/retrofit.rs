@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::socket::{self, SocketKeepalive};
 use rustix::fd::OwnedFd;
-use rustix::net::{AddressFamily, SocketType, sockopt};
+use rustix::net::{AddressFamily, sockopt};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
 use std::io;
 use std::net::SocketAddr;
@@ -108,16 +108,33 @@ pub struct ProcessSocket {
     pub keepalive: SocketKeepalive,
 }
 
-/// Whether a duplicate is a TCP socket (AF_INET or AF_INET6, SOCK_STREAM, TCP).
+/// Whether a duplicate is a TCP socket: protocol TCP (which only AF_INET and AF_INET6 stream
+/// sockets have; anything that is not a socket fails the first call) in an IP family.
 fn is_tcp(fd: &OwnedFd) -> bool {
-    let family = sockopt::socket_domain(fd).ok();
-    let stream = sockopt::socket_type(fd).ok() == Some(SocketType::STREAM);
-    let tcp = sockopt::socket_protocol(fd).ok().flatten() == Some(rustix::net::ipproto::TCP);
-    matches!(
-        family,
-        Some(AddressFamily::INET) | Some(AddressFamily::INET6)
-    ) && stream
-        && tcp
+    sockopt::socket_protocol(fd).ok().flatten() == Some(rustix::net::ipproto::TCP)
+        && matches!(
+            sockopt::socket_domain(fd),
+            Ok(AddressFamily::INET | AddressFamily::INET6)
+        )
+}
+
+/// The descriptor numbers of `pid` (a directory listing, no per-descriptor system call).
+fn fd_numbers(pid: u32) -> Result<Vec<i32>, Error> {
+    let dir = format!("/proc/{pid}/fd");
+    let read = std::fs::read_dir(&dir).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
+        io::ErrorKind::PermissionDenied => Error::Ptrace { pid, source },
+        _ => Error::Io {
+            what: dir.clone(),
+            source,
+        },
+    })?;
+    let mut fds: Vec<i32> = read
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
 }
 
 fn describe(fd: i32, dup: &OwnedFd) -> Result<ProcessSocket, Error> {
@@ -142,7 +159,7 @@ fn describe(fd: i32, dup: &OwnedFd) -> Result<ProcessSocket, Error> {
 pub fn sockets(pid: u32) -> Result<Vec<ProcessSocket>, Error> {
     let process = Process::open(pid)?;
     let mut out = Vec::new();
-    for (fd, _) in socket_fds(pid)? {
+    for fd in fd_numbers(pid)? {
         let Some(dup) = process.duplicate(fd)? else {
             continue;
         };
@@ -184,7 +201,7 @@ pub fn apply(
     let process = Process::open(pid)?;
     let fds: Vec<i32> = match selection {
         Selection::Fd(fd) => vec![fd],
-        Selection::All => socket_fds(pid)?.into_iter().map(|(fd, _)| fd).collect(),
+        Selection::All => fd_numbers(pid)?,
     };
     let mut out = Vec::new();
     for fd in fds {
@@ -217,7 +234,7 @@ pub fn apply(
             });
             continue;
         }
-        match socket::apply(&dup, policy) {
+        match socket::apply_over(&dup, &socket.keepalive, policy) {
             Ok(after) => out.push(Retrofit {
                 socket,
                 after: Some(after),

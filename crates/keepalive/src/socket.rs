@@ -15,7 +15,7 @@
 //! `inet_csk_clone_lock()`).
 
 use crate::error::Error;
-use crate::policy::{Policy, Settings};
+use crate::policy::{Key, Policy, Settings};
 use rustix::net::sockopt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -61,26 +61,83 @@ pub fn read(fd: impl AsFd) -> Result<SocketKeepalive, Error> {
 pub fn apply(fd: impl AsFd, policy: &Policy) -> Result<SocketKeepalive, Error> {
     let fd = fd.as_fd();
     let before = read(fd)?;
-    let target = SocketKeepalive {
-        enabled: true,
-        settings: policy.resolve(&before.settings)?,
-    };
-    if let Err(e) = write(fd, &target) {
-        // Best effort: the error that matters is the first one.
-        let _ = write(fd, &before);
-        return Err(e);
+    apply_over(fd, &before, policy)
+}
+
+/// [`apply`] for a socket whose current state the caller has just read. Sets only the options
+/// the policy gives (and SO_KEEPALIVE when it is off), one setsockopt each, values first so
+/// that the timer starts with the new idle time.
+pub fn apply_over(
+    fd: impl AsFd,
+    before: &SocketKeepalive,
+    policy: &Policy,
+) -> Result<SocketKeepalive, Error> {
+    let fd = fd.as_fd();
+    let target = policy.resolve(&before.settings)?;
+    let options = [
+        (Key::Idle, Opt::Idle, target.idle),
+        (Key::Interval, Opt::Interval, target.interval),
+        (Key::Count, Opt::Count, target.count),
+        (Key::UserTimeout, Opt::UserTimeout, target.user_timeout_ms),
+    ];
+    let mut done: Vec<Opt> = Vec::new();
+    let mut steps = options
+        .iter()
+        .filter(|(k, _, _)| policy.has(*k))
+        .map(|&(_, o, v)| (o, v))
+        .collect::<Vec<_>>();
+    if !before.enabled {
+        steps.push((Opt::Keepalive, 1));
+    }
+    for (opt, value) in steps {
+        if let Err(e) = opt.set(fd, value) {
+            // Best effort: the error that matters is the first one.
+            for undo in done.iter().rev() {
+                let _ = undo.set(fd, undo.get(before));
+            }
+            return Err(e);
+        }
+        done.push(opt);
     }
     read(fd)
 }
 
-/// Sets every option to `state`: the values first, then `SO_KEEPALIVE`, so that the timer
-/// starts with the new idle time. One setsockopt per option.
-fn write(fd: BorrowedFd<'_>, state: &SocketKeepalive) -> Result<(), Error> {
-    let s = &state.settings;
-    let secs = |n: u32| Duration::from_secs(n.into());
-    sockopt::set_tcp_keepidle(fd, secs(s.idle)).map_err(fail(fd, "TCP_KEEPIDLE"))?;
-    sockopt::set_tcp_keepintvl(fd, secs(s.interval)).map_err(fail(fd, "TCP_KEEPINTVL"))?;
-    sockopt::set_tcp_keepcnt(fd, s.count).map_err(fail(fd, "TCP_KEEPCNT"))?;
-    sockopt::set_tcp_user_timeout(fd, s.user_timeout_ms).map_err(fail(fd, "TCP_USER_TIMEOUT"))?;
-    sockopt::set_socket_keepalive(fd, state.enabled).map_err(fail(fd, "SO_KEEPALIVE"))
+/// One keepalive option.
+#[derive(Debug, Clone, Copy)]
+enum Opt {
+    Idle,
+    Interval,
+    Count,
+    UserTimeout,
+    Keepalive,
+}
+
+impl Opt {
+    fn get(self, state: &SocketKeepalive) -> u32 {
+        let s = &state.settings;
+        match self {
+            Opt::Idle => s.idle,
+            Opt::Interval => s.interval,
+            Opt::Count => s.count,
+            Opt::UserTimeout => s.user_timeout_ms,
+            Opt::Keepalive => u32::from(state.enabled),
+        }
+    }
+
+    fn set(self, fd: BorrowedFd<'_>, value: u32) -> Result<(), Error> {
+        let secs = Duration::from_secs(value.into());
+        match self {
+            Opt::Idle => sockopt::set_tcp_keepidle(fd, secs).map_err(fail(fd, "TCP_KEEPIDLE")),
+            Opt::Interval => {
+                sockopt::set_tcp_keepintvl(fd, secs).map_err(fail(fd, "TCP_KEEPINTVL"))
+            }
+            Opt::Count => sockopt::set_tcp_keepcnt(fd, value).map_err(fail(fd, "TCP_KEEPCNT")),
+            Opt::UserTimeout => {
+                sockopt::set_tcp_user_timeout(fd, value).map_err(fail(fd, "TCP_USER_TIMEOUT"))
+            }
+            Opt::Keepalive => {
+                sockopt::set_socket_keepalive(fd, value != 0).map_err(fail(fd, "SO_KEEPALIVE"))
+            }
+        }
+    }
 }

@@ -137,11 +137,7 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         {
             return;
         }
-        let holders = owners
-            .by_inode
-            .get(&entry.inode)
-            .cloned()
-            .unwrap_or_default();
+        let holders = owners.holders(entry.inode);
         if let Some(pid) = query.pid
             && !holders.iter().any(|o| o.pid == pid)
         {
