@@ -319,12 +319,13 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
         ));
     }
     let selection = args.fd.map_or(Selection::All, Selection::Fd);
-    let changes = retrofit::apply(args.pid, selection, &policy, args.dry_run)?;
+    let report = retrofit::apply(args.pid, selection, &policy, args.dry_run)?;
+    let changes = &report.changes;
     if args.json {
-        json(&changes)?;
+        json(&report)?;
     } else {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for c in &changes {
+        for c in changes {
             let after = match (&c.after, &c.skipped) {
                 (Some(after), _) => format!("-> {}", state(after)),
                 (None, Some(why)) if args.dry_run => format!("(would set {policy}; {why})"),
@@ -346,6 +347,12 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             args.pid
         )?;
         out.flush()?;
+    }
+    if report.exited {
+        return Err(anyhow::anyhow!(
+            "pid {} exited while its sockets were being changed; the list above may be partial",
+            args.pid
+        ));
     }
     if !args.dry_run && changes.iter().any(|c| c.after.is_none()) {
         return Err(anyhow::anyhow!(

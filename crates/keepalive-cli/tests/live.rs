@@ -540,3 +540,36 @@ fn prometheus_watch_and_units() {
     assert!((35_000..=40_000).contains(&ms), "{ms}");
     let _ = server.plain_port;
 }
+
+#[test]
+fn set_reaches_a_static_binary_the_shim_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/holder.c");
+    let prog = testkit::compile_c(&src, dir.path(), &["-static"]);
+    // `keepalive run` refuses it...
+    let out = keepalive(&["run", "--idle", "30", "--", prog.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keepalive set --pid"));
+    // ...and `set --pid` changes it once it runs.
+    let mut child = Command::new(&prog)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let held = Running(child);
+    let pid = held.pid().to_string();
+    let v = json(&[
+        "set", "--pid", &pid, "--all", "--json", "--idle", "31", "--count", "4",
+    ]);
+    assert_eq!(v["changes"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["exited"], false);
+    let (state, _) = testkit::connected_socket_of(held.pid(), port, true).unwrap();
+    assert_eq!(
+        (state.enabled, state.settings.idle, state.settings.count),
+        (true, 31, 4)
+    );
+}

@@ -67,6 +67,17 @@ impl Process {
         Ok(Process { pid, pidfd })
     }
 
+    /// Whether the process still runs: a pidfd turns readable when its process exits.
+    pub fn alive(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(poll(&mut fds, Some(&now)), Ok(0))
+    }
+
     /// A duplicate of the process's descriptor `fd`. `Ok(None)` when the process closed it or
     /// exited meanwhile.
     pub fn duplicate(&self, fd: i32) -> Result<Option<OwnedFd>, Error> {
@@ -170,6 +181,16 @@ pub fn sockets(pid: u32) -> Result<Vec<ProcessSocket>, Error> {
     Ok(out)
 }
 
+/// What `apply` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Report {
+    /// One entry per TCP socket seen.
+    pub changes: Vec<Retrofit>,
+    /// The process exited while its sockets were being changed: the list may be partial.
+    pub exited: bool,
+}
+
 /// Which sockets `apply` changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
@@ -197,7 +218,7 @@ pub fn apply(
     selection: Selection,
     policy: &Policy,
     dry_run: bool,
-) -> Result<Vec<Retrofit>, Error> {
+) -> Result<Report, Error> {
     let process = Process::open(pid)?;
     let fds: Vec<i32> = match selection {
         Selection::Fd(fd) => vec![fd],
@@ -247,7 +268,10 @@ pub fn apply(
             }),
         }
     }
-    Ok(out)
+    Ok(Report {
+        changes: out,
+        exited: !process.alive(),
+    })
 }
 
 /// Yama's ptrace_scope, if Yama is built in: 0 classic, 1 descendants only, 2 admin only,
