@@ -27,6 +27,36 @@ pub enum Command {
     Get(GetArgs),
     /// Set keepalive on a running process's sockets, without restarting it (pidfd_getfd).
     Set(SetArgs),
+    /// Reproduce a peer state in throwaway network namespaces, capture it, measure it.
+    Lab(LabArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Scenarios: crash (default), alive, reboot, unreachable, firewall, busy, hung; --list describes them.\n\
+                        Seed 002's experiment: keepalive lab crash --idle 30 --interval 10 --count 5"
+)]
+pub struct LabArgs {
+    /// Which scenario (see --list).
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The server leaves keepalive off (firewall: the silent black hole).
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Write every captured frame to FILE (pcap; Wireshark and tshark read it).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Draw the run's timeline to FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Debug, Args)]

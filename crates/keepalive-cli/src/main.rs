@@ -3,6 +3,7 @@
 
 mod cli;
 mod explain;
+mod lab;
 mod live;
 mod policy_args;
 mod render;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         Command::Status(args) => live::status(args),
         Command::Get(args) => live::get(args),
         Command::Set(args) => live::set(args),
+        Command::Lab(args) => lab::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,184 @@
+//! `keepalive lab`: run a scenario, render its timeline, write pcap and SVG.
+
+use crate::UsageError;
+use crate::cli::LabArgs;
+use crate::render::json;
+use keepalive_lab::scenario::{self, Scenario};
+use keepalive_lab::{Ending, Options, Report};
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+
+/// Set in the environment of the copy of this program that runs inside a user namespace.
+const IN_USERNS: &str = "KEEPALIVE_LAB_USERNS";
+
+pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+    if args.list {
+        for s in Scenario::all() {
+            println!(
+                "{:<12} {}\n{:<12} policy {}; {}",
+                s.name, s.summary, "", s.policy, s.seed
+            );
+        }
+        return Ok(());
+    }
+    let name = args.scenario.as_deref().unwrap_or(scenario::DEFAULT);
+    let scenario = Scenario::named(name).ok_or_else(|| {
+        let names: Vec<String> = Scenario::all().into_iter().map(|s| s.name).collect();
+        UsageError::err(format!(
+            "unknown scenario '{name}': choose {}",
+            names.join(", ")
+        ))
+    })?;
+    let policy = args.policy.to_policy(None)?;
+    if args.no_keepalive && !policy.is_empty() {
+        return Err(UsageError::err(
+            "--no-keepalive and a policy contradict each other; give one",
+        ));
+    }
+    // Without root, run again inside a user namespace of our own, where we are root.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && std::env::var_os(IN_USERNS).is_none() {
+        let exe = std::env::current_exe()?;
+        let err = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--net", "--mount", "--"])
+            .arg(exe)
+            .args(std::env::args_os().skip(1))
+            .env(IN_USERNS, "1")
+            .exec();
+        return Err(anyhow::anyhow!(
+            "the lab needs root or unprivileged user namespaces (unshare --user --map-root-user failed: {err})"
+        ));
+    }
+    let progress: Option<Box<dyn Fn(f64, f64)>> = if std::io::stderr().is_terminal() && !args.json {
+        Some(Box::new(|done, total| {
+            eprint!("\r  running: {done:4.1}s of about {total:.1}s ")
+        }))
+    } else {
+        None
+    };
+    let report = keepalive_lab::run(Options {
+        scenario,
+        policy: (!policy.is_empty()).then_some(policy),
+        no_keepalive: args.no_keepalive,
+        progress,
+    })
+    .map_err(|e| match e {
+        keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),
+        e => anyhow::anyhow!("{e}"),
+    })?;
+    if std::io::stderr().is_terminal() && !args.json {
+        eprint!("\r{:60}\r", "");
+    }
+    if let Some(path) = &args.pcap {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        keepalive_lab::pcap::write(&mut file, &report.frames)?;
+        std::io::Write::flush(&mut file)?;
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, keepalive_lab::svg::render(&report))?;
+    }
+    if args.json {
+        json(&report)?;
+    } else {
+        print!("{}", human(&report));
+    }
+    if report.as_expected() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "the run did not go as the kernel's rules say: ended {:?}, expected {:?}",
+            report.ending,
+            report.expected
+        ))
+    }
+}
+
+fn human(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "keepalive lab: {}: {}", r.scenario, r.summary);
+    let _ = writeln!(out, "  ({})", r.seed);
+    let via = match r.topology {
+        scenario::Topology::Pair => "one veth pair",
+        scenario::Topology::Router => "a router between",
+    };
+    let keepalive = if r.keepalive {
+        format!("server policy {}", r.policy)
+    } else {
+        "server keepalive off".into()
+    };
+    let _ = writeln!(
+        out,
+        "  client {} and server {} on {via}; {keepalive}",
+        r.client, r.server
+    );
+    let _ = writeln!(out);
+    // Events and probes, in time order.
+    let mut lines: Vec<(f64, String)> = r.events.iter().map(|e| (e.t, e.what.clone())).collect();
+    for p in &r.probes {
+        let answer = if p.answered { "answered" } else { "no answer" };
+        let theory = match p.after_last_rx {
+            Some(after) => format!(
+                "  {after:.3}s after the peer's last segment; theory {:.3}s",
+                p.theory
+            ),
+            None => String::new(),
+        };
+        lines.push((
+            p.t,
+            format!(
+                "server → client: keepalive probe {} seq={} (snd_nxt - 1), {answer}{theory}",
+                p.n, p.seq
+            ),
+        ));
+    }
+    if r.retransmissions > 0 {
+        lines.push((
+            f64::MAX,
+            format!(
+                "({} retransmissions of the unacknowledged data)",
+                r.retransmissions
+            ),
+        ));
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, what) in lines {
+        if t == f64::MAX {
+            let _ = writeln!(out, "  {:>9}  {what}", "");
+        } else {
+            let _ = writeln!(out, "  {t:>8.3}s  {what}");
+        }
+    }
+    let _ = writeln!(out);
+    let result = match (&r.detection, r.ending) {
+        (Some(d), _) => format!(
+            "{} {:.3}s after {}; theory {:.3}s ({:+.3}s, {} {:.1}s)",
+            r.error.clone().unwrap_or_else(|| format!("{:?}", r.ending)),
+            d.measured_s,
+            d.from,
+            d.theory_s,
+            d.measured_s - d.theory_s,
+            if d.within_tolerance { "within" } else { "outside" },
+            keepalive_lab::TOLERANCE_S
+        ),
+        (None, Ending::Alive) => format!("the connection is still alive after {:.1}s", r.duration_s),
+        (None, Ending::BlackHole) => {
+            "black hole: the server still thinks the connection is open, but the client's data no longer arrives".into()
+        }
+        (None, e) => format!("ended: {e:?} {}", r.error.clone().unwrap_or_default()),
+    };
+    let _ = writeln!(out, "Result: {result}");
+    if let Some(missed) = r.heartbeats_unanswered {
+        let _ = writeln!(
+            out,
+            "        TCP keepalive says alive, yet {missed} application heartbeats went unanswered: only a heartbeat sees a hung peer"
+        );
+    }
+    let verdict = if r.as_expected() {
+        "as the kernel's rules predict"
+    } else {
+        "NOT as predicted"
+    };
+    let _ = writeln!(out, "        expected {:?}: {verdict}", r.expected);
+    out
+}

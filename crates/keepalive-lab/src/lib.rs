@@ -1,0 +1,711 @@
+//! The keepalive lab: build a throwaway network in namespaces, connect a client to a server
+//! that runs a keepalive policy, make the peer fail the way a scenario says, capture what
+//! crosses the wire, and measure it against the library's theory.
+//!
+//! Everything happens inside namespaces this process creates and that die with it; the host's
+//! network is never touched.
+
+pub mod analysis;
+pub mod capture;
+pub mod pcap;
+pub mod scenario;
+pub mod svg;
+pub mod topology;
+
+use analysis::{Findings, Segment};
+use capture::{Capture, Frame};
+use keepalive::policy::timeline::{ProbeTimeline, RetransmitTimeout};
+use keepalive::{Policy, Settings};
+use scenario::{Fault, Scenario, Topology};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use topology::Net;
+
+/// The port the lab's server listens on.
+pub const PORT: u16 = 8080;
+/// How far a measured time may be from theory: timers fire on jiffies and the timer wheel
+/// batches them (docs/kernel.md).
+pub const TOLERANCE_S: f64 = 0.4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(
+        "creating the lab's network namespaces failed: {0} (needs root, or unprivileged user namespaces)"
+    )]
+    Namespace(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("capture: {0}")]
+    Capture(String),
+    #[error("{0}")]
+    Run(String),
+    #[error(transparent)]
+    Policy(#[from] keepalive::PolicyError),
+}
+
+/// What to run.
+pub struct Options {
+    pub scenario: Scenario,
+    /// The server's policy; `None` takes the scenario's.
+    pub policy: Option<Policy>,
+    /// The server leaves keepalive off (for `firewall`: the silent black hole).
+    pub no_keepalive: bool,
+    /// Called now and then while waiting: (seconds so far, seconds expected).
+    pub progress: Option<Box<dyn Fn(f64, f64)>>,
+}
+
+/// How the connection ended, as the server saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    /// Still open at the end of the run.
+    Alive,
+    /// The server's read failed with ETIMEDOUT.
+    Timeout,
+    /// The server's read failed with ECONNRESET.
+    Reset,
+    /// Open as far as the server knows, but the client's data no longer arrives.
+    BlackHole,
+    /// Another error.
+    Other,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    /// Seconds since the lab started.
+    pub t: f64,
+    pub what: String,
+    /// The theory's time for this event, when it has one.
+    pub theory: Option<f64>,
+}
+
+/// Measured against theory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measure {
+    /// From what the clock starts (the last segment from the peer, or the first unanswered send).
+    pub from: String,
+    pub measured_s: f64,
+    pub theory_s: f64,
+    pub within_tolerance: bool,
+}
+
+/// Everything a run found.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub summary: String,
+    pub seed: String,
+    pub topology: Topology,
+    /// The settings the server's connection ran on, read back from its socket.
+    pub policy: String,
+    pub settings: Settings,
+    pub keepalive: bool,
+    pub client: Ipv4Addr,
+    pub server: SocketAddrV4,
+    pub events: Vec<Event>,
+    pub probes: Vec<ProbeReport>,
+    pub retransmissions: usize,
+    pub ending: Ending,
+    /// The error the server's program saw, if any.
+    pub error: Option<String>,
+    pub expected: Ending,
+    pub detection: Option<Measure>,
+    /// Application heartbeats the server sent that went unanswered (`hung`).
+    pub heartbeats_unanswered: Option<usize>,
+    pub duration_s: f64,
+    #[serde(skip)]
+    pub frames: Vec<Frame>,
+    #[serde(skip)]
+    pub start_ns: u128,
+}
+
+/// A probe with its theory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeReport {
+    pub n: usize,
+    pub t: f64,
+    /// Seconds after the last segment from the peer.
+    pub after_last_rx: Option<f64>,
+    pub theory: f64,
+    pub seq: u32,
+    pub answered: bool,
+}
+
+impl Report {
+    /// The outcome is the one the scenario and policy call for, and every time is within
+    /// tolerance of theory.
+    pub fn as_expected(&self) -> bool {
+        self.ending == self.expected && self.detection.as_ref().is_none_or(|d| d.within_tolerance)
+    }
+}
+
+/// What the server thread saw.
+struct ServerSide {
+    settings: Settings,
+    error: Option<(f64, std::io::Error)>,
+    received: Vec<(f64, Vec<u8>)>,
+    heartbeats_sent: usize,
+    heartbeats_answered: usize,
+    /// The connection's retransmission timeout when the unanswered data went out.
+    rto_ms: Option<u64>,
+}
+
+enum ToServer {
+    /// Send this much data now (busy).
+    Send(usize),
+    Stop,
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
+pub fn run(options: Options) -> Result<Report, LabError> {
+    let scenario = &options.scenario;
+    let policy = match &options.policy {
+        Some(p) => *p,
+        None => Policy::parse(&scenario.policy)?,
+    };
+    let keepalive_on = !options.no_keepalive;
+    let start_ns = now_ns();
+    let secs = move |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let mut events: Vec<Event> = Vec::new();
+    let mut note = |t: f64, what: String| {
+        events.push(Event {
+            t,
+            what,
+            theory: None,
+        })
+    };
+
+    let net = match scenario.topology {
+        Topology::Pair => Net::pair()?,
+        Topology::Router => Net::router()?,
+    };
+    if let Some(r) = scenario.retries2 {
+        net.server.sysctl("net.ipv4.tcp_retries2", &r.to_string())?;
+    }
+    if let (Some(router), Some(timeout_ms)) = (&net.router, scenario.firewall_timeout_ms()) {
+        router.nft(
+            "table inet lab {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n  \
+             ct state established,related accept\n  ct state new tcp flags & (syn | ack | fin | rst) == syn accept\n  \
+             ct state invalid drop\n }\n}\n",
+        )?;
+        router.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")?;
+        router.sysctl(
+            "net.netfilter.nf_conntrack_tcp_timeout_established",
+            &(timeout_ms / 1000).max(1).to_string(),
+        )?;
+        note(
+            secs(now_ns()),
+            format!(
+                "router: firewall forgets idle connections after {}s (conntrack)",
+                timeout_ms / 1000
+            ),
+        );
+    }
+    let server_addr = SocketAddrV4::new(net.server_ip, PORT);
+    let capture = Capture::start(&net.server, net.server_if)?;
+
+    // The server: a listener with the policy; accepted connections inherit it.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (cmd_tx, cmd_rx) = mpsc::channel::<ToServer>();
+    let heartbeat = if scenario.fault == Fault::Freeze {
+        scenario.heartbeat_ms()
+    } else {
+        None
+    };
+    let server = net.server.spawn(move || {
+        serve(
+            server_addr,
+            policy,
+            keepalive_on,
+            heartbeat,
+            ready_tx,
+            cmd_rx,
+            start_ns,
+        )
+    })?;
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(LabError::Run(format!("server: {e}"))),
+        Err(_) => return Err(LabError::Run("the server did not start within 10 s".into())),
+    }
+
+    // The client connects and says hello.
+    let client = net
+        .client
+        .spawn(move || -> std::io::Result<(TcpStream, u128)> {
+            let mut s = TcpStream::connect_timeout(&server_addr.into(), Duration::from_secs(10))?;
+            let at = now_ns();
+            s.write_all(b"hello\n")?;
+            Ok((s, at))
+        })?
+        .join()
+        .map_err(|_| LabError::Run("client thread panicked".into()))??
+        .map_err(|e| LabError::Run(format!("client: connecting to {server_addr}: {e}")))?;
+    let (client, connected_ns) = client;
+    note(
+        secs(connected_ns),
+        format!(
+            "client {} connected to server {server_addr} and sent \"hello\"",
+            net.client_ip
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The fault.
+    let fault_t = secs(now_ns());
+    let silence = "table inet lab {\n chain in { type filter hook input priority 0; policy drop; }\n \
+                   chain out { type filter hook output priority 0; policy drop; }\n}\n";
+    let mut client = Some(client);
+    match scenario.fault {
+        Fault::None => {}
+        Fault::Silence => {
+            net.client.nft(silence)?;
+            note(
+                fault_t,
+                "fault: the client goes silent (its namespace drops every packet)".into(),
+            );
+        }
+        Fault::Reboot => {
+            net.client.nft("table inet lab {\n chain out { type filter hook output priority 0; policy drop; }\n}\n")?;
+            if let Some(c) = client.take() {
+                let _ = socket_linger_zero(&c);
+                drop(c);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            net.client.run(&["nft", "delete", "table", "inet", "lab"])?;
+            note(fault_t, "fault: the client reboots: its socket is gone without a word, the host answers again".into());
+        }
+        Fault::Reject => {
+            if let Some(router) = &net.router {
+                router.nft(&format!(
+                    "table inet lab {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
+                     ip daddr {} reject with icmp type host-unreachable\n }}\n}}\n",
+                    net.client_ip
+                ))?;
+            }
+            note(
+                fault_t,
+                "fault: the router answers everything for the client with ICMP host unreachable"
+                    .into(),
+            );
+        }
+        Fault::Freeze => {
+            note(
+                fault_t,
+                "fault: the client's program hangs; its kernel still runs".into(),
+            );
+        }
+    }
+    if scenario.send_after_fault {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = cmd_tx.send(ToServer::Send(1000));
+        note(
+            secs(now_ns()),
+            "server sends 1000 bytes the client will never acknowledge".into(),
+        );
+    }
+
+    // Theory, to know how long to wait.
+    let settings_hint = policy.resolve(&Settings::LINUX_DEFAULT)?;
+    let timeline = ProbeTimeline::silent_peer(&settings_hint);
+    let keepalive_end = timeline.reset_ms as f64 / 1000.0;
+    let expected = expected_ending(scenario, &settings_hint, keepalive_on);
+    let window = match (scenario.fault, expected) {
+        (_, Ending::Alive) if scenario.firewall_timeout.is_some() => {
+            (scenario.firewall_timeout_ms().unwrap_or(0) as f64 / 1000.0 * 2.0).max(keepalive_end)
+                + 1.0
+        }
+        (_, Ending::Alive) => keepalive_end + 1.0,
+        (_, Ending::BlackHole) => {
+            scenario.firewall_timeout_ms().unwrap_or(5000) as f64 / 1000.0 + 2.0
+        }
+        (_, Ending::Reset) => settings_hint.idle as f64 + 3.0,
+        _ if scenario.send_after_fault => {
+            let retries2 = scenario.retries2.unwrap_or(15);
+            RetransmitTimeout::new(retries2, 120_000, settings_hint.user_timeout_ms).give_up_ms
+                as f64
+                / 1000.0
+                + 3.0
+        }
+        _ => keepalive_end + 3.0,
+    };
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_secs_f64(window);
+    while Instant::now() < deadline && !server.is_finished() {
+        if let Some(p) = &options.progress {
+            p(begin.elapsed().as_secs_f64(), window);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An idle firewall path, or a black hole: does the client's data still arrive?
+    let mut probe_sent_t = None;
+    if scenario.firewall_timeout.is_some()
+        && !server.is_finished()
+        && let Some(c) = client.as_mut()
+    {
+        let _ = c.write_all(b"still there?\n");
+        probe_sent_t = Some(secs(now_ns()));
+        note(
+            probe_sent_t.unwrap_or(0.0),
+            "client sends \"still there?\"".into(),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let _ = cmd_tx.send(ToServer::Stop);
+    let side = server
+        .join()
+        .map_err(|_| LabError::Run("server thread panicked".into()))??
+        .map_err(|e| LabError::Run(format!("server: {e}")))?;
+    // Stop capturing before the client's socket goes: closing it with unread data sends RST.
+    let frames = capture.stop()?;
+    drop(client);
+    let end_ns = now_ns();
+
+    let wire = analysis::parse(&frames, start_ns, server_addr, net.client_ip);
+    let found = analysis::findings(&wire);
+    let settings = side.settings;
+    let timeline = ProbeTimeline::silent_peer(&settings);
+
+    let mut report_events = events;
+    for icmp in wire.icmp.iter().filter(|i| i.kind == 3) {
+        report_events.push(Event {
+            t: icmp.t,
+            what: format!(
+                "router → server: ICMP destination unreachable (code {}), ignored by TCP",
+                icmp.code
+            ),
+            theory: None,
+        });
+    }
+    for (t, data) in &side.received {
+        report_events.push(Event {
+            t: *t,
+            what: format!("server reads {:?}", String::from_utf8_lossy(data).trim()),
+            theory: None,
+        });
+    }
+    let (ending, error) = ending_of(&side, &found, probe_sent_t);
+    let detection = measure(&found, &side, &settings, scenario, ending, &net);
+    if let Some(t) = found.server_rst {
+        report_events.push(Event {
+            t,
+            what: "server → client: RST, the server gives up".into(),
+            theory: None,
+        });
+    }
+    if let Some((t, e)) = &side.error {
+        report_events.push(Event {
+            t: *t,
+            what: format!("server's read() fails: {}", errno_name(e)),
+            theory: None,
+        });
+    }
+    let probes = found
+        .probes
+        .iter()
+        .map(|p| ProbeReport {
+            n: p.n,
+            t: p.t,
+            after_last_rx: p.since_rx,
+            // Each answered probe restarts the timer: the next comes `idle` after the answer.
+            theory: timeline.probe_at(p.in_run as u64).as_secs_f64(),
+            seq: p.seq,
+            answered: p.answered,
+        })
+        .collect();
+    report_events.sort_by(|a, b| a.t.total_cmp(&b.t));
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        summary: scenario.summary.clone(),
+        seed: scenario.seed.clone(),
+        topology: scenario.topology,
+        policy: Policy::from_settings(&settings)
+            .map_or_else(|_| format!("{settings:?}"), |p| p.to_string()),
+        settings,
+        keepalive: keepalive_on,
+        client: net.client_ip,
+        server: server_addr,
+        events: report_events,
+        probes,
+        retransmissions: found.retransmissions.len(),
+        ending,
+        error,
+        expected,
+        detection,
+        heartbeats_unanswered: heartbeat.map(|_| {
+            side.heartbeats_sent
+                .saturating_sub(side.heartbeats_answered)
+        }),
+        duration_s: (end_ns - start_ns) as f64 / 1e9,
+        frames,
+        start_ns,
+    })
+}
+
+/// What the scenario, with these settings, should end in.
+pub fn expected_ending(scenario: &Scenario, settings: &Settings, keepalive_on: bool) -> Ending {
+    if let Some(timeout_ms) = scenario.firewall_timeout_ms() {
+        return match keepalive_on {
+            false => Ending::BlackHole,
+            true if u64::from(settings.idle) * 1000 < timeout_ms => Ending::Alive,
+            true => Ending::Timeout,
+        };
+    }
+    match scenario.fault {
+        Fault::None | Fault::Freeze => Ending::Alive,
+        Fault::Reboot => Ending::Reset,
+        Fault::Silence | Fault::Reject => Ending::Timeout,
+    }
+}
+
+fn ending_of(
+    side: &ServerSide,
+    found: &Findings,
+    still_there: Option<f64>,
+) -> (Ending, Option<String>) {
+    match &side.error {
+        Some((_, e)) => {
+            let ending = match e.raw_os_error() {
+                Some(libc::ETIMEDOUT) => Ending::Timeout,
+                Some(libc::ECONNRESET) => Ending::Reset,
+                _ => Ending::Other,
+            };
+            (ending, Some(errno_name(e)))
+        }
+        None if still_there.is_some()
+            && !side
+                .received
+                .iter()
+                .any(|(_, d)| d.starts_with(b"still there")) =>
+        {
+            (Ending::BlackHole, None)
+        }
+        None if found.client_rst.is_some() => (Ending::Reset, None),
+        None => (Ending::Alive, None),
+    }
+}
+
+/// Time to detect, measured and in theory.
+fn measure(
+    found: &Findings,
+    side: &ServerSide,
+    settings: &Settings,
+    scenario: &Scenario,
+    ending: Ending,
+    net: &Net,
+) -> Option<Measure> {
+    let end = found
+        .server_rst
+        .or(found.client_rst)
+        .or(side.error.as_ref().map(|(t, _)| *t))?;
+    if !matches!(ending, Ending::Timeout | Ending::Reset) {
+        return None;
+    }
+    let (from, origin, theory) = if scenario.send_after_fault {
+        let retries2 = read_retries2(net).unwrap_or(scenario.retries2.unwrap_or(15));
+        let model = RetransmitTimeout::new(retries2, 120_000, settings.user_timeout_ms);
+        let origin = found.first_unacked?;
+        // The limit (the tcp_retries2 model, or the user timeout) is checked when the
+        // retransmission timer runs; the runs are the retransmissions seen on the wire, then
+        // one more, the step doubling. The kernel gives up at the first run past the limit.
+        let limit = origin + model.give_up_ms as f64 / 1000.0;
+        let mut runs: Vec<f64> = found.retransmissions.clone();
+        let mut step = match runs.as_slice() {
+            [.., a, b] => b - a,
+            [a] => a - origin,
+            [] => side.rto_ms.unwrap_or(200) as f64 / 1000.0 / 2.0,
+        };
+        let mut next = runs.last().copied().unwrap_or(origin);
+        while next < limit {
+            step = (step * 2.0).min(model.rto_max_ms as f64 / 1000.0);
+            next += step;
+            runs.push(next);
+        }
+        ("the first unacknowledged send", origin, next - origin)
+    } else if ending == Ending::Reset {
+        (
+            "the last segment from the peer",
+            found.last_rx?,
+            f64::from(settings.idle),
+        )
+    } else {
+        (
+            "the last segment from the peer",
+            found.last_rx?,
+            ProbeTimeline::silent_peer(settings).reset_ms as f64 / 1000.0,
+        )
+    };
+    let measured = end - origin;
+    Some(Measure {
+        from: from.into(),
+        measured_s: measured,
+        theory_s: theory,
+        within_tolerance: (measured - theory).abs() <= TOLERANCE_S,
+    })
+}
+
+fn read_retries2(net: &Net) -> Option<u32> {
+    net.server
+        .run(&["cat", "/proc/sys/net/ipv4/tcp_retries2"])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn errno_name(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(libc::ECONNRESET) => "ECONNRESET".into(),
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
+        Some(libc::EPIPE) => "EPIPE".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// tcp_info's `tcpi_rto`, in milliseconds.
+fn tcp_rto_ms(s: &TcpStream) -> Option<u64> {
+    // SAFETY: an all-zero tcp_info is a valid out-buffer; getsockopt writes at most `len` bytes.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO on a socket we own, into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| u64::from(info.tcpi_rto) / 1000)
+}
+
+fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: SO_LINGER with a valid linger struct on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The server: listen with the policy, accept one connection, read until it ends.
+fn serve(
+    addr: SocketAddrV4,
+    policy: Policy,
+    keepalive_on: bool,
+    heartbeat_ms: Option<u64>,
+    ready: mpsc::Sender<Result<(), String>>,
+    commands: mpsc::Receiver<ToServer>,
+    start_ns: u128,
+) -> Result<ServerSide, String> {
+    let secs = |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("bind {addr}: {e}")));
+            return Err(e.to_string());
+        }
+    };
+    if keepalive_on && let Err(e) = keepalive::socket::apply(&listener, &policy) {
+        let _ = ready.send(Err(e.to_string()));
+        return Err(e.to_string());
+    }
+    let _ = ready.send(Ok(()));
+    let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+    let settings = keepalive::socket::read(&conn)
+        .map_err(|e| e.to_string())?
+        .settings;
+    conn.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let mut side = ServerSide {
+        settings,
+        error: None,
+        received: Vec::new(),
+        heartbeats_sent: 0,
+        heartbeats_answered: 0,
+        rto_ms: None,
+    };
+    let mut buf = [0u8; 4096];
+    let mut next_beat = heartbeat_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    loop {
+        match commands.try_recv() {
+            Ok(ToServer::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(side),
+            Ok(ToServer::Send(n)) => {
+                side.rto_ms = tcp_rto_ms(&conn);
+                if let Err(e) = conn.write_all(&vec![b'x'; n]) {
+                    side.error = Some((secs(now_ns()), e));
+                    return Ok(side);
+                }
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        if let (Some(at), Some(ms)) = (next_beat, heartbeat_ms)
+            && Instant::now() >= at
+        {
+            // The application's own heartbeat: a ping the peer's program should answer.
+            if conn.write_all(b"ping\n").is_ok() {
+                side.heartbeats_sent += 1;
+            }
+            next_beat = Some(at + Duration::from_millis(ms));
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => return Ok(side),
+            Ok(n) => {
+                let data = buf[..n].to_vec();
+                side.heartbeats_answered += data.windows(4).filter(|w| w == b"pong").count();
+                side.received.push((secs(now_ns()), data));
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(e) => {
+                side.error = Some((secs(now_ns()), e));
+                return Ok(side);
+            }
+        }
+    }
+}
+
+/// Segments as timeline lines, for renderers that want the wire too.
+pub fn describe(s: &Segment) -> String {
+    let mut flags = Vec::new();
+    for (bit, name) in [
+        (analysis::SYN, "SYN"),
+        (analysis::FIN, "FIN"),
+        (analysis::RST, "RST"),
+        (analysis::ACK, "ACK"),
+    ] {
+        if s.has(bit) {
+            flags.push(name);
+        }
+    }
+    format!(
+        "[{}] seq={} ack={} len={}",
+        flags.join(","),
+        s.seq,
+        s.ack,
+        s.len
+    )
+}
