@@ -1,0 +1,342 @@
+//! `keepalive lab`: every scenario with a short policy, checked against the kernel's rules, its
+//! capture read back by tshark, and nothing left behind.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+use std::time::Duration;
+use testkit::require_program;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
+
+fn lab(args: &[&str]) -> (Output, Value, tempfile::TempDir) {
+    require_program("nft", "nftables");
+    require_program("nsenter", "util-linux");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("run.pcap");
+    let out = Command::new(BIN)
+        .arg("lab")
+        .args(args)
+        .args(["--json", "--pcap", pcap.to_str().unwrap()])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out, v, dir)
+}
+
+/// Frames tshark flags as TCP keep-alive in the run's capture.
+fn tshark_keepalives(dir: &tempfile::TempDir) -> usize {
+    require_program("tshark", "tshark");
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            dir.path().join("run.pcap").to_str().unwrap(),
+            "-Y",
+            "tcp.analysis.keep_alive",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn assert_as_expected(args: &[&str], ending: &str) -> (Value, tempfile::TempDir) {
+    let (out, v, dir) = lab(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{v:#}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["ending"], ending, "{args:?}: {v:#}");
+    assert_eq!(v["expected"], ending);
+    if let Some(d) = v["detection"].as_object() {
+        let (m, t) = (
+            d["measured_s"].as_f64().unwrap(),
+            d["theory_s"].as_f64().unwrap(),
+        );
+        assert!((m - t).abs() <= 0.4, "{args:?}: measured {m}, theory {t}");
+    }
+    (v, dir)
+}
+
+/// Probes spaced by `interval` after the first, which comes `idle` after the peer last spoke.
+fn assert_probe_spacing(v: &Value, idle: f64, interval: f64, count: usize) {
+    let probes = v["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), count, "{v:#}");
+    let first = probes[0]["after_last_rx"].as_f64().unwrap();
+    assert!(
+        (first - idle).abs() <= 0.4,
+        "probe 1 after {first}s, idle {idle}s"
+    );
+    for pair in probes.windows(2) {
+        let gap = pair[1]["t"].as_f64().unwrap() - pair[0]["t"].as_f64().unwrap();
+        assert!(
+            (gap - interval).abs() <= 0.4,
+            "probes {gap}s apart, interval {interval}s"
+        );
+    }
+}
+
+#[test]
+fn crash_times_out_after_count_unanswered_probes() {
+    let (v, dir) = assert_as_expected(&["crash"], "timeout");
+    assert_eq!(v["error"], "ETIMEDOUT");
+    assert_probe_spacing(&v, 3.0, 1.0, 3);
+    assert!(
+        v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["answered"] == false)
+    );
+    assert_eq!(tshark_keepalives(&dir), 3);
+}
+
+#[test]
+fn alive_peer_answers_every_probe() {
+    let (v, dir) = assert_as_expected(&["alive"], "alive");
+    let probes = v["probes"].as_array().unwrap();
+    assert!(
+        probes.len() >= 2 && probes.iter().all(|p| p["answered"] == true),
+        "{v:#}"
+    );
+    for p in probes {
+        let after = p["after_last_rx"].as_f64().unwrap();
+        assert!(
+            (after - 2.0).abs() <= 0.4,
+            "each answer restarts the idle time: {after}"
+        );
+    }
+    assert_eq!(tshark_keepalives(&dir), probes.len());
+}
+
+#[test]
+fn rebooted_peer_resets_at_the_first_probe() {
+    let (v, dir) = assert_as_expected(&["reboot"], "reset");
+    assert_eq!(v["error"], "ECONNRESET");
+    assert_eq!(v["probes"].as_array().unwrap().len(), 1);
+    assert_eq!(tshark_keepalives(&dir), 1);
+}
+
+#[test]
+fn unreachable_peer_is_indistinguishable_from_a_crash() {
+    let (v, dir) = assert_as_expected(&["unreachable"], "timeout");
+    assert_eq!(
+        v["error"], "ETIMEDOUT",
+        "ICMP errors about probes are ignored"
+    );
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["what"].as_str().unwrap().contains("ICMP"))
+    );
+    assert_probe_spacing(&v, 3.0, 1.0, 3);
+    assert_eq!(tshark_keepalives(&dir), 3);
+}
+
+#[test]
+fn firewall_keeps_a_connection_probed_below_its_timeout() {
+    let (v, _) = assert_as_expected(&["firewall"], "alive");
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["what"] == "server reads \"still there?\"")
+    );
+}
+
+#[test]
+fn firewall_kills_a_connection_probed_above_its_timeout() {
+    let (v, dir) = assert_as_expected(
+        &["firewall", "--idle", "7", "--interval", "1", "--count", "2"],
+        "timeout",
+    );
+    assert_probe_spacing(&v, 7.0, 1.0, 2);
+    assert_eq!(tshark_keepalives(&dir), 2);
+}
+
+#[test]
+fn firewall_without_keepalive_is_a_silent_black_hole() {
+    let (v, _) = assert_as_expected(&["firewall", "--no-keepalive"], "black-hole");
+    assert!(v["probes"].as_array().unwrap().is_empty());
+    assert!(v["error"].is_null(), "the server never hears of it");
+}
+
+#[test]
+fn busy_connection_is_decided_by_retransmission_not_keepalive() {
+    let (v, _) = assert_as_expected(&["busy"], "timeout");
+    assert!(
+        v["probes"].as_array().unwrap().is_empty(),
+        "no probe while data is unacknowledged"
+    );
+    assert!(v["retransmissions"].as_u64().unwrap() >= 4);
+    let slow = v["detection"]["measured_s"].as_f64().unwrap();
+    // TCP_USER_TIMEOUT cuts it short.
+    let (v, _) = assert_as_expected(
+        &[
+            "busy",
+            "--idle",
+            "3",
+            "--interval",
+            "1",
+            "--count",
+            "3",
+            "--user-timeout",
+            "3s",
+        ],
+        "timeout",
+    );
+    let fast = v["detection"]["measured_s"].as_f64().unwrap();
+    assert!(
+        fast < 4.0 && slow > 10.0,
+        "user timeout {fast}s against tcp_retries2 {slow}s"
+    );
+}
+
+#[test]
+fn hung_peer_looks_alive_to_keepalive_and_dead_to_a_heartbeat() {
+    let (v, _) = assert_as_expected(&["hung"], "alive");
+    assert!(
+        v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["answered"] == true)
+    );
+    assert!(v["heartbeats_unanswered"].as_u64().unwrap() >= 3, "{v:#}");
+}
+
+#[test]
+fn text_output_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("t.svg");
+    let out = Command::new(BIN)
+        .args(["lab", "reboot", "--svg", svg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("keepalive probe 1")
+            && text.contains("ECONNRESET")
+            && text.contains("as the kernel's rules predict"),
+        "{text}"
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.starts_with("<svg")
+            && picture.contains("theory")
+            && picture.trim_end().ends_with("</svg>")
+    );
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    for (args, needle) in [
+        (vec!["lab", "nosuch"], "unknown scenario 'nosuch'"),
+        (vec!["lab", "--idle", "0"], "idle=0"),
+        (vec!["lab", "--no-keepalive", "--idle", "5"], "contradict"),
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    let out = Command::new(BIN).args(["lab", "--list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "crash",
+        "alive",
+        "reboot",
+        "unreachable",
+        "firewall",
+        "busy",
+        "hung",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
+}
+
+/// The lab's namespaces are held by processes that die with it: interrupting it mid-run
+/// leaves no process, namespace or veth behind.
+#[test]
+fn interrupted_lab_leaves_nothing_behind() {
+    let mut lab = Command::new(BIN)
+        .args(["lab", "crash"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = lab.id();
+    let holders = testkit::wait_for("the lab's namespaces", Duration::from_secs(10), || {
+        let kids = descendants(pid);
+        (kids.len() >= 2).then_some(kids)
+    });
+    // kill(1), as a user would press Ctrl-C.
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    lab.wait().unwrap();
+    testkit::wait_for(
+        "the namespace holders to exit",
+        Duration::from_secs(5),
+        || {
+            holders
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                .then_some(())
+        },
+    );
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn runs_without_root_in_a_user_namespace() {
+    testkit::require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "lab",
+            "firewall",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{v:#}");
+    assert_eq!(v["ending"], "alive");
+}
