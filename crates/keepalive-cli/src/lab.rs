@@ -159,7 +159,7 @@ fn human(r: &Report) -> String {
             d.theory_s,
             d.measured_s - d.theory_s,
             if d.within_tolerance { "within" } else { "outside" },
-            keepalive_lab::TOLERANCE_S
+            d.tolerance_s
         ),
         (None, Ending::Alive) => format!("the connection is still alive after {:.1}s", r.duration_s),
         (None, Ending::BlackHole) => {

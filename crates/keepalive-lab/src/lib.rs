@@ -28,6 +28,18 @@ pub const PORT: u16 = 8080;
 /// How far a measured time may be from theory: timers fire on jiffies and the timer wheel
 /// batches them (docs/kernel.md).
 pub const TOLERANCE_S: f64 = 0.4;
+/// The kernel tick assumed when working out how late long timers may run (the project's
+/// machines run HZ=250).
+pub const HZ: u64 = 250;
+
+/// How far the detection may land from theory: 0.4 s, or more for long policies, whose timers
+/// the timer wheel may fire up to one granularity late each (see `wheel_slack_ms`).
+pub fn tolerance_s(settings: &Settings, probes: u64) -> f64 {
+    use keepalive::policy::timeline::wheel_slack_ms;
+    let slack = wheel_slack_ms(u64::from(settings.idle) * 1000, HZ)
+        + probes * wheel_slack_ms(u64::from(settings.interval) * 1000, HZ);
+    (slack as f64 / 1000.0 + 0.05).max(TOLERANCE_S)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -89,6 +101,8 @@ pub struct Measure {
     pub from: String,
     pub measured_s: f64,
     pub theory_s: f64,
+    /// How far apart they may be (timer granularity).
+    pub tolerance_s: f64,
     pub within_tolerance: bool,
 }
 
@@ -545,11 +559,17 @@ fn measure(
         )
     };
     let measured = end - origin;
+    let tolerance = if scenario.send_after_fault {
+        TOLERANCE_S
+    } else {
+        tolerance_s(settings, u64::from(settings.count))
+    };
     Some(Measure {
         from: from.into(),
         measured_s: measured,
         theory_s: theory,
-        within_tolerance: (measured - theory).abs() <= TOLERANCE_S,
+        tolerance_s: tolerance,
+        within_tolerance: (measured - theory).abs() <= tolerance,
     })
 }
 

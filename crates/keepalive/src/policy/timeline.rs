@@ -146,6 +146,20 @@ impl RetransmitTimeout {
     }
 }
 
+/// How late a kernel timer of `span_ms` may fire: the timer wheel (`kernel/time/timer.c`) files
+/// a timer in the level whose range covers it and rounds its expiry up to that level's
+/// granularity, 8^level jiffies (levels of 64 slots). With HZ=250 a 1 s timer may be up to
+/// 32 ms late, a 3 s one 256 ms, a 30 s one 2.048 s.
+pub fn wheel_slack_ms(span_ms: u64, hz: u64) -> u64 {
+    let jiffy_ms = 1000 / hz.max(1);
+    let jiffies = span_ms / jiffy_ms.max(1);
+    let mut granularity = 1u64;
+    while jiffies >= 64 * granularity && granularity < 8u64.pow(8) {
+        granularity *= 8;
+    }
+    granularity * jiffy_ms
+}
+
 /// `tcp_model_timeout()`: the time `boundary` retransmissions take when the RTO starts at
 /// `TCP_RTO_MIN`, doubles, and stops doubling at `rto_max_ms`.
 pub fn model_timeout_ms(boundary: u64, rto_max_ms: u64) -> u64 {
@@ -204,6 +218,14 @@ mod tests {
         // Longer than count x interval: more probes than count.
         let t = ProbeTimeline::silent_peer(&settings(3, 1, 3, 10_000));
         assert_eq!((t.probes, t.reset_ms), (7, 10_000));
+    }
+
+    #[test]
+    fn timer_wheel_slack() {
+        assert_eq!(wheel_slack_ms(200, 250), 4);
+        assert_eq!(wheel_slack_ms(1_000, 250), 32);
+        assert_eq!(wheel_slack_ms(3_000, 250), 256);
+        assert_eq!(wheel_slack_ms(30_000, 250), 2_048);
     }
 
     #[test]
