@@ -61,6 +61,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         policy: (!policy.is_empty()).then_some(policy),
         no_keepalive: args.no_keepalive,
         progress,
+        server_cmd: match &args.server_cmd {
+            Some(cmd) => Some((cmd.clone(), std::env::current_exe()?)),
+            None => None,
+        },
     })
     .map_err(|e| match e {
         keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),

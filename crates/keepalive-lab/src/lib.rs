@@ -66,6 +66,9 @@ pub struct Options {
     pub no_keepalive: bool,
     /// Called now and then while waiting: (seconds so far, seconds expected).
     pub progress: Option<Box<dyn Fn(f64, f64)>>,
+    /// Run this shell command as the server instead of the built-in one, through
+    /// `keepalive run` (the LD_PRELOAD shim) at this path; it must listen on port 8080.
+    pub server_cmd: Option<(String, std::path::PathBuf)>,
 }
 
 /// How the connection ended, as the server saw it.
@@ -165,6 +168,9 @@ struct ServerSide {
     heartbeats_answered: usize,
     /// The connection's retransmission timeout when the unanswered data went out.
     rto_ms: Option<u64>,
+    /// A `--server-cmd` program's connection went away at this time (its errno is not ours to
+    /// see; the capture tells which).
+    program_lost: Option<f64>,
 }
 
 enum ToServer {
@@ -235,8 +241,25 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     } else {
         None
     };
-    let server = net.server.spawn(move || {
-        serve(
+    if options.server_cmd.is_some() && (scenario.send_after_fault || heartbeat.is_some()) {
+        return Err(LabError::Run(format!(
+            "--server-cmd runs a program that only waits; scenario '{}' needs the built-in server to send",
+            scenario.name
+        )));
+    }
+    let program = options.server_cmd.clone();
+    let server = net.server.spawn(move || match program {
+        Some((cmd, exe)) => serve_program(
+            &cmd,
+            &exe,
+            server_addr,
+            policy,
+            keepalive_on,
+            ready_tx,
+            cmd_rx,
+            start_ns,
+        ),
+        None => serve(
             server_addr,
             policy,
             keepalive_on,
@@ -244,7 +267,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             ready_tx,
             cmd_rx,
             start_ns,
-        )
+        ),
     })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
         Ok(Ok(())) => {}
@@ -486,6 +509,22 @@ fn ending_of(
     found: &Findings,
     still_there: Option<f64>,
 ) -> (Ending, Option<String>) {
+    if side.program_lost.is_some() {
+        // A program's errno, inferred from what crossed the wire.
+        return match (found.server_rst, found.client_rst) {
+            (_, Some(_)) => (
+                Ending::Reset,
+                Some("ECONNRESET (the peer's RST; inferred from the capture)".into()),
+            ),
+            (Some(_), None) => (
+                Ending::Timeout,
+                Some(
+                    "ETIMEDOUT (the kernel reset the connection; inferred from the capture)".into(),
+                ),
+            ),
+            (None, None) => (Ending::Other, Some("the program's connection ended".into())),
+        };
+    }
     match &side.error {
         Some((_, e)) => {
             let ending = match e.raw_os_error() {
@@ -520,7 +559,8 @@ fn measure(
     let end = found
         .server_rst
         .or(found.client_rst)
-        .or(side.error.as_ref().map(|(t, _)| *t))?;
+        .or(side.error.as_ref().map(|(t, _)| *t))
+        .or(side.program_lost)?;
     if !matches!(ending, Ending::Timeout | Ending::Reset) {
         return None;
     }
@@ -668,6 +708,7 @@ fn serve(
         heartbeats_sent: 0,
         heartbeats_answered: 0,
         rto_ms: None,
+        program_lost: None,
     };
     let mut buf = [0u8; 4096];
     let mut next_beat = heartbeat_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -706,6 +747,103 @@ fn serve(
             }
         }
     }
+}
+
+/// The server as a program of the user's (`--server-cmd`), started through `keepalive run` so
+/// that the LD_PRELOAD shim gives it the policy: seed 002's `nc -l 8080` exactly.
+#[allow(clippy::too_many_arguments)]
+fn serve_program(
+    cmd: &str,
+    keepalive_exe: &std::path::Path,
+    addr: SocketAddrV4,
+    policy: Policy,
+    keepalive_on: bool,
+    ready: mpsc::Sender<Result<(), String>>,
+    commands: mpsc::Receiver<ToServer>,
+    start_ns: u128,
+) -> Result<ServerSide, String> {
+    use keepalive::diag::{self, TcpState};
+    use std::os::unix::process::CommandExt;
+    let secs = |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let mut command = std::process::Command::new(keepalive_exe);
+    command.arg("run");
+    if keepalive_on && !policy.is_empty() {
+        command.args(["--policy", &policy.to_string()]);
+    }
+    command
+        .args(["--", "sh", "-c", cmd])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: prctl is async-signal-safe; the program dies with the thread that started it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| format!("{cmd}: {e}"))?;
+    let port = addr.port();
+    let find = |state: TcpState| {
+        let mut found = None;
+        let _ = diag::for_each_socket(None, &[state], |e| {
+            if e.local.port() == port {
+                found = Some(e.inode);
+            }
+        });
+        found
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while find(TcpState::Listen).is_none() {
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let _ = ready.send(Err(format!(
+                "`{cmd}` did not listen on port {port} within 10 s"
+            )));
+            return Err("the server program did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = ready.send(Ok(()));
+    let mut side = ServerSide {
+        settings: Settings::LINUX_DEFAULT,
+        error: None,
+        received: Vec::new(),
+        heartbeats_sent: 0,
+        heartbeats_answered: 0,
+        rto_ms: None,
+        program_lost: None,
+    };
+    let mut seen = false;
+    loop {
+        if matches!(
+            commands.try_recv(),
+            Ok(ToServer::Stop) | Err(mpsc::TryRecvError::Disconnected)
+        ) {
+            break;
+        }
+        match find(TcpState::Established) {
+            Some(inode) if !seen => {
+                seen = true;
+                // The program's own socket, read through a duplicate of its descriptor.
+                let owners = diag::owners();
+                if let Some(o) = owners.holders(inode).first()
+                    && let Ok(dup) = keepalive::retrofit::duplicate(o.pid, o.fd)
+                    && let Ok(k) = keepalive::socket::read(&dup)
+                {
+                    side.settings = k.settings;
+                }
+            }
+            None if seen => {
+                side.program_lost = Some(secs(now_ns()));
+                break;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(side)
 }
 
 /// Segments as timeline lines, for renderers that want the wire too.
