@@ -347,10 +347,16 @@ fn nc_as_the_server_through_the_shim() {
     require_program("nc", "netcat-openbsd");
     testkit::shim_next_to(std::path::Path::new(BIN));
     let (v, dir) = assert_as_expected(&["crash", "--server-cmd", "nc -l 8080"], "timeout");
-    assert_eq!(v["policy"], "idle=3s,interval=1s,count=3", "read from nc's own socket: {v:#}");
+    assert_eq!(
+        v["policy"], "idle=3s,interval=1s,count=3",
+        "read from nc's own socket: {v:#}"
+    );
     assert_probe_spacing(&v, 3.0, 1.0, 3);
     assert_eq!(tshark_keepalives(&dir), 3);
-    let out = Command::new(BIN).args(["lab", "busy", "--server-cmd", "nc -l 8080"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["lab", "busy", "--server-cmd", "nc -l 8080"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs the built-in server"));
 }
