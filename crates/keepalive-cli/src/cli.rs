@@ -29,6 +29,31 @@ pub enum Command {
     Set(SetArgs),
     /// Reproduce a peer state in throwaway network namespaces, capture it, measure it.
     Lab(LabArgs),
+    /// What a server's HTTP keep-alive really does: idle timeout, requests per connection.
+    Http(HttpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// http://HOST[:PORT]/PATH or https://...
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// The longest wait for a response, or for the server to close an idle connection.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub max_wait: String,
+    /// Stop counting requests on one connection at this many.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub requests: u32,
+    /// A load balancer or NAT in front of the server (an id from docs/middleboxes.tsv, e.g.
+    /// aws-alb): warn when the server's idle timeout is not longer than its.
+    #[arg(long, value_name = "NAME")]
+    pub behind: Option<String>,
+    /// Accept any TLS certificate (self-signed test servers).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

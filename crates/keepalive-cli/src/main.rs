@@ -3,6 +3,7 @@
 
 mod cli;
 mod explain;
+mod http;
 mod lab;
 mod live;
 mod policy_args;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Command::Get(args) => live::get(args),
         Command::Set(args) => live::set(args),
         Command::Lab(args) => lab::run(args),
+        Command::Http(args) => http::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
