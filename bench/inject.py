@@ -9,6 +9,7 @@ and pinned to one CPU. Times are process CPU time per operation, and the table g
 of the rounds: on a shared machine interference only ever adds time, and it swings single
 connect runs by 50%. Compare ratios within one table: absolute times move with the machine.
 """
+import doc
 import os, re, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +97,6 @@ def main():
         "keepalive timer armed and cancelled on each end, whatever turns it on.",
     ]
     section = "\n".join([
-        "<!-- inject:start -->",
         "## The LD_PRELOAD shim against libkeepalive0, libdontdie0 and the floor",
         "",
         f"Reproduce: `bench/inject.py` ({ROUNDS} rounds, best of them, process CPU time; {SOCKETS} sockets and {CONNECTS} loopback",
@@ -108,16 +108,8 @@ def main():
         *lines,
         "",
         *verdict,
-        "<!-- inject:end -->",
     ])
-    path = os.path.join(ROOT, "docs/benchmarks.md")
-    doc = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if "<!-- inject:start -->" in doc:
-        doc = re.sub(r"<!-- inject:start -->.*?<!-- inject:end -->", lambda _: section, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n" + section + "\n"
-    open(path, "w").write(doc)
-    print(section)
+    doc.write_section("inject", section)
 
 
 if __name__ == "__main__":

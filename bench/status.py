@@ -9,6 +9,7 @@ in a network namespace of their own so that nothing else on the machine is count
 wall time per command, best of ROUNDS (interference only ever adds time); memory is the
 command's peak RSS from GNU time.
 """
+import doc
 import os, re, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +130,6 @@ def measure(ns, prog):
 def write(rows, verdict):
     timing, mem = rows
     section = "\n".join([
-        "<!-- status:start -->",
         "## Listing connections: `keepalive status` against `ss`",
         "",
         f"Reproduce: `bench/status.py` (as root; best of {ROUNDS}; the sockets are loopback connections",
@@ -146,16 +146,8 @@ def write(rows, verdict):
         *mem,
         "",
         *verdict,
-        "<!-- status:end -->",
     ])
-    path = os.path.join(ROOT, "docs/benchmarks.md")
-    doc = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if "<!-- status:start -->" in doc:
-        doc = re.sub(r"<!-- status:start -->.*?<!-- status:end -->", lambda _: section, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n" + section + "\n"
-    open(path, "w").write(doc)
-    print(section)
+    doc.write_section("status", section)
 
 
 if __name__ == "__main__":

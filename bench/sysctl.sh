@@ -14,29 +14,14 @@ hyperfine -N --warmup 20 --runs 300 --export-markdown "$out" \
   -n 'sysctl (procps), 3 keys' 'sysctl net.ipv4.tcp_keepalive_time net.ipv4.tcp_keepalive_intvl net.ipv4.tcp_keepalive_probes' \
   -n 'keepalive sysctl show' "$bin sysctl show" \
   -n 'keepalive explain' "$bin explain" >/dev/null
-table=$(cat "$out")
-python3 - "$table" <<'PY'
-import re, sys
-path = "docs/benchmarks.md"
-table = sys.argv[1].strip()
-section = f"""<!-- sysctl:start -->
-## Reading the kernel defaults
-
-Reproduce: `bench/sysctl.sh` (hyperfine, 300 runs each, one run for all rows). Compare the ratios
-within this table; absolute times vary from machine to machine and run to run.
-`keepalive sysctl show` reads five sysctls and scans the sysctl.d directories to say where each
-value comes from; `sysctl` reads three.
-
-{table}
-<!-- sysctl:end -->"""
-try:
-    doc = open(path).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n\nEach section is written by the script it names, which runs us and the peers side by side.\n"
-if "<!-- sysctl:start -->" in doc:
-    doc = re.sub(r"<!-- sysctl:start -->.*?<!-- sysctl:end -->", lambda _: section, doc, flags=re.S)
-else:
-    doc = doc.rstrip() + "\n\n" + section + "\n"
-open(path, "w").write(doc)
-PY
+{
+  echo "## Reading the kernel defaults"
+  echo
+  echo "Reproduce: \`bench/sysctl.sh\` (hyperfine, 300 runs each, one run for all rows). Compare the ratios"
+  echo "within this table; absolute times vary from machine to machine and run to run."
+  echo "\`keepalive sysctl show\` reads five sysctls and scans the sysctl.d directories to say where each"
+  echo "value comes from; \`sysctl\` reads three."
+  echo
+  cat "$out"
+} | python3 bench/doc.py sysctl >/dev/null
 echo "wrote docs/benchmarks.md"

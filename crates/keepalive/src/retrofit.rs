@@ -17,22 +17,10 @@ use std::net::SocketAddr;
 
 /// The descriptors of `pid` that are sockets, with their inode numbers, in descriptor order.
 pub fn socket_fds(pid: u32) -> Result<Vec<(i32, u64)>, Error> {
-    let dir = format!("/proc/{pid}/fd");
-    let read = std::fs::read_dir(&dir).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
-        io::ErrorKind::PermissionDenied => Error::Ptrace { pid, source },
-        _ => Error::Io {
-            what: dir.clone(),
-            source,
-        },
-    })?;
     let mut out = Vec::new();
-    for entry in read.flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
+    for fd in fd_numbers(pid)? {
         // The process may close it meanwhile: skip what vanished.
-        let Ok(target) = std::fs::read_link(entry.path()) else {
+        let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
         let target = target.to_string_lossy();
@@ -43,7 +31,6 @@ pub fn socket_fds(pid: u32) -> Result<Vec<(i32, u64)>, Error> {
             out.push((fd, inode));
         }
     }
-    out.sort_unstable();
     Ok(out)
 }
 
@@ -129,8 +116,8 @@ fn is_tcp(fd: &OwnedFd) -> bool {
         )
 }
 
-/// The descriptor numbers of `pid` (a directory listing, no per-descriptor system call).
-fn fd_numbers(pid: u32) -> Result<Vec<i32>, Error> {
+/// The descriptor numbers of `pid`, sorted (a directory listing, no per-descriptor system call).
+pub fn fd_numbers(pid: u32) -> Result<Vec<i32>, Error> {
     let dir = format!("/proc/{pid}/fd");
     let read = std::fs::read_dir(&dir).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
