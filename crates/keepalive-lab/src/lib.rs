@@ -93,8 +93,6 @@ pub struct Event {
     /// Seconds since the lab started.
     pub t: f64,
     pub what: String,
-    /// The theory's time for this event, when it has one.
-    pub theory: Option<f64>,
 }
 
 /// Measured against theory.
@@ -196,13 +194,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let start_ns = now_ns();
     let secs = move |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
     let mut events: Vec<Event> = Vec::new();
-    let mut note = |t: f64, what: String| {
-        events.push(Event {
-            t,
-            what,
-            theory: None,
-        })
-    };
+    let mut note = |t: f64, what: String| events.push(Event { t, what });
 
     let net = match scenario.topology {
         Topology::Pair => Net::pair()?,
@@ -420,14 +412,12 @@ pub fn run(options: Options) -> Result<Report, LabError> {
                 "router → server: ICMP destination unreachable (code {}), ignored by TCP",
                 icmp.code
             ),
-            theory: None,
         });
     }
     for (t, data) in &side.received {
         report_events.push(Event {
             t: *t,
             what: format!("server reads {:?}", String::from_utf8_lossy(data).trim()),
-            theory: None,
         });
     }
     let (ending, error) = ending_of(&side, &found, probe_sent_t);
@@ -436,14 +426,12 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         report_events.push(Event {
             t,
             what: "server → client: RST, the server gives up".into(),
-            theory: None,
         });
     }
     if let Some((t, e)) = &side.error {
         report_events.push(Event {
             t: *t,
             what: format!("server's read() fails: {}", errno_name(e)),
-            theory: None,
         });
     }
     let probes = found
