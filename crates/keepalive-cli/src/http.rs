@@ -59,23 +59,10 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
     if tty {
         eprint!("\r{:90}\r", "");
     }
-    let mut warnings = Vec::new();
-    if let Some(lb) = &behind {
-        let lb_s = lb.idle_timeout_s as f64;
-        match report.idle {
-            Idle::Closed { after_s, .. } if after_s <= lb_s => warnings.push(format!(
-                "the server closes idle connections after {after_s:.1}s, not later than {} ({}s): the load balancer \
-                 will send a request down a connection the server is closing (502s, resets); set the server's \
-                 idle timeout above {}s",
-                lb.name, lb.idle_timeout_s, lb.idle_timeout_s
-            )),
-            Idle::NotPersistent => warnings.push(format!(
-                "the server closes every connection: {} opens a new one per request",
-                lb.name
-            )),
-            _ => {}
-        }
-    }
+    let warnings: Vec<String> = behind
+        .iter()
+        .filter_map(|lb| keepalive_http::behind_warning(&report, lb.name, lb.idle_timeout_s))
+        .collect();
     if args.json {
         return json(&Out {
             report: &report,

@@ -6,10 +6,6 @@ use crate::render::json;
 use keepalive_lab::scenario::{self, Scenario};
 use keepalive_lab::{Ending, Options, Report};
 use std::io::IsTerminal;
-use std::os::unix::process::CommandExt;
-
-/// Set in the environment of the copy of this program that runs inside a user namespace.
-const IN_USERNS: &str = "KEEPALIVE_LAB_USERNS";
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.list {
@@ -36,17 +32,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         ));
     }
     // Without root, run again inside a user namespace of our own, where we are root.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 && std::env::var_os(IN_USERNS).is_none() {
-        let exe = std::env::current_exe()?;
-        let err = std::process::Command::new("unshare")
-            .args(["--user", "--map-root-user", "--net", "--mount", "--"])
-            .arg(exe)
-            .args(std::env::args_os().skip(1))
-            .env(IN_USERNS, "1")
-            .exec();
+    if !keepalive_lab::privileged_enough() {
         return Err(anyhow::anyhow!(
-            "the lab needs root or unprivileged user namespaces (unshare --user --map-root-user failed: {err})"
+            "{}",
+            keepalive_lab::reexec_in_user_namespace()
         ));
     }
     let progress: Option<Box<dyn Fn(f64, f64)>> = if std::io::stderr().is_terminal() && !args.json {

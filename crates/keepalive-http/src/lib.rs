@@ -128,6 +128,23 @@ impl Report {
     }
 }
 
+/// What goes wrong when this server sits behind a load balancer or NAT that forgets idle
+/// connections after `idle_timeout_s`: if the server gives up on an idle connection first, the
+/// middlebox sends a request down a connection the server is closing.
+pub fn behind_warning(report: &Report, name: &str, idle_timeout_s: u64) -> Option<String> {
+    match report.idle {
+        Idle::Closed { after_s, .. } if after_s <= idle_timeout_s as f64 => Some(format!(
+            "the server closes idle connections after {after_s:.1}s, not later than {name} ({idle_timeout_s}s): \
+             the load balancer will send a request down a connection the server is closing (502s, resets); \
+             set the server's idle timeout above {idle_timeout_s}s"
+        )),
+        Idle::NotPersistent => Some(format!(
+            "the server closes every connection: {name} opens a new one per request"
+        )),
+        _ => None,
+    }
+}
+
 /// Measures `options.url`.
 pub fn inspect(options: &Options) -> Result<Report, HttpError> {
     let url = &options.url;

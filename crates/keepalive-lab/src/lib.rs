@@ -183,6 +183,38 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// Set in the environment of the copy of a program that [`reexec_in_user_namespace`] starts.
+pub const IN_USERNS: &str = "KEEPALIVE_LAB_USERNS";
+
+/// Whether the lab can build its network here as it is: as root, or already inside the user
+/// namespace [`reexec_in_user_namespace`] made.
+pub fn privileged_enough() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root || std::env::var_os(IN_USERNS).is_some()
+}
+
+/// Without root, runs this program again (same arguments) inside a new user namespace where it
+/// is root, with its own network and mount namespaces (`unshare --user --map-root-user`). Returns
+/// only on failure, with what is missing.
+pub fn reexec_in_user_namespace() -> LabError {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return LabError::Namespace(e.to_string()),
+    };
+    let err = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "--mount", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(IN_USERNS, "1")
+        .exec();
+    LabError::Namespace(format!(
+        "not root, and unprivileged user namespaces are not available ({err}); run as root, or allow \
+         them (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0)"
+    ))
+}
+
 /// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
 pub fn run(options: Options) -> Result<Report, LabError> {
     let scenario = &options.scenario;
