@@ -268,18 +268,10 @@ fn without_permission_exit_3_names_the_capability_and_changes_nothing() {
     let host_before = host();
     let ns = TempNetns::new();
     let nobody = |args: &[&str]| {
-        let mut all = vec![
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_keepalive"),
-        ];
-        all.extend_from_slice(args);
-        Command::new("setpriv")
-            .args(&all)
-            .env_remove("RUST_BACKTRACE")
+        testkit::as_nobody(env!("CARGO_BIN_EXE_keepalive"))
+            .args(args)
             .output()
-            .expect("setpriv (util-linux)")
+            .unwrap()
     };
     let (code, err) = fails(&nobody(&["sysctl", "set", "--idle", "30"]));
     assert_eq!(code, 3, "{err}");

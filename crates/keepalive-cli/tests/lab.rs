@@ -323,16 +323,8 @@ fn descendants(pid: u32) -> Vec<u32> {
 #[test]
 fn runs_without_root_in_a_user_namespace() {
     testkit::require_root();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "lab",
-            "firewall",
-            "--json",
-        ])
+    let out = testkit::as_nobody(BIN)
+        .args(["lab", "firewall", "--json"])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout)

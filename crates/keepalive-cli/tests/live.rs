@@ -390,12 +390,7 @@ fn without_ptrace_permission_exit_3_and_nothing_changes() {
         vec!["get", "--pid", &pid],
         vec!["set", "--pid", &pid, "--all", "--idle", "9"],
     ] {
-        let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args(&args)
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .unwrap();
+        let out = testkit::as_nobody(BIN).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -406,16 +401,8 @@ fn without_ptrace_permission_exit_3_and_nothing_changes() {
     }
     assert_eq!(server.own_view("show"), before);
     // status --exact says whose sockets it could not read, and still lists the sockets.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "status",
-            "--exact",
-            "--port",
-        ])
+    let out = testkit::as_nobody(BIN)
+        .args(["status", "--exact", "--port"])
         .arg(server.port.to_string())
         .output()
         .unwrap();

@@ -146,74 +146,31 @@ fn silent_server() -> (u16, std::thread::JoinHandle<()>) {
 #[test]
 fn curl_default_mode_lets_curl_win_and_force_mode_keeps_the_policy() {
     require_program("curl", "curl");
+    // `keepalive run RUN_ARGS -- curl CURL_ARGS URL` against a server that never answers; the
+    // state of curl's connection, read from outside.
+    let curl = |run_args: &[&str], curl_args: &[&str]| {
+        let (port, _server) = silent_server();
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut args = run_args.to_vec();
+        args.extend(["--", "curl", "-s", "-m", "8"]);
+        args.extend_from_slice(curl_args);
+        args.push(&url);
+        let p = start(&args);
+        socket_of(p.pid(), port, false).0
+    };
+    let policy = ["--idle", "33", "--interval", "7", "--count", "3"];
     // curl turns keepalive on itself with 60 s idle and interval (CURLOPT_TCP_KEEPIDLE).
-    let (port, _server) = silent_server();
-    let url = format!("http://127.0.0.1:{port}/");
-    let p = start(&[
-        "--idle",
-        "33",
-        "--interval",
-        "7",
-        "--count",
-        "3",
-        "--",
-        "curl",
-        "-s",
-        "-m",
-        "8",
-        &url,
-    ]);
-    let (state, _) = socket_of(p.pid(), port, false);
+    let s = curl(&policy, &[]).settings;
+    assert_eq!((s.idle, s.interval, s.count), (60, 60, 3));
+    let forced = [&["--force"][..], &policy].concat();
+    let k = curl(&forced, &[]);
     assert_eq!(
-        (
-            state.settings.idle,
-            state.settings.interval,
-            state.settings.count
-        ),
-        (60, 60, 3)
-    );
-    drop(p);
-
-    let (port, _server) = silent_server();
-    let url = format!("http://127.0.0.1:{port}/");
-    let p = start(&[
-        "--force",
-        "--idle",
-        "33",
-        "--interval",
-        "7",
-        "--count",
-        "3",
-        "--",
-        "curl",
-        "-s",
-        "-m",
-        "8",
-        &url,
-    ]);
-    let (state, _) = socket_of(p.pid(), port, false);
-    assert_eq!(
-        (state.enabled, state.settings.idle, state.settings.interval),
+        (k.enabled, k.settings.idle, k.settings.interval),
         (true, 33, 7)
     );
-    drop(p);
-
     // --no-keepalive makes curl leave the options alone: the policy stays in either mode.
-    let (port, _server) = silent_server();
-    let url = format!("http://127.0.0.1:{port}/");
-    let p = start(&[
-        "--idle",
-        "34",
-        "--",
-        "curl",
-        "--no-keepalive",
-        "-s",
-        "-m",
-        "8",
-        &url,
-    ]);
-    let (state, _) = socket_of(p.pid(), port, false);
-    assert_eq!((state.enabled, state.settings.idle), (true, 34));
+    let k = curl(&["--idle", "34"], &["--no-keepalive"]);
+    assert_eq!((k.enabled, k.settings.idle), (true, 34));
 }
 
 const PY_CLIENT: &str = "import socket, sys, time\n\

@@ -171,6 +171,20 @@ struct ServerSide {
     program_lost: Option<f64>,
 }
 
+impl ServerSide {
+    fn new(settings: Settings) -> Self {
+        ServerSide {
+            settings,
+            error: None,
+            received: Vec::new(),
+            heartbeats_sent: 0,
+            heartbeats_answered: 0,
+            rto_ms: None,
+            program_lost: None,
+        }
+    }
+}
+
 enum ToServer {
     /// Send this much data now (busy).
     Send(usize),
@@ -671,25 +685,10 @@ fn tcp_rto_ms(s: &TcpStream) -> Option<u64> {
 }
 
 fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: SO_LINGER with a valid linger struct on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(s),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            std::mem::size_of::<libc::linger>() as u32,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(rustix::net::sockopt::set_socket_linger(
+        s,
+        Some(Duration::ZERO),
+    )?)
 }
 
 /// The server: listen with the policy, accept one connection, read until it ends.
@@ -721,15 +720,7 @@ fn serve(
         .settings;
     conn.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
-    let mut side = ServerSide {
-        settings,
-        error: None,
-        received: Vec::new(),
-        heartbeats_sent: 0,
-        heartbeats_answered: 0,
-        rto_ms: None,
-        program_lost: None,
-    };
+    let mut side = ServerSide::new(settings);
     let mut buf = [0u8; 4096];
     let mut next_beat = heartbeat_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     loop {
@@ -824,15 +815,7 @@ fn serve_program(
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = ready.send(Ok(()));
-    let mut side = ServerSide {
-        settings: Settings::LINUX_DEFAULT,
-        error: None,
-        received: Vec::new(),
-        heartbeats_sent: 0,
-        heartbeats_answered: 0,
-        rto_ms: None,
-        program_lost: None,
-    };
+    let mut side = ServerSide::new(Settings::LINUX_DEFAULT);
     let mut seen = false;
     loop {
         if matches!(

@@ -233,3 +233,14 @@ pub fn python() -> std::path::PathBuf {
         .expect("python3");
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// `program` run as uid and gid 65534 (nobody) with no supplementary groups, through util-linux's
+/// setpriv: a user without any capability, for permission tests.
+pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    require_program("setpriv", "util-linux");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program)
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
