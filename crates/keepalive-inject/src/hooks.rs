@@ -39,6 +39,7 @@ fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
 /// never gets SO_KEEPALIVE with half a policy. errno is left as it was.
 fn apply(fd: c_int, config: &Config) {
     let Some(setsockopt) = real::setsockopt_fn() else {
+        MANAGED.set(fd, false);
         return;
     };
     let saved = errno();
