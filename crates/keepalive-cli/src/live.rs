@@ -300,14 +300,17 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     if args.json {
         return json(&sockets);
     }
-    println!(
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(
+        out,
         "{:<7} {:<22} {:<22} KEEPALIVE idle/interval/count",
         "FD", "LOCAL", "PEER"
-    );
+    )?;
     for s in &sockets {
-        println!("{} {}", socket_line(s), state(&s.keepalive));
+        writeln!(out, "{} {}", socket_line(s), state(&s.keepalive))?;
     }
-    println!("{} TCP sockets in pid {}", sockets.len(), args.pid);
+    writeln!(out, "{} TCP sockets in pid {}", sockets.len(), args.pid)?;
+    out.flush()?;
     Ok(())
 }
 
