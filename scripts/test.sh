@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 declare -A wanted=(
   [ip]=iproute2 [ss]=iproute2 [setpriv]=util-linux [mount]=mount
   [cc]=gcc [nc]=netcat-openbsd [socat]=socat [curl]=curl [python3]=python3
-  [java]=openjdk-17-jre-headless [node]=nodejs [nft]=nftables [tshark]=tshark [nsenter]=util-linux
+  [java]=openjdk-17-jdk-headless [node]=nodejs [nft]=nftables [tshark]=tshark [nsenter]=util-linux
   [nginx]=nginx [openssl]=openssl
   [/usr/lib/libkeepalive.so.0]=libkeepalive0 [/usr/lib/x86_64-linux-gnu/libdontdie.so.0]=libdontdie0
 )

@@ -227,7 +227,8 @@ fn python_turning_keepalive_off_wins_by_default_and_loses_under_force() {
 
 #[test]
 fn java_uses_ipv6_sockets_and_gets_the_policy() {
-    require_program("java", "openjdk-17-jre-headless");
+    // `java File.java` compiles in memory: it needs the JDK's compiler, not only a JRE.
+    require_program("java", "openjdk-17-jdk-headless");
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("Client.java");
     std::fs::write(
