@@ -31,6 +31,11 @@ pub enum Command {
     Lab(LabArgs),
     /// What a server's HTTP keep-alive really does: idle timeout, requests per connection.
     Http(HttpArgs),
+    /// Print a shell completion script (e.g. keepalive completions bash > /etc/bash_completion.d/keepalive).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,16 @@ fn main() -> ExitCode {
         Command::Set(args) => live::set(args),
         Command::Lab(args) => lab::run(args),
         Command::Http(args) => http::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "keepalive",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -334,3 +334,18 @@ fn persist_writes_a_drop_in_with_the_live_values_filling_gaps() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("initial network namespace"), "{err}");
 }
+
+#[test]
+fn shell_completions_know_every_subcommand() {
+    let out = keepalive(&["completions", "bash"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for sub in [
+        "explain", "sysctl", "run", "status", "get", "set", "lab", "http",
+    ] {
+        assert!(text.contains(sub), "{sub} missing");
+    }
+    let (code, err) = fails(&keepalive(&["completions", "tcsh"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("possible values"), "{err}");
+}
