@@ -134,13 +134,7 @@ fn python_server() -> Server {
 
 /// (local, peer, keepalive timer?) for every established socket on `port`, from ss.
 fn ss_view(port: u16) -> BTreeSet<(String, String, bool)> {
-    require_program("ss", "iproute2");
-    let filter = format!("( sport = :{port} or dport = :{port} )");
-    let out = Command::new("ss")
-        .args(["-tnoH", "state", "established", &filter])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    testkit::ss_established(&format!("( sport = :{port} or dport = :{port} )"))
         .lines()
         .map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();

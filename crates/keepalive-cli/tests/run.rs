@@ -92,18 +92,7 @@ fn seed_002_nc_listens_with_exactly_the_policy() {
     );
 
     // iproute2's ss agrees: a keepalive timer armed for about 30 s, no probe out.
-    let out = Command::new("ss")
-        .args([
-            "-tnoH",
-            "state",
-            "established",
-            "sport",
-            "=",
-            &format!(":{port}"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = testkit::ss_established(&format!("sport = :{port}"));
     assert!(
         text.contains("timer:(keepalive,2") || text.contains("timer:(keepalive,30"),
         "{text}"
@@ -183,17 +172,18 @@ const PY_CLIENT: &str = "import socket, sys, time\n\
 fn python_turning_keepalive_off_wins_by_default_and_loses_under_force() {
     require_program("python3", "python3");
     let (l, port) = listener();
-    let p = start(&[
-        "--idle",
-        "21",
-        "--",
-        "python3",
-        "-c",
-        PY_CLIENT,
-        &port.to_string(),
-        "off",
-    ]);
-    let _c = l.accept().unwrap();
+    let port_arg = port.to_string();
+    // `keepalive run [--force] --idle 21 -- python3 PY_CLIENT PORT off`, once it is connected.
+    let python = |force: bool| {
+        let mut args = if force { vec!["--force"] } else { vec![] };
+        args.extend([
+            "--idle", "21", "--", "python3", "-c", PY_CLIENT, &port_arg, "off",
+        ]);
+        let p = start(&args);
+        let _ = l.accept().unwrap();
+        p
+    };
+    let p = python(false);
     let state = wait_for("python's setsockopt", WAIT, || {
         Some(socket_of(p.pid(), port, false).0).filter(|s| !s.enabled)
     });
@@ -203,18 +193,7 @@ fn python_turning_keepalive_off_wins_by_default_and_loses_under_force() {
     );
     drop(p);
 
-    let p = start(&[
-        "--force",
-        "--idle",
-        "21",
-        "--",
-        "python3",
-        "-c",
-        PY_CLIENT,
-        &port.to_string(),
-        "off",
-    ]);
-    let _c = l.accept().unwrap();
+    let p = python(true);
     // Give python time to make its calls, then check they changed nothing.
     std::thread::sleep(Duration::from_millis(500));
     let (state, _) = socket_of(p.pid(), port, false);

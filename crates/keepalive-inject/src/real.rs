@@ -110,15 +110,10 @@ pub unsafe fn setsockopt(
     value: *const c_void,
     len: socklen_t,
 ) -> c_int {
-    match SETSOCKOPT.get() {
-        0 => missing(),
-        // SAFETY: the address is the next `setsockopt`, which has this signature; the caller
-        // vouches for `value` and `len`.
-        real => unsafe {
-            let f: unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int =
-                core::mem::transmute(real);
-            f(fd, level, name, value, len)
-        },
+    match setsockopt_fn() {
+        None => missing(),
+        // SAFETY: the caller vouches for `value` and `len`; the rest is passed on unchanged.
+        Some(f) => unsafe { f(fd, level, name, value, len) },
     }
 }
 

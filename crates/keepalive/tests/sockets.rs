@@ -4,7 +4,6 @@
 use keepalive::policy::{Policy, Settings};
 use keepalive::socket;
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 
 fn policy(s: &str) -> Policy {
     Policy::parse(s).unwrap()
@@ -90,18 +89,7 @@ fn ss_sees_the_keepalive_timer_armed_with_the_idle_time() {
     let (_server, _) = listener.accept().unwrap();
     let port = client.local_addr().unwrap().port();
     socket::apply(&client, &policy("idle=1000s,interval=10s,count=5")).unwrap();
-    let out = Command::new("ss")
-        .args([
-            "-tnoH",
-            "state",
-            "established",
-            "sport",
-            "=",
-            &format!(":{port}"),
-        ])
-        .output()
-        .expect("ss from iproute2 must be installed (scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = testkit::ss_established(&format!("sport = :{port}"));
     // "timer:(keepalive,16min39sec,0)": armed for the idle time, no probe out yet.
     let timer = text
         .split("timer:(")

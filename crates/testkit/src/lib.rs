@@ -244,3 +244,19 @@ pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
         .env_remove("RUST_BACKTRACE");
     cmd
 }
+
+/// `ss -tnoH state established FILTER`: iproute2's view of established TCP sockets, the outside
+/// reference the tests compare against (FILTER as ss takes it, e.g. `sport = :8080`).
+pub fn ss_established(filter: &str) -> String {
+    require_program("ss", "iproute2");
+    let out = Command::new("ss")
+        .args(["-tnoH", "state", "established", filter])
+        .output()
+        .expect("run ss");
+    assert!(
+        out.status.success(),
+        "ss: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
