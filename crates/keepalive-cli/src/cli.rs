@@ -23,10 +23,13 @@ pub enum Command {
     Run(RunArgs),
     /// Every TCP connection with its keepalive state, timer, idle time and owner.
     Status(StatusArgs),
-    /// The exact keepalive options of every TCP socket of a running process.
+    /// The exact keepalive options of a running process's TCP sockets, or a cgroup's policy.
     Get(GetArgs),
-    /// Set keepalive on a running process's sockets, without restarting it (pidfd_getfd).
+    /// Set keepalive on a running process's sockets (pidfd_getfd), or on every connection of a
+    /// cgroup, now and later (eBPF).
     Set(SetArgs),
+    /// Remove a cgroup's keepalive policy: detach its programs, leave nothing pinned.
+    Unset(UnsetArgs),
     /// Reproduce a peer state in throwaway network namespaces, capture it, measure it.
     Lab(LabArgs),
     /// What a server's HTTP keep-alive really does: idle timeout, requests per connection.
@@ -137,33 +140,71 @@ pub struct StatusArgs {
     pub prometheus: Option<PathBuf>,
 }
 
+/// A cgroup, by path or by a process in it.
 #[derive(Debug, Args)]
+pub struct CgroupTarget {
+    /// A cgroup v2 directory (a container's or a systemd service's, e.g.
+    /// /sys/fs/cgroup/system.slice/nginx.service): every process in it and below.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// The cgroup process PID lives in (a container's main PID, a service's MainPID).
+    #[arg(long, value_name = "PID", conflicts_with = "cgroup")]
+    pub cgroup_of: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "cgroup", "cgroup_of"])))]
 pub struct GetArgs {
-    /// The process.
+    /// The process: the exact options of each of its TCP sockets.
     #[arg(long, value_name = "PID")]
-    pub pid: u32,
+    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub target: CgroupTarget,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["fd", "all"])))]
+#[command(
+    group(clap::ArgGroup::new("target").required(true).args(["pid", "cgroup", "cgroup_of"])),
+    after_help = "Examples:\n  keepalive set --pid 1234 --all --idle 60 --interval 10 --count 5\n  \
+                  keepalive set --cgroup-of $(pidof myserver) --force --idle 60 --interval 10 --count 5"
+)]
 pub struct SetArgs {
-    /// The process.
+    /// The process: change the sockets it holds now (listeners pass the policy on to the
+    /// connections they accept later; the program's own setsockopt calls still win).
     #[arg(long, value_name = "PID")]
-    pub pid: u32,
-    /// Only this descriptor.
-    #[arg(long, value_name = "N")]
+    pub pid: Option<u32>,
+    /// With --pid: only this descriptor.
+    #[arg(long, value_name = "N", requires = "pid", conflicts_with = "all")]
     pub fd: Option<i32>,
-    /// Every TCP socket of the process, listeners included (later connections inherit).
-    #[arg(long)]
+    /// With --pid: every TCP socket of the process, listeners included.
+    #[arg(long, requires = "pid")]
     pub all: bool,
+    /// Every TCP connection of a cgroup's processes, now and later (eBPF; needs CAP_BPF and
+    /// CAP_NET_ADMIN, Linux 5.9).
+    #[command(flatten)]
+    pub target: CgroupTarget,
+    /// With a cgroup: the processes' own setsockopt calls for the policy's options report
+    /// success and change nothing (beats Go's 15 s, redis's tcp-keepalive...).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Show what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "cgroup_of"])))]
+pub struct UnsetArgs {
+    #[command(flatten)]
+    pub target: CgroupTarget,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

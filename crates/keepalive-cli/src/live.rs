@@ -124,7 +124,7 @@ fn addr(a: &SocketAddr) -> String {
     }
 }
 
-fn values(k: &SocketKeepalive) -> String {
+pub fn values(k: &SocketKeepalive) -> String {
     let s = &k.settings;
     let mut text = format!(
         "{}/{}/{}",
@@ -296,7 +296,10 @@ fn state(k: &SocketKeepalive) -> String {
 }
 
 pub fn get(args: &GetArgs) -> anyhow::Result<()> {
-    let sockets = retrofit::sockets(args.pid)?;
+    let Some(pid) = args.pid else {
+        return crate::cgroup::get(&args.target, args.json);
+    };
+    let sockets = retrofit::sockets(pid)?;
     if args.json {
         return json(&sockets);
     }
@@ -309,20 +312,36 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     for s in &sockets {
         writeln!(out, "{} {}", socket_line(s), state(&s.keepalive))?;
     }
-    writeln!(out, "{} TCP sockets in pid {}", sockets.len(), args.pid)?;
+    writeln!(out, "{} TCP sockets in pid {pid}", sockets.len())?;
     out.flush()?;
     Ok(())
 }
 
 pub fn set(args: &SetArgs) -> anyhow::Result<()> {
     let policy = args.policy.to_policy(None)?;
+    let Some(pid) = args.pid else {
+        return crate::cgroup::set(args, &policy);
+    };
     if policy.is_empty() {
         return Err(UsageError::err(
             "nothing to set: give --idle, --interval, --count, --user-timeout or --policy",
         ));
     }
-    let selection = args.fd.map_or(Selection::All, Selection::Fd);
-    let report = retrofit::apply(args.pid, selection, &policy, args.dry_run)?;
+    if args.force {
+        return Err(UsageError::err(
+            "--force needs --cgroup or --cgroup-of: with --pid the program's own setsockopt calls always win",
+        ));
+    }
+    let selection = match (args.fd, args.all) {
+        (Some(fd), _) => Selection::Fd(fd),
+        (None, true) => Selection::All,
+        (None, false) => {
+            return Err(UsageError::err(
+                "--pid needs --fd N (one socket) or --all (every TCP socket of the process)",
+            ));
+        }
+    };
+    let report = retrofit::apply(pid, selection, &policy, args.dry_run)?;
     let changes = &report.changes;
     if args.json {
         json(&report)?;
@@ -345,22 +364,19 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
         let changed = changes.iter().filter(|c| c.after.is_some()).count();
         writeln!(
             out,
-            "{changed} of {} TCP sockets in pid {} changed",
+            "{changed} of {} TCP sockets in pid {pid} changed",
             changes.len(),
-            args.pid
         )?;
         out.flush()?;
     }
     if report.exited {
         return Err(anyhow::anyhow!(
-            "pid {} exited while its sockets were being changed; the list above may be partial",
-            args.pid
+            "pid {pid} exited while its sockets were being changed; the list above may be partial",
         ));
     }
     if !args.dry_run && changes.iter().any(|c| c.after.is_none()) {
         return Err(anyhow::anyhow!(
-            "some sockets of pid {} were not changed (see above)",
-            args.pid
+            "some sockets of pid {pid} were not changed (see above)",
         ));
     }
     Ok(())

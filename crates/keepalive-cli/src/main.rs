@@ -1,6 +1,7 @@
 //! `keepalive`: parse arguments, call the library, render. Exit codes: 0 ok, 1 the thing checked
 //! failed, 2 bad usage or input, 3 missing permission.
 
+mod cgroup;
 mod cli;
 mod explain;
 mod http;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Command::Status(args) => live::status(args),
         Command::Get(args) => live::get(args),
         Command::Set(args) => live::set(args),
+        Command::Unset(args) => cgroup::unset(args),
         Command::Lab(args) => lab::run(args),
         Command::Http(args) => http::run(args),
         Command::Completions { shell } => {

@@ -140,6 +140,52 @@ pub enum Error {
         /// The system's error.
         source: io::Error,
     },
+    /// A path that is not a cgroup v2 directory.
+    #[error("{} is not a cgroup v2 directory: {why}", path.display())]
+    NotACgroup {
+        /// The path given.
+        path: PathBuf,
+        /// Why not.
+        why: String,
+    },
+    /// The running kernel lacks what an operation needs.
+    #[error("{what} needs Linux {needs} or later; this kernel is {running}")]
+    KernelTooOld {
+        /// What was asked for.
+        what: &'static str,
+        /// The first version that has it, e.g. "5.9".
+        needs: &'static str,
+        /// The running kernel's release.
+        running: String,
+    },
+    /// Capabilities the caller lacks.
+    #[error("{what} needs {missing} (this process has {have})")]
+    Capability {
+        /// What was asked for.
+        what: String,
+        /// The capabilities missing, e.g. "CAP_BPF and CAP_NET_ADMIN".
+        missing: String,
+        /// What the process has, of those that matter.
+        have: String,
+    },
+    /// A bpf(2) command failed.
+    #[error("{what} failed: {source}")]
+    Bpf {
+        /// What was being done.
+        what: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The verifier refused a program.
+    #[error("the kernel's verifier refused the {program} program ({source}); its log: {log}")]
+    Verifier {
+        /// Which program.
+        program: &'static str,
+        /// The system's error.
+        source: io::Error,
+        /// The verifier's log, lines joined with " | ".
+        log: String,
+    },
     /// A socket option could not be set or read.
     #[error("{option} on socket {fd} failed: {source}")]
     Socket {
@@ -162,8 +208,9 @@ impl Error {
             | Error::NetnsNotFound { .. }
             | Error::ProgramNotFound(_)
             | Error::NoSuchProcess(_)
-            | Error::NotATcpSocket { .. } => Class::BadInput,
-            Error::Ptrace { .. } => Class::Permission,
+            | Error::NotATcpSocket { .. }
+            | Error::NotACgroup { .. } => Class::BadInput,
+            Error::Ptrace { .. } | Error::Capability { .. } => Class::Permission,
             Error::Netns { source, .. } if source.raw_os_error() == Some(einval()) => {
                 Class::BadInput
             }
@@ -173,6 +220,7 @@ impl Error {
             | Error::Persist { source, .. }
             | Error::Socket { source, .. }
             | Error::Io { source, .. }
+            | Error::Bpf { source, .. }
             | Error::Netns { source, .. }
                 if is_permission(source) =>
             {

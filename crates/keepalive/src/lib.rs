@@ -21,6 +21,10 @@
 pub mod policy;
 
 #[cfg(feature = "std")]
+pub mod bpf;
+#[cfg(feature = "std")]
+pub mod cgroup;
+#[cfg(feature = "std")]
 pub mod diag;
 #[cfg(feature = "std")]
 pub mod error;

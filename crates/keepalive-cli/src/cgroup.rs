@@ -1,0 +1,198 @@
+//! `set`, `get` and `unset` for a cgroup: rendering what keepalive::cgroup::policy did.
+
+use crate::UsageError;
+use crate::cli::{CgroupTarget, SetArgs, UnsetArgs};
+use crate::render::json;
+use keepalive::Policy;
+use keepalive::cgroup::Cgroup;
+use keepalive::cgroup::policy::{self, Attached};
+use keepalive::sysctl::Sysctls;
+use std::io::Write;
+
+fn resolve(target: &CgroupTarget) -> anyhow::Result<Cgroup> {
+    Ok(match (&target.cgroup, target.cgroup_of) {
+        (Some(path), _) => Cgroup::open(path)?,
+        (None, Some(pid)) => Cgroup::of_pid(pid)?,
+        (None, None) => return Err(UsageError::err("give --cgroup PATH or --cgroup-of PID")),
+    })
+}
+
+fn describe(a: &Attached) -> String {
+    let policy = if a.policy.is_empty() {
+        "keepalive on".to_owned()
+    } else {
+        a.policy.to_string()
+    };
+    format!("{policy}{}", if a.force { ", force" } else { "" })
+}
+
+pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
+    if args.fd.is_some() || args.all {
+        return Err(UsageError::err(
+            "--fd and --all go with --pid, not with a cgroup",
+        ));
+    }
+    let cg = resolve(&args.target)?;
+    let defaults = Sysctls::current().read()?.settings();
+    let report = policy::set(&cg, policy, args.force, &defaults, args.dry_run)?;
+    if args.json {
+        json(&report)?;
+    } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let what = if policy.is_empty() {
+            "keepalive on".to_owned()
+        } else {
+            policy.to_string()
+        };
+        let force = if args.force { ", force" } else { "" };
+        let verb = if report.dry_run {
+            "would attach"
+        } else {
+            "attached"
+        };
+        writeln!(
+            out,
+            "cgroup {} (id {}): {verb} {what}{force}",
+            cg.path.display(),
+            cg.id
+        )?;
+        if let Some(old) = &report.replaced {
+            writeln!(
+                out,
+                "  replaces {} (no gap: the link's program was swapped in one step)",
+                describe(old)
+            )?;
+        }
+        let processes = report.existing.len();
+        let sockets: usize = report.existing.iter().map(|e| e.sockets).sum();
+        let changed = report.changed_now();
+        let verb = if report.dry_run {
+            "would change"
+        } else {
+            "changed"
+        };
+        writeln!(
+            out,
+            "  existing sockets: {verb} {changed} of {sockets} TCP sockets in {processes} processes"
+        )?;
+        for e in report.existing.iter().filter(|e| e.error.is_some()) {
+            writeln!(
+                out,
+                "    pid {}: {}",
+                e.pid,
+                e.error.as_deref().unwrap_or("")
+            )?;
+        }
+        if report.dry_run {
+            writeln!(out, "  nothing was loaded or changed (dry run)")?;
+        } else {
+            writeln!(
+                out,
+                "  new connections: covered from now on, client and server side, IPv4 and IPv6{}",
+                if args.force {
+                    "; the processes' own setsockopt of these options now does nothing"
+                } else {
+                    "; the processes' own setsockopt calls still win (--force to stop them)"
+                }
+            )?;
+            writeln!(
+                out,
+                "  pinned at {} (stays after this command; `keepalive unset --cgroup {}` removes it)",
+                policy::pin_dir(cg.id).display(),
+                cg.path.display()
+            )?;
+        }
+        out.flush()?;
+    }
+    if !report.dry_run && report.existing.iter().any(|e| e.error.is_some()) {
+        return Err(anyhow::anyhow!(
+            "some existing sockets in cgroup {} were not changed (see above); new connections are covered",
+            cg.path.display()
+        ));
+    }
+    Ok(())
+}
+
+pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
+    let cg = resolve(target)?;
+    let view = policy::get(&cg)?;
+    if as_json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            view: &'a policy::View,
+            effective: Option<String>,
+        }
+        return json(&Out {
+            view: &view,
+            effective: view.effective().map(|p| p.to_string()),
+        });
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "cgroup {} (id {})", cg.path.display(), cg.id)?;
+    if view.policies.is_empty() {
+        writeln!(
+            out,
+            "  no keepalive policy here or above: new connections get the program's own settings or the kernel's defaults"
+        )?;
+    }
+    for a in &view.policies {
+        let whose = if a.cgroup.id == cg.id {
+            "here".to_owned()
+        } else {
+            format!("from {}", a.cgroup.path.display())
+        };
+        writeln!(out, "  {whose}: {}", describe(a))?;
+        let forced = if a.force {
+            format!(", {} setsockopt calls made no-ops", a.forced_calls)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "    since set: {} connections given the policy, {} refused by the kernel{forced}",
+            a.connections, a.failed
+        )?;
+    }
+    if view.policies.len() > 1
+        && let Some(effective) = view.effective()
+    {
+        writeln!(
+            out,
+            "  in effect: {effective} (an outer cgroup's program runs last, so its values win)"
+        )?;
+    }
+    for f in &view.foreign {
+        writeln!(
+            out,
+            "  also on {}'s {} hook: program {} '{}' (not keepalive's; it may change the same options)",
+            f.cgroup.display(),
+            f.hook,
+            f.id,
+            f.name
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn unset(args: &UnsetArgs) -> anyhow::Result<()> {
+    let cg = resolve(&args.target)?;
+    let report = policy::unset(&cg)?;
+    if args.json {
+        return json(&report);
+    }
+    match &report.removed {
+        Some(a) => println!(
+            "cgroup {}: removed {}; its programs are detached and nothing of keepalive's is pinned for it; \
+             sockets keep the options they have",
+            cg.path.display(),
+            describe(a)
+        ),
+        None => println!(
+            "cgroup {}: no keepalive policy was attached; nothing to remove",
+            cg.path.display()
+        ),
+    }
+    Ok(())
+}
