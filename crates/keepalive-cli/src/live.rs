@@ -166,6 +166,11 @@ fn human_row(row: &Row, with_owner: bool) -> String {
         String::new()
     };
     let risk = if row.at_risk { "  AT RISK" } else { "" };
+    let risk = if row.cgroup_policy.is_some() {
+        format!("{risk}  cgroup policy")
+    } else {
+        risk.to_owned()
+    };
     format!(
         "{:<11} {:<21} {:<21} {:<16} {:<12} {:>5}  {owner}{risk}",
         e.state.name(),
@@ -184,9 +189,17 @@ fn human_summary(s: &Summary, idle_over: &str) -> String {
     } else {
         ""
     };
+    let covered = if s.cgroup_policy > 0 {
+        format!(
+            "; {} in a cgroup with a keepalive policy (keepalive get --cgroup-of PID shows it)",
+            s.cgroup_policy
+        )
+    } else {
+        String::new()
+    };
     format!(
         "{} socket{plural}: keepalive on {}, off {}, unknown {}{hidden}; \
-         {} at risk (established, keepalive off, idle over {idle_over})",
+         {} at risk (established, keepalive off, idle over {idle_over}){covered}",
         s.sockets, s.keepalive_on, s.keepalive_off, s.unknown, s.at_risk
     )
 }

@@ -193,6 +193,9 @@ pub struct SocketEntry {
     pub uid: u32,
     /// The socket's inode (0 for a connection still in an accept queue).
     pub inode: u32,
+    /// The cgroup the socket belongs to (`INET_DIAG_CGROUP_ID`, Linux 5.8): its creator's,
+    /// or for an accepted connection its listener's.
+    pub cgroup_id: Option<u64>,
 }
 
 impl SocketEntry {
@@ -216,6 +219,8 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const INET_DIAG_INFO: u16 = 2;
+/// Sent with every socket, no extension bit needed (`inet_diag_msg_attrs_fill()`).
+const INET_DIAG_CGROUP_ID: u16 = 21;
 const INET_DIAG_MSG_LEN: usize = 72;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -348,6 +353,7 @@ fn parse(msg: &[u8]) -> Option<SocketEntry> {
         send_q: u32_at(60),
         uid: u32_at(64),
         inode: u32_at(68),
+        cgroup_id: None,
     };
     // rtattrs: u16 length, u16 type, payload, 4-byte aligned.
     let mut at = INET_DIAG_MSG_LEN;
@@ -367,6 +373,9 @@ fn parse(msg: &[u8]) -> Option<SocketEntry> {
             if entry.timer == Timer::Keepalive {
                 entry.probes_out = payload[3];
             }
+        }
+        if kind == INET_DIAG_CGROUP_ID && payload.len() >= 8 {
+            entry.cgroup_id = payload[..8].try_into().ok().map(u64::from_ne_bytes);
         }
         at += (len + 3) & !3;
     }

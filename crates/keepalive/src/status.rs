@@ -47,6 +47,8 @@ pub struct Row {
     pub keepalive: Verdict,
     /// Established, keepalive off, idle past the threshold.
     pub at_risk: bool,
+    /// The cgroup whose keepalive policy covers the socket (`keepalive set --cgroup`), if any.
+    pub cgroup_policy: Option<std::path::PathBuf>,
 }
 
 /// A process whose sockets could not be read exactly.
@@ -67,6 +69,8 @@ pub struct Summary {
     pub keepalive_off: usize,
     pub unknown: usize,
     pub at_risk: usize,
+    /// Sockets in a cgroup with a keepalive policy (`keepalive set --cgroup`).
+    pub cgroup_policy: usize,
     /// Keepalive probes sent and unanswered, over all sockets.
     pub probes_in_flight: u64,
     /// Sockets whose owner was asked for and not found (its process's descriptors were not
@@ -129,6 +133,7 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         query.states.clone()
     };
 
+    let covered = crate::cgroup::policy::coverage();
     let mut traced: HashMap<u32, Result<Process, String>> = HashMap::new();
     let mut emit = |entry: &SocketEntry| {
         if let Some(port) = query.port
@@ -172,6 +177,7 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
             exact,
             keepalive,
             at_risk,
+            cgroup_policy: entry.cgroup_id.and_then(|id| covered.get(&id).cloned()),
         };
         summary.sockets += 1;
         match keepalive {
@@ -181,6 +187,7 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
             Verdict::NotApplicable => {}
         }
         summary.at_risk += usize::from(at_risk);
+        summary.cgroup_policy += usize::from(row.cgroup_policy.is_some());
         summary.owner_unknown +=
             usize::from(want_owners && row.owners.is_empty() && entry.inode != 0);
         summary.probes_in_flight += u64::from(entry.probes_out);
