@@ -173,12 +173,13 @@ impl SetReport {
     }
 }
 
-/// The running kernel's release, and whether it is at least `NEEDS`.
+/// Refuses a kernel older than `NEEDS`.
 fn kernel_check(what: &'static str) -> Result<(), Error> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    check_release(what, release.trim())
+}
+
+fn check_release(what: &'static str, release: &str) -> Result<(), Error> {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse::<u32>().ok());
@@ -187,7 +188,7 @@ fn kernel_check(what: &'static str) -> Result<(), Error> {
         return Err(Error::KernelTooOld {
             what,
             needs: NEEDS_TEXT,
-            running: release,
+            running: release.to_owned(),
         });
     }
     Ok(())
@@ -458,6 +459,27 @@ fn pin_record(map: &OwnedFd, dir: &Path) -> Result<(), Error> {
     })
 }
 
+/// Removes the pins of policies whose cgroup is gone: the kernel detaches a cgroup's links
+/// when the cgroup is destroyed (`cgroup_bpf_release()`), and link info then reports cgroup id
+/// 0, but the pins would keep the programs and the record loaded.
+fn prune() {
+    let Ok(entries) = std::fs::read_dir(PIN_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(Some(link)) = open_pinned(&dir.join(SOCK_OPS_PIN)) else {
+            continue;
+        };
+        if sys::link_info(link.as_fd()).is_ok_and(|i| i.cgroup_id == 0) {
+            for pin in [FORCE_PIN, SOCK_OPS_PIN, RECORD_PIN] {
+                let _ = std::fs::remove_file(dir.join(pin));
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
 /// Every process in the cgroup (and below), its existing TCP sockets given `policy`.
 fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
     let me = std::process::id();
@@ -521,6 +543,7 @@ pub fn set(
             dry_run,
         });
     }
+    prune();
     let loaded = load(&record, force)?;
     let cg_fd = cgroup_fd(cg)?;
     let dir = ensure_pin_dir(cg.id)?;
@@ -672,6 +695,7 @@ pub fn unset(cg: &Cgroup) -> Result<UnsetReport, Error> {
         "removing the keepalive policy of cgroup {}",
         cg.path.display()
     ))?;
+    prune();
     let removed = read_attached(cg)?;
     let dir = pin_dir(cg.id);
     detach_pinned(&dir.join(FORCE_PIN))?;
@@ -734,4 +758,73 @@ pub fn coverage() -> std::collections::HashMap<u64, PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_before_5_9_are_refused_by_name() {
+        let e = check_release("x", "5.8.18-100.fc33.x86_64").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x needs Linux 5.9 or later; this kernel is 5.8.18-100.fc33.x86_64"
+        );
+        assert!(check_release("x", "5.9.0").is_ok());
+        assert!(check_release("x", "6.18.44-fc-v1045").is_ok());
+        assert!(check_release("x", "4.19.0-27-amd64").is_err());
+    }
+
+    #[test]
+    fn records_hold_only_the_keys_given() {
+        let cg = Cgroup {
+            path: "/x".into(),
+            id: 9,
+            level: 1,
+            mount: "/".into(),
+        };
+        let defaults = Settings::LINUX_DEFAULT;
+        let p: Policy = "idle=37,count=4".parse().unwrap();
+        let r = record_of(&p, true, &cg, &defaults).unwrap();
+        assert_eq!(
+            r.options,
+            Record::KEEPALIVE | Record::IDLE | Record::COUNT | Record::FORCE
+        );
+        assert_eq!(policy_of(&r), p);
+        let auto: Policy = "idle=10,interval=2,count=3,user-timeout=auto"
+            .parse()
+            .unwrap();
+        let r = record_of(&auto, false, &cg, &defaults).unwrap();
+        assert_eq!(r.settings.user_timeout_ms, 16_000);
+        assert_eq!(
+            policy_of(&r).to_string(),
+            "idle=10s,interval=2s,count=3,user-timeout=16s"
+        );
+    }
+
+    #[test]
+    fn outer_values_win() {
+        let at = |id, p: &str| Attached {
+            cgroup: Cgroup {
+                path: format!("/c{id}").into(),
+                id,
+                level: id as u32,
+                mount: "/".into(),
+            },
+            policy: p.parse().unwrap(),
+            force: false,
+            connections: 0,
+            failed: 0,
+            forced_calls: 0,
+            sock_ops_prog: 1,
+            force_prog: None,
+        };
+        let view = View {
+            cgroup: at(2, "idle=1").cgroup,
+            policies: vec![at(2, "idle=23,count=3"), at(1, "idle=41")],
+            foreign: vec![],
+        };
+        assert_eq!(view.effective().unwrap().to_string(), "idle=41s,count=3");
+    }
 }
