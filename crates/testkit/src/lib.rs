@@ -1,8 +1,8 @@
-//! Helpers for integration tests that need root and network namespaces.
+//! Helpers for integration tests that need root: network namespaces and cgroups.
 //!
-//! Namespaces are named `ka-t<pid>-<n>`, so two test runs never collide, and are deleted when the
-//! guard drops, on success or on a failing assertion. `scripts/test.sh` also removes any left by
-//! a run that was killed (its pid no longer exists).
+//! Namespaces and cgroups are named `ka-t<pid>-<n>`, so two test runs never collide, and are
+//! deleted when the guard drops, on success or on a failing assertion. `scripts/test.sh` also
+//! removes namespaces left by a run that was killed (its pid no longer exists).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -259,4 +259,135 @@ pub fn ss_established(filter: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where the cgroup v2 hierarchy is mounted, read from /proc/self/mountinfo (the first mount
+/// of type cgroup2), independently of the code under test; fails the test when there is none.
+pub fn cgroup2_mount() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo");
+    info.lines()
+        .find_map(|line| {
+            // id parent major:minor root mountpoint options [optional...] - fstype source super
+            let (left, right) = line.split_once(" - ")?;
+            (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4))?
+        })
+        .map(|point| std::path::PathBuf::from(point.replace("\\040", " ")))
+        .expect("this test needs a cgroup v2 hierarchy mounted (no cgroup2 in /proc/self/mountinfo)")
+}
+
+/// A cgroup v2 directory made for one test: `<cgroup2 mount>/ka-t<pid>-<n>`, or the same name
+/// inside another `TempCgroup` ([`TempCgroup::child`]). On drop, even after a failed assertion,
+/// it kills what is left inside (`cgroup.kill`, else SIGKILL to each pid of `cgroup.procs`),
+/// waits (bounded) until no process is left, runs `keepalive unset --cgroup` on it so nothing
+/// stays pinned, and removes the directory. Cgroups below it are cleaned up first.
+pub struct TempCgroup {
+    path: std::path::PathBuf,
+    keepalive: std::path::PathBuf,
+}
+
+impl TempCgroup {
+    /// A fresh cgroup at the top of the hierarchy; `keepalive` is the binary that unsets it.
+    pub fn new(keepalive: &Path) -> TempCgroup {
+        require_root();
+        TempCgroup::make(&cgroup2_mount(), keepalive)
+    }
+
+    /// A fresh cgroup inside this one.
+    pub fn child(&self) -> TempCgroup {
+        TempCgroup::make(&self.path, &self.keepalive)
+    }
+
+    fn make(parent: &Path, keepalive: &Path) -> TempCgroup {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = parent.join(format!(
+            "ka-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TempCgroup {
+            path,
+            keepalive: keepalive.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup.
+    pub fn add(&self, pid: u32) {
+        let procs = self.path.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", procs.display()));
+    }
+
+    /// The processes directly in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        procs_of(&self.path)
+    }
+}
+
+fn procs_of(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Empties and removes `dir` and the cgroups below it, reporting (not panicking) what fails:
+/// this runs in Drop, possibly while a test is already unwinding.
+fn remove_cgroup(dir: &Path, keepalive: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path(), keepalive);
+            }
+        }
+    }
+    let kill = dir.join("cgroup.kill");
+    if !kill.exists() || std::fs::write(&kill, "1").is_err() {
+        for pid in procs_of(dir) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+    let start = std::time::Instant::now();
+    while !procs_of(dir).is_empty() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    match Command::new(keepalive)
+        .args(["unset", "--cgroup"])
+        .arg(dir)
+        .output()
+    {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "cleanup: keepalive unset --cgroup {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("cleanup: {}: {e}", keepalive.display()),
+    }
+    // rmdir is refused (EBUSY) for a moment after the last process left.
+    let start = std::time::Instant::now();
+    while let Err(e) = std::fs::remove_dir(dir) {
+        if start.elapsed() > std::time::Duration::from_secs(5) {
+            eprintln!(
+                "cleanup: rmdir {}: {e} (processes left: {:?})",
+                dir.display(),
+                procs_of(dir)
+            );
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        remove_cgroup(&self.path, &self.keepalive);
+    }
 }
