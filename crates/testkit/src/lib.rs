@@ -272,7 +272,9 @@ pub fn cgroup2_mount() -> std::path::PathBuf {
             (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4))?
         })
         .map(|point| std::path::PathBuf::from(point.replace("\\040", " ")))
-        .expect("this test needs a cgroup v2 hierarchy mounted (no cgroup2 in /proc/self/mountinfo)")
+        .expect(
+            "this test needs a cgroup v2 hierarchy mounted (no cgroup2 in /proc/self/mountinfo)",
+        )
 }
 
 /// A cgroup v2 directory made for one test: `<cgroup2 mount>/ka-t<pid>-<n>`, or the same name
