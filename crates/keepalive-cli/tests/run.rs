@@ -413,19 +413,24 @@ fn unreachable_programs_are_refused_with_the_way_out() {
     let c = dir.path().join("hello.c");
     std::fs::write(&c, "int main(void) { return 0; }\n").unwrap();
     let st = testkit::compile_c(&c, dir.path(), &["-static"]);
-    let out = output(&["--", st.to_str().unwrap()]);
+    let out = output(&["--via", "shim", "--", st.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("statically linked") && err.contains("keepalive set --pid"),
+        err.contains("statically linked")
+            && err.contains("keepalive set --pid")
+            && err.contains("use --via seccomp"),
         "{err}"
     );
+    // By default (--via auto) seccomp reaches it.
+    let out = output(&["--", st.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
 
     // A binary with Go's build-info section is taken for Go.
     let go = dir.path().join("gofake.c");
     std::fs::write(&go, "__attribute__((section(\".go.buildinfo\"), used)) static const char b[] = \"go\";\nint main(void) { return 0; }\n").unwrap();
     let go = testkit::compile_c(&go, dir.path(), &[]);
-    let out = output(&["--", go.to_str().unwrap()]);
+    let out = output(&["--via", "shim", "--", go.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Go program"),
         "{out:?}"
@@ -437,11 +442,15 @@ fn unreachable_programs_are_refused_with_the_way_out() {
     std::fs::copy("/bin/true", &suid).unwrap();
     std::os::unix::fs::chown(&suid, Some(65534), None).unwrap();
     std::fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
-    let out = output(&["--", suid.to_str().unwrap()]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("setuid"),
-        "{out:?}"
-    );
+    for via in ["auto", "shim", "seccomp"] {
+        let out = output(&["--via", via, "--", suid.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--via {via}: {err}");
+        assert!(
+            err.contains("setuid") && err.contains("no_new_privs"),
+            "--via {via}: {err}"
+        );
+    }
 
     // Scripts are judged by their interpreter, which is fine here.
     let out = output(&["--", "sh", "-c", "exit 0"]);
