@@ -9,7 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use testkit::{Running, connected_socket_of, free_port, require_program, wait_for};
+use testkit::{
+    PY_CLIENT, PY_TWO_CLIENTS, Running, child_of, connected_socket_of, free_port, require_program,
+    wait_for,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
 const WAIT: Duration = Duration::from_secs(20);
@@ -162,12 +165,6 @@ fn curl_default_mode_lets_curl_win_and_force_mode_keeps_the_policy() {
     assert_eq!((k.enabled, k.settings.idle), (true, 34));
 }
 
-const PY_CLIENT: &str = "import socket, sys, time\n\
-    s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-    if sys.argv[2] == 'off': s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0); \
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 999)\n\
-    time.sleep(30)\n";
-
 #[test]
 fn python_turning_keepalive_off_wins_by_default_and_loses_under_force() {
     require_program("python3", "python3");
@@ -260,10 +257,7 @@ fn node_gets_the_policy() {
 #[test]
 fn filters_choose_the_connections() {
     require_program("python3", "python3");
-    let script = "import socket, sys, time\n\
-        a = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-        b = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
-        time.sleep(30)\n";
+    let script = PY_TWO_CLIENTS;
     let ((la, pa), (lb, pb)) = (listener(), listener());
     let p = start(&[
         "--idle",
@@ -399,12 +393,6 @@ fn ld_preload_is_appended_and_no_inherit_keeps_children_clean() {
         !socket_of(py, port, false).0.enabled,
         "--no-inherit: the shim is not in the grandchild"
     );
-}
-
-/// The first child of `pid`, from /proc.
-fn child_of(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
 }
 
 #[test]
@@ -543,6 +531,7 @@ fn invalid_configuration_warns_once_and_changes_nothing() {
         .args(["-c", PY_CLIENT, &port.to_string(), "on"])
         .env("LD_PRELOAD", &shim)
         .env("KEEPALIVE_POLICY", "idle=0,count=3")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
