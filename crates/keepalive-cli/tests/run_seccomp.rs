@@ -432,6 +432,27 @@ fn filters_leave_non_matching_connections_alone() {
 }
 
 #[test]
+fn no_inherit_leaves_the_programs_children_alone() {
+    require_program("python3", "python3");
+    let (l, port) = listener();
+    let grandchild = format!(
+        "python3 -c \"{}\" {port} on",
+        PY_CLIENT.replace('"', "\\\"")
+    );
+    for (extra, inherited) in [(None, true), (Some("--no-inherit"), false)] {
+        let mut args = vec!["--via", "seccomp", POLICY];
+        args.extend(extra);
+        args.extend(["--", "sh", "-c", &grandchild]);
+        let p = Supervised::start(&args);
+        let _c = accept(&l);
+        let sh = p.pid();
+        let py = wait_for("python under sh", WAIT, || child_of(sh));
+        let s = connection_of(py, port, false);
+        assert_eq!(s.enabled, inherited, "{extra:?}");
+    }
+}
+
+#[test]
 fn an_unprivileged_user_can_run_through_seccomp() {
     testkit::require_root();
     let (l, port) = listener();
