@@ -11,7 +11,7 @@ declare -A wanted=(
   [ip]=iproute2 [ss]=iproute2 [setpriv]=util-linux [mount]=mount
   [cc]=gcc [nc]=netcat-openbsd [socat]=socat [curl]=curl [python3]=python3
   [java]=openjdk-17-jdk-headless [node]=nodejs [nft]=nftables [tshark]=tshark [nsenter]=util-linux
-  [nginx]=nginx [openssl]=openssl
+  [nginx]=nginx [openssl]=openssl [go]=golang-go [/bin/busybox]=busybox-static
   [/usr/lib/libkeepalive.so.0]=libkeepalive0 [/usr/lib/x86_64-linux-gnu/libdontdie.so.0]=libdontdie0
 )
 missing=()

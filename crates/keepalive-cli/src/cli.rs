@@ -19,7 +19,7 @@ pub enum Command {
     /// The kernel's keepalive defaults, per network namespace.
     #[command(subcommand)]
     Sysctl(SysctlCommand),
-    /// Start an unmodified program with keepalive injected through the LD_PRELOAD shim.
+    /// Start an unmodified program with keepalive injected (LD_PRELOAD shim or seccomp).
     Run(RunArgs),
     /// Every TCP connection with its keepalive state, timer, idle time and owner.
     Status(StatusArgs),
@@ -213,7 +213,9 @@ pub struct UnsetArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example: keepalive run --idle 30 --interval 10 --count 5 -- nc -l 8080\n\
-                  The program keeps its pid, exit code and signals: keepalive execs it."
+                  Through the shim the program keeps its pid, exit code and signals: keepalive execs it.\n\
+                  Through seccomp keepalive stays the parent: it passes signals on to the program\n\
+                  and exits with the program's exit status (or dies by the same signal)."
 )]
 pub struct RunArgs {
     /// A policy such as idle=30s,interval=10s,count=5 (same as --policy). Keys left out keep
@@ -237,22 +239,37 @@ pub struct RunArgs {
     #[arg(long, value_name = "LIST")]
     pub dest: Option<String>,
 
-    /// Report what the shim does: syslog, or an absolute file path (default: off).
+    /// Report what the shim or the supervisor does: syslog, or an absolute file path (default:
+    /// off).
     #[arg(long, value_name = "TARGET")]
     pub log: Option<String>,
 
-    /// Keep the shim out of the programs CMD starts.
+    /// Keep the policy out of the programs CMD starts (the shim leaves their environment; the
+    /// seccomp supervisor lets their calls run untouched).
     #[arg(long)]
     pub no_inherit: bool,
 
     /// Print the LD_PRELOAD and KEEPALIVE_POLICY settings instead of running anything (for
-    /// systemd units, /etc/ld.so.preload setups, or scripts).
+    /// systemd units, /etc/ld.so.preload setups, or scripts; the shim only).
     #[arg(long)]
     pub print_env: bool,
+
+    /// How the policy reaches the program: shim (LD_PRELOAD, dynamic programs), seccomp (a
+    /// supervisor that traps connect and listen: static and Go programs, anything), or auto,
+    /// the shim where it reaches and seccomp elsewhere.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
+    pub via: Via,
 
     /// The program and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD", required_unless_present = "print_env")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    Shim,
+    Seccomp,
+    Auto,
 }
 
 #[derive(Debug, Args)]

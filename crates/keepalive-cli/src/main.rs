@@ -47,10 +47,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Run(args) = &cli.command {
+        // Through seccomp, keepalive exits with the program's status.
+        return match run::run(args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => fail(&e),
+        };
+    }
     let result = match &cli.command {
         Command::Explain(args) => explain::run(args),
         Command::Sysctl(cmd) => sysctl::run(cmd),
-        Command::Run(args) => run::run(args),
+        // Handled above: it has an exit status of its own.
+        Command::Run(_) => Ok(()),
         Command::Status(args) => live::status(args),
         Command::Get(args) => live::get(args),
         Command::Set(args) => live::set(args),
@@ -70,12 +78,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // The library's messages already name their cause; print only the outermost.
-            eprintln!("keepalive: {}", one_line(&e.to_string()));
-            ExitCode::from(exit_code(&e))
-        }
+        Err(e) => fail(&e),
     }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    // The library's messages already name their cause; print only the outermost.
+    eprintln!("keepalive: {}", one_line(&e.to_string()));
+    ExitCode::from(exit_code(e))
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

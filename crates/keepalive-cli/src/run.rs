@@ -1,16 +1,22 @@
-//! `keepalive run`: validate everything, then exec the program with the shim preloaded.
+//! `keepalive run`: validate everything, then exec the program with the shim preloaded, or
+//! run it under the library's seccomp supervisor.
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, Via};
 use keepalive::Error;
-use keepalive::launch::{self, SHIM_ENV};
+use keepalive::launch::{self, Mechanism, SHIM_ENV};
 use keepalive::policy::Key;
 use keepalive::policy::injection::Injection;
+use keepalive::supervise::{self, Exit};
 use keepalive::sysctl::Sysctls;
 use std::env;
+use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+/// Returns the exit status for keepalive itself: 0 after --print-env, the program's own
+/// after a seccomp run.
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut injection = Injection::default();
     injection.policy = args.policy_args.to_policy(args.policy_text.as_deref())?;
     let flags = [
@@ -31,18 +37,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .policy
         .resolve(&Sysctls::current().read()?.settings())?;
 
-    let exe = env::current_exe()?;
-    let shim = launch::find_shim(&exe, env::var_os(SHIM_ENV).as_deref())?;
-    let vars = launch::environment(&shim, env::var_os("LD_PRELOAD").as_deref(), &injection);
     if args.print_env {
+        if args.via == Via::Seccomp {
+            return Err(crate::UsageError::err(
+                "--print-env prints the LD_PRELOAD shim's settings; it does not go with --via seccomp, which has nothing to print",
+            ));
+        }
+        let vars = shim_environment(&injection)?;
+        let mut out = std::io::stdout().lock();
         for (key, value) in &vars {
-            println!(
+            let written = writeln!(
+                out,
                 "{}={}",
                 key.to_string_lossy(),
                 shell_quote(&value.to_string_lossy())
             );
+            match written {
+                Ok(()) => {}
+                // A closed pipe ends quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
         }
-        return Ok(());
+        return Ok(0);
     }
 
     let Some((name, rest)) = args.command.split_first() else {
@@ -52,23 +69,50 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let program = launch::resolve_program(name, env::var_os("PATH").as_deref())
         .ok_or_else(|| Error::ProgramNotFound(name.to_string_lossy().into_owned()))?;
-    if let Some((blocked, why)) = launch::reach(&program)? {
-        return Err(Error::Unreachable {
-            program: blocked,
-            why: why.reason(),
+    let via = match args.via {
+        Via::Shim => launch::Via::Shim,
+        Via::Seccomp => launch::Via::Seccomp,
+        Via::Auto => launch::Via::Auto,
+    };
+    let plan = launch::plan(&program, via)?;
+    match plan.mechanism {
+        Mechanism::Shim => {
+            let vars = shim_environment(&injection)?;
+            let failure = Command::new(&program)
+                .arg0(name)
+                .args(rest)
+                .envs(vars)
+                .exec();
+            Err(Error::Io {
+                what: format!("starting {}", program.display()),
+                source: failure,
+            }
+            .into())
         }
-        .into());
+        Mechanism::Seccomp => {
+            if let Some(warning) = plan.warning(&injection) {
+                let _ = writeln!(std::io::stderr(), "keepalive: warning: {warning}");
+            }
+            match supervise::run(&program, name, rest, &injection)? {
+                Exit::Code(code) => Ok(u8::try_from(code).unwrap_or(1)),
+                Exit::Signal(signal) => {
+                    supervise::die_by(signal);
+                    Ok(u8::try_from(128 + signal).unwrap_or(1))
+                }
+            }
+        }
     }
-    let failure = Command::new(&program)
-        .arg0(name)
-        .args(rest)
-        .envs(vars)
-        .exec();
-    Err(Error::Io {
-        what: format!("starting {}", program.display()),
-        source: failure,
-    }
-    .into())
+}
+
+/// LD_PRELOAD with the shim and KEEPALIVE_POLICY, for the shim's ways of starting a program.
+fn shim_environment(injection: &Injection) -> anyhow::Result<[(OsString, OsString); 2]> {
+    let exe = env::current_exe()?;
+    let shim = launch::find_shim(&exe, env::var_os(SHIM_ENV).as_deref())?;
+    Ok(launch::environment(
+        &shim,
+        env::var_os("LD_PRELOAD").as_deref(),
+        injection,
+    ))
 }
 
 /// Single quotes for a POSIX shell, when needed.

@@ -96,7 +96,7 @@ struct Conn {
     ka: [u32; 4],
 }
 
-/// A server that answers line commands on stdin (tests/go/server.go, tests/java/Server.java).
+/// A server that answers line commands on stdin (tests/go/cmdserver.go, tests/java/Server.java).
 struct Server {
     proc_: Running,
     stdin: ChildStdin,
@@ -208,32 +208,11 @@ impl Server {
     }
 }
 
-/// The static Go server, built with a private GOCACHE, GOPATH and HOME in `dir`.
+/// The static Go server (tests/go/cmdserver.go), built with a private GOCACHE and GOPATH in
+/// `dir`.
 fn go_server(dir: &Path, plain: bool) -> Server {
-    require_program("go", "golang-go");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/server.go");
-    let exe = dir.join("server");
-    for d in ["cache", "path", "home"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    let mut build = Command::new("go");
-    build
-        .args(["build", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .env("CGO_ENABLED", "0")
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("path"))
-        .env("HOME", dir.join("home"));
-    let out = bounded(build);
-    assert!(
-        out.status.success(),
-        "go build {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/cmdserver.go");
+    let exe = testkit::go_build(&src, dir);
     let mut cmd = Command::new(&exe);
     if plain {
         cmd.arg("-plain");

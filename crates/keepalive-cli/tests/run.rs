@@ -9,7 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use testkit::{Running, connected_socket_of, free_port, require_program, wait_for};
+use testkit::{
+    PY_CLIENT, PY_TWO_CLIENTS, Running, child_of, connected_socket_of, free_port, require_program,
+    wait_for,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
 const WAIT: Duration = Duration::from_secs(20);
@@ -162,12 +165,6 @@ fn curl_default_mode_lets_curl_win_and_force_mode_keeps_the_policy() {
     assert_eq!((k.enabled, k.settings.idle), (true, 34));
 }
 
-const PY_CLIENT: &str = "import socket, sys, time\n\
-    s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-    if sys.argv[2] == 'off': s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0); \
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 999)\n\
-    time.sleep(30)\n";
-
 #[test]
 fn python_turning_keepalive_off_wins_by_default_and_loses_under_force() {
     require_program("python3", "python3");
@@ -260,10 +257,7 @@ fn node_gets_the_policy() {
 #[test]
 fn filters_choose_the_connections() {
     require_program("python3", "python3");
-    let script = "import socket, sys, time\n\
-        a = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-        b = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
-        time.sleep(30)\n";
+    let script = PY_TWO_CLIENTS;
     let ((la, pa), (lb, pb)) = (listener(), listener());
     let p = start(&[
         "--idle",
@@ -401,31 +395,30 @@ fn ld_preload_is_appended_and_no_inherit_keeps_children_clean() {
     );
 }
 
-/// The first child of `pid`, from /proc.
-fn child_of(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 #[test]
 fn unreachable_programs_are_refused_with_the_way_out() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("hello.c");
     std::fs::write(&c, "int main(void) { return 0; }\n").unwrap();
     let st = testkit::compile_c(&c, dir.path(), &["-static"]);
-    let out = output(&["--", st.to_str().unwrap()]);
+    let out = output(&["--via", "shim", "--", st.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("statically linked") && err.contains("keepalive set --pid"),
+        err.contains("statically linked")
+            && err.contains("keepalive set --pid")
+            && err.contains("use --via seccomp"),
         "{err}"
     );
+    // By default (--via auto) seccomp reaches it.
+    let out = output(&["--", st.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
 
     // A binary with Go's build-info section is taken for Go.
     let go = dir.path().join("gofake.c");
     std::fs::write(&go, "__attribute__((section(\".go.buildinfo\"), used)) static const char b[] = \"go\";\nint main(void) { return 0; }\n").unwrap();
     let go = testkit::compile_c(&go, dir.path(), &[]);
-    let out = output(&["--", go.to_str().unwrap()]);
+    let out = output(&["--via", "shim", "--", go.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Go program"),
         "{out:?}"
@@ -437,11 +430,15 @@ fn unreachable_programs_are_refused_with_the_way_out() {
     std::fs::copy("/bin/true", &suid).unwrap();
     std::os::unix::fs::chown(&suid, Some(65534), None).unwrap();
     std::fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
-    let out = output(&["--", suid.to_str().unwrap()]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("setuid"),
-        "{out:?}"
-    );
+    for via in ["auto", "shim", "seccomp"] {
+        let out = output(&["--via", via, "--", suid.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--via {via}: {err}");
+        assert!(
+            err.contains("setuid") && err.contains("no_new_privs"),
+            "--via {via}: {err}"
+        );
+    }
 
     // Scripts are judged by their interpreter, which is fine here.
     let out = output(&["--", "sh", "-c", "exit 0"]);
@@ -534,6 +531,7 @@ fn invalid_configuration_warns_once_and_changes_nothing() {
         .args(["-c", PY_CLIENT, &port.to_string(), "on"])
         .env("LD_PRELOAD", &shim)
         .env("KEEPALIVE_POLICY", "idle=0,count=3")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

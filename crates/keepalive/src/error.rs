@@ -100,12 +100,28 @@ pub enum Error {
     /// The program to run was not found.
     #[error("command '{0}' not found in PATH")]
     ProgramNotFound(String),
-    /// The shim cannot act inside the program.
-    #[error("the shim cannot reach {}: {why}; start it as it is and use `keepalive set --pid PID` on its sockets instead", program.display())]
+    /// The shim cannot act inside the program (which seccomp can reach).
+    #[error("the shim cannot reach {}: {why}; start it as it is and use `keepalive set --pid PID` on its sockets instead, or use --via seccomp", program.display())]
     Unreachable {
         /// The program (or a script's interpreter).
         program: PathBuf,
         /// Why.
+        why: String,
+    },
+    /// Neither mechanism can start the program with its privileges.
+    #[error("keepalive run cannot reach {}: {why}, and under --via seccomp no_new_privs would drop its privileges anyway; start it as it is and use `keepalive set --pid PID` on its sockets instead", program.display())]
+    Privileged {
+        /// The program (or a script's interpreter).
+        program: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The kernel (or this build) cannot run a seccomp supervisor.
+    #[error(
+        "keepalive run --via seccomp needs seccomp user notification with FLAG_CONTINUE (Linux 5.5) and pidfd_getfd (Linux 5.6): {why}"
+    )]
+    SeccompUnavailable {
+        /// What was missing.
         why: String,
     },
     /// No such process.

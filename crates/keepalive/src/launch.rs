@@ -1,5 +1,6 @@
-//! Starting a program with the LD_PRELOAD shim: finding the shim, deciding whether it can reach
-//! the program at all, and the environment to exec it with.
+//! Starting a program with keepalive injected: choosing the mechanism (the LD_PRELOAD shim, or
+//! the seccomp supervisor of [`crate::supervise`] for what the shim cannot reach), finding the
+//! shim, and the environment to exec it with.
 //!
 //! The dynamic loader honours LD_PRELOAD only for dynamically linked programs, and in secure
 //! execution (a setuid or setgid program run by someone else, or one with file capabilities;
@@ -8,6 +9,7 @@
 //! socket(), so a preloaded hook never sees them. `keepalive set --pid` reaches all of these.
 
 use crate::error::Error;
+use crate::policy::grammar::Mode;
 use crate::policy::injection::{ENV, Injection};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -105,6 +107,77 @@ impl Unreachable {
                 "it has file capabilities, so the loader ignores LD_PRELOAD".into()
             }
         }
+    }
+}
+
+/// How a policy reaches a program started by `keepalive run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// The LD_PRELOAD shim: the program is exec'd in place and keeps keepalive's pid.
+    Shim,
+    /// A seccomp supervisor ([`crate::supervise`]): keepalive stays the parent.
+    Seccomp,
+}
+
+/// Which mechanism the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The shim, or a refusal.
+    Shim,
+    /// The supervisor, whatever the program is.
+    Seccomp,
+    /// The cheapest that reaches the program: the shim for dynamic programs, the supervisor
+    /// for static and Go programs (and scripts whose interpreter is one).
+    Auto,
+}
+
+/// How `keepalive run` will start a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The mechanism.
+    pub mechanism: Mechanism,
+    /// The program (or a script's interpreter) is a Go program.
+    pub go: bool,
+}
+
+impl Plan {
+    /// A warning for the user, if the policy will not have the last word: Go's net package
+    /// turns keepalive on with 15 s idle and interval on every TCP connection it dials or
+    /// accepts (net.Dialer.KeepAlive, net.ListenConfig.KeepAlive; `defaultTCPKeepAlive`), after
+    /// connect and accept, so in default mode Go's values replace the policy's.
+    pub fn warning(&self, injection: &Injection) -> Option<&'static str> {
+        (self.go && self.mechanism == Mechanism::Seccomp && injection.mode != Mode::Force).then_some(
+            "Go sets its own keepalive (15 s idle and interval) on every connection it dials or accepts, so Go's values win over the policy's; use --force to keep the policy",
+        )
+    }
+}
+
+/// Chooses how to start `program`. setuid, setgid and file-capability programs are refused
+/// whatever `via` says: the loader ignores LD_PRELOAD for them, and the no_new_privs that a
+/// seccomp filter needs would start them without their privileges.
+pub fn plan(program: &Path, via: Via) -> Result<Plan, Error> {
+    let blocked = reach(program)?;
+    let seccomp = |go| Plan {
+        mechanism: Mechanism::Seccomp,
+        go,
+    };
+    match (blocked, via) {
+        (Some((program, why @ (Unreachable::SetId(_) | Unreachable::FileCapabilities))), _) => {
+            Err(Error::Privileged {
+                program,
+                why: why.reason(),
+            })
+        }
+        (Some((program, why)), Via::Shim) => Err(Error::Unreachable {
+            program,
+            why: why.reason(),
+        }),
+        (Some((_, why)), Via::Seccomp | Via::Auto) => Ok(seccomp(why == Unreachable::Go)),
+        (None, Via::Seccomp) => Ok(seccomp(false)),
+        (None, Via::Shim | Via::Auto) => Ok(Plan {
+            mechanism: Mechanism::Shim,
+            go: false,
+        }),
     }
 }
 

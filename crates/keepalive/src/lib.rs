@@ -43,6 +43,8 @@ pub mod socket;
 #[cfg(feature = "std")]
 pub mod status;
 #[cfg(feature = "std")]
+pub mod supervise;
+#[cfg(feature = "std")]
 pub mod sysctl;
 
 #[cfg(feature = "std")]

@@ -108,7 +108,7 @@ pub struct ProcessSocket {
 
 /// Whether a duplicate is a TCP socket: protocol TCP (which only AF_INET and AF_INET6 stream
 /// sockets have; anything that is not a socket fails the first call) in an IP family.
-fn is_tcp(fd: &OwnedFd) -> bool {
+pub(crate) fn is_tcp(fd: &OwnedFd) -> bool {
     sockopt::socket_protocol(fd).ok().flatten() == Some(rustix::net::ipproto::TCP)
         && matches!(
             sockopt::socket_domain(fd),

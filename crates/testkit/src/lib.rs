@@ -170,20 +170,77 @@ pub fn free_port() -> u16 {
 pub fn compile_c(src: &Path, out: &Path, flags: &[&str]) -> std::path::PathBuf {
     require_program("cc", "gcc");
     let exe = out.join(src.file_stem().unwrap());
-    let result = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
+    let mut cc = Command::new("cc");
+    cc.args(["-O2", "-Wall", "-o"])
         .arg(&exe)
         .arg(src)
-        .args(flags)
+        .args(flags);
+    build(cc, src);
+    exe
+}
+
+/// Builds a Go source file into `out` as a static binary (CGO_ENABLED=0, so no libc: Go's own
+/// system calls), with Go's build cache and GOPATH inside `out`.
+pub fn go_build(src: &Path, out: &Path) -> std::path::PathBuf {
+    require_program("go", "golang-go");
+    let exe = out.join(src.file_stem().unwrap());
+    let mut go = Command::new("go");
+    go.args(["build", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", out.join("gocache"))
+        .env("GOPATH", out.join("gopath"))
+        .env("GO111MODULE", "off");
+    build(go, src);
+    exe
+}
+
+/// Runs a compiler, failing the test with its errors.
+fn build(mut compiler: Command, src: &Path) {
+    let name = compiler.get_program().to_string_lossy().into_owned();
+    let result = compiler
         .output()
-        .expect("run cc");
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
     assert!(
         result.status.success(),
-        "cc {}: {}",
+        "{name} {}: {}",
         src.display(),
         String::from_utf8_lossy(&result.stderr)
     );
-    exe
+}
+
+/// The first child of `pid`, from /proc.
+pub fn child_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// A python3 client: connects to 127.0.0.1:ARGV[1]; with ARGV[2] `off` it then turns keepalive
+/// off and sets TCP_KEEPIDLE to 999 itself; prints `ready` and holds the connection.
+pub const PY_CLIENT: &str = "import socket, sys, time\n\
+    s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+    if sys.argv[2] == 'off': s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0); \
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 999)\n\
+    print('ready', flush=True)\n\
+    time.sleep(30)\n";
+
+/// A python3 client of two servers, 127.0.0.1:ARGV[1] and 127.0.0.1:ARGV[2]; prints `ready`
+/// once connected to both and holds the connections.
+pub const PY_TWO_CLIENTS: &str = "import socket, sys, time\n\
+    a = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+    b = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
+    print('ready', flush=True)\n\
+    time.sleep(30)\n";
+
+/// Asserts `out` failed with exit code `code` and one line on stderr holding every needle.
+pub fn assert_one_line_failure(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
 }
 
 /// The keepalive state of the socket in process `pid` whose local port is `port` and that is
