@@ -83,6 +83,21 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
                 e.error.as_deref().unwrap_or("")
             )?;
         }
+        for e in report
+            .existing
+            .iter()
+            .filter(|e| !e.outside_listeners.is_empty())
+        {
+            let fds: Vec<String> = e.outside_listeners.iter().map(i32::to_string).collect();
+            writeln!(
+                out,
+                "    pid {}: listener fd {} was opened before the process joined this cgroup, so its \
+                 connections are not the cgroup's: the policy was set on the listener itself \
+                 (they inherit it; --force cannot guard them and unset leaves it)",
+                e.pid,
+                fds.join(", ")
+            )?;
+        }
         if report.dry_run {
             writeln!(out, "  nothing was loaded or changed (dry run)")?;
         } else {

@@ -379,8 +379,8 @@ fn go_server_without_and_with_force_and_its_existing_connections() {
     let out = ok(&args);
     assert!(
         out.contains("attached idle=37s,interval=7s,count=4")
-            && out.contains("existing sockets: changed 2 of 2 TCP sockets in 1 processes"),
-        "the listener and the connection accepted before: {out}"
+            && out.contains("existing sockets: changed 1 of 1 TCP sockets in 1 processes"),
+        "the connection accepted before (the cgroup's own listener is left to the program): {out}"
     );
     let now = both_views(&mut go);
     assert_eq!(
@@ -409,8 +409,8 @@ fn go_server_without_and_with_force_and_its_existing_connections() {
     assert_eq!(report["replaced"]["force"], false, "{report}");
     assert_eq!(report["existing"][0]["pid"], go.pid(), "{report}");
     assert_eq!(
-        report["existing"][0]["changed"], 3,
-        "listener and two connections: {report}"
+        report["existing"][0]["changed"], 2,
+        "the two connections (the listener is the cgroup's own, left to the program): {report}"
     );
     let (_c2, p2) = client(port);
     go.accepted(p2);
@@ -530,14 +530,19 @@ fn unset_leaves_nothing_attached_or_pinned() {
     let defaults = kernel_defaults();
     let with_policy = [1, 33, defaults[2], 2];
 
-    // One listener from before the policy (`set` gives it the policy through pidfd_getfd),
-    // one made after it (no program touches a listener).
+    // One listener from before the policy, one made after it. Both are the cgroup's sockets,
+    // so `set` leaves them alone (the sock_ops program covers what they accept) and `unset`
+    // has nothing to take back from them.
     let before = go.listen();
     let out = ok(&[
         "set", "--cgroup", cgroup, "--force", "--idle", "33", "--count", "2",
     ]);
-    assert!(out.contains("changed 1 of 1 TCP sockets"), "{out}");
-    assert_eq!(listener_of(go.pid(), before), with_policy, "retrofitted");
+    assert!(out.contains("changed 0 of 0 TCP sockets"), "{out}");
+    assert_eq!(
+        listener_of(go.pid(), before),
+        defaults,
+        "a cgroup's listener is left alone"
+    );
     let port = go.listen();
     assert_eq!(listener_of(go.pid(), port), defaults);
 
@@ -604,16 +609,65 @@ fn unset_leaves_nothing_attached_or_pinned() {
     ] {
         assert_eq!(find(&now, local, peer).ka, defaults, "{what}: {now:?}");
     }
-    // The listener `set` changed passes whatever it holds now on to what it accepts (the
-    // kernel copies a listener's options into each accepted socket). unset leaves the
-    // listener as set made it (with_policy), so this connection still gets the policy; the
-    // test only holds the kernel's rule, not that choice.
+    // The listener from before the policy hands out the kernel's defaults again.
     let (_c3, p3) = client(before);
-    assert_eq!(go.accepted(p3).ka, listener_of(go.pid(), before));
+    assert_eq!(
+        go.accepted(p3).ka,
+        defaults,
+        "after unset, on the older listener"
+    );
 
     // A second unset has nothing to do, and says so.
     let out = ok(&["unset", "--cgroup", cgroup]);
     assert!(out.contains("no keepalive policy was attached"), "{out}");
+}
+
+#[test]
+fn a_listener_opened_before_the_process_joined_is_given_the_policy_and_named() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cg = TempCgroup::new(Path::new(BIN));
+    let mut go = go_server(dir.path(), false);
+    // Listening first, in the test's own cgroup: that listener is not the new cgroup's socket.
+    let port = go.listen();
+    cg.add(go.pid());
+    let cgroup = path_str(cg.path());
+    let out = ok(&[
+        "set",
+        "--cgroup",
+        cgroup,
+        "--force",
+        "--idle",
+        "37",
+        "--interval",
+        "7",
+        "--count",
+        "4",
+    ]);
+    assert!(
+        out.contains("was opened before the process joined this cgroup"),
+        "the listener outside the cgroup is named: {out}"
+    );
+    assert_eq!(
+        listener_of(go.pid(), port),
+        [1, 37, 7, 4],
+        "set on the listener itself"
+    );
+    // Its connections are not the cgroup's: they inherit the listener's options, and Go's own
+    // 15 s wins on them, force or not. A connection Go dials now is the cgroup's: force holds.
+    let (_c, p) = client(port);
+    assert_eq!(
+        go.accepted(p).ka,
+        [1, 15, 15, 4],
+        "accepted on the outside listener"
+    );
+    let dialed = go.number("dial");
+    let now = both_views(&mut go);
+    assert_eq!(
+        find(&now, dialed, port).ka,
+        [1, 37, 7, 4],
+        "dialed from inside: {now:?}"
+    );
 }
 
 #[test]

@@ -37,6 +37,21 @@ impl NetNs {
         })
     }
 
+    /// The network namespace of process `pid`, or `None` when it is the caller's own.
+    pub fn of_pid(pid: u32) -> Result<Option<NetNs>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map_err(|_| Error::NoSuchProcess(pid))?;
+        let ours = std::fs::metadata("/proc/self/ns/net").map_err(|source| Error::Io {
+            what: "/proc/self/ns/net".into(),
+            source,
+        })?;
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Ok(None);
+        }
+        Ok(Some(NetNs::named(&format!("/proc/{pid}/ns/net"))?))
+    }
+
     /// The name as given.
     pub fn name(&self) -> &str {
         &self.name

@@ -179,12 +179,14 @@ pub struct Report {
 }
 
 /// Which sockets `apply` changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// One descriptor; an error if it is not a TCP socket.
     Fd(i32),
     /// Every TCP socket, listeners included.
     All,
+    /// These descriptors, those that are TCP sockets.
+    Fds(Vec<i32>),
 }
 
 /// What `apply` did to one socket.
@@ -207,14 +209,19 @@ pub fn apply(
     dry_run: bool,
 ) -> Result<Report, Error> {
     let process = Process::open(pid)?;
+    let one = match selection {
+        Selection::Fd(fd) => Some(fd),
+        _ => None,
+    };
     let fds: Vec<i32> = match selection {
         Selection::Fd(fd) => vec![fd],
         Selection::All => fd_numbers(pid)?,
+        Selection::Fds(fds) => fds,
     };
     let mut out = Vec::new();
     for fd in fds {
         let Some(dup) = process.duplicate(fd)? else {
-            if selection == Selection::Fd(fd) {
+            if one == Some(fd) {
                 return Err(Error::NotATcpSocket {
                     pid,
                     fd,
@@ -224,7 +231,7 @@ pub fn apply(
             continue;
         };
         if !is_tcp(&dup) {
-            if selection == Selection::Fd(fd) {
+            if one == Some(fd) {
                 return Err(Error::NotATcpSocket {
                     pid,
                     fd,

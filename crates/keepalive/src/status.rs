@@ -114,7 +114,7 @@ impl Tally {
 pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summary, Error> {
     let netns = match (&query.netns, query.pid) {
         (Some(ns), _) => Some(ns.clone()),
-        (None, Some(pid)) => own_netns_of(pid)?,
+        (None, Some(pid)) => NetNs::of_pid(pid)?,
         (None, None) => None,
     };
     let want_owners = query.processes || query.exact || query.pid.is_some();
@@ -224,19 +224,4 @@ fn read_exact(
         }
     }
     None
-}
-
-/// The network namespace of `pid`, if it is not the caller's.
-fn own_netns_of(pid: u32) -> Result<Option<NetNs>, Error> {
-    use std::os::unix::fs::MetadataExt;
-    let theirs =
-        std::fs::metadata(format!("/proc/{pid}/ns/net")).map_err(|_| Error::NoSuchProcess(pid))?;
-    let ours = std::fs::metadata("/proc/self/ns/net").map_err(|source| Error::Io {
-        what: "/proc/self/ns/net".into(),
-        source,
-    })?;
-    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
-        return Ok(None);
-    }
-    Ok(Some(NetNs::named(&format!("/proc/{pid}/ns/net"))?))
 }

@@ -25,9 +25,12 @@
 use super::Cgroup;
 use crate::bpf::programs::{self, Record};
 use crate::bpf::sys;
+use crate::diag::{self, TcpState};
 use crate::error::Error;
+use crate::netns::NetNs;
 use crate::policy::{Field, Key, Policy, Settings};
 use crate::retrofit;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -146,6 +149,10 @@ pub struct Existing {
     pub sockets: usize,
     /// Why the process's sockets could not be reached, when they could not.
     pub error: Option<String>,
+    /// Listeners (descriptors) made before the process joined the cgroup: their sockets
+    /// belong to another cgroup, so its programs do not see their connections. They were given
+    /// the policy directly; force does not guard their connections and `unset` leaves them.
+    pub outside_listeners: Vec<i32>,
 }
 
 /// What [`set`] did.
@@ -480,39 +487,83 @@ fn prune() {
     }
 }
 
-/// Every process in the cgroup (and below), its existing TCP sockets given `policy`.
+/// The listening sockets of the namespace `pid` lives in, by inode, with the cgroup each
+/// belongs to. `None` when sock_diag cannot be asked there.
+fn listeners_of(pid: u32) -> Option<HashMap<u32, u64>> {
+    let netns = NetNs::of_pid(pid).ok()?;
+    let mut out = HashMap::new();
+    diag::for_each_socket(netns.as_ref(), &[TcpState::Listen], |e| {
+        if let Some(id) = e.cgroup_id {
+            out.insert(e.inode, id);
+        }
+    })
+    .ok()?;
+    Some(out)
+}
+
+/// Every process in the cgroup (and below), its existing TCP sockets given `policy`: the
+/// connections, and the listeners whose socket is not the cgroup's. A listener of the cgroup
+/// is left alone: the sock_ops program gives its new connections the policy as they are
+/// accepted, and `unset` then leaves nothing behind. A listener a process made before it joined
+/// the cgroup belongs to its old cgroup, so no program runs for its connections: it gets the
+/// policy itself, which later accepted connections inherit.
 fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
     let me = std::process::id();
-    cg.processes()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .map(
-            |pid| match retrofit::apply(pid, retrofit::Selection::All, policy, dry_run) {
-                Ok(report) => Existing {
-                    pid,
-                    sockets: report.changes.len(),
-                    changed: report
-                        .changes
-                        .iter()
-                        .filter(|c| {
-                            c.after.is_some()
-                                || (dry_run && c.skipped.as_deref() == Some("dry run"))
-                        })
-                        .count(),
-                    error: report
-                        .changes
-                        .iter()
-                        .find_map(|c| c.skipped.clone().filter(|_| !dry_run)),
-                },
-                Err(e) => Existing {
-                    pid,
-                    sockets: 0,
-                    changed: 0,
-                    error: Some(e.to_string()),
-                },
-            },
-        )
-        .collect()
+    let ours: HashSet<u64> = cg.subtree_ids().into_iter().collect();
+    let failed = |pid, e: Error| Existing {
+        pid,
+        sockets: 0,
+        changed: 0,
+        error: Some(e.to_string()),
+        outside_listeners: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for pid in cg.processes().into_iter().filter(|&pid| pid != me) {
+        let fds = match retrofit::socket_fds(pid) {
+            Ok(fds) => fds,
+            Err(e) => {
+                out.push(failed(pid, e));
+                continue;
+            }
+        };
+        let listeners = listeners_of(pid).unwrap_or_default();
+        let outside_listeners: Vec<i32> = fds
+            .iter()
+            .filter(|(_, inode)| {
+                listeners
+                    .get(&(*inode as u32))
+                    .is_some_and(|id| !ours.contains(id))
+            })
+            .map(|&(fd, _)| fd)
+            .collect();
+        let chosen: Vec<i32> = fds
+            .iter()
+            .filter(|(fd, inode)| {
+                !listeners.contains_key(&(*inode as u32)) || outside_listeners.contains(fd)
+            })
+            .map(|&(fd, _)| fd)
+            .collect();
+        match retrofit::apply(pid, retrofit::Selection::Fds(chosen), policy, dry_run) {
+            Ok(report) => out.push(Existing {
+                pid,
+                sockets: report.changes.len(),
+                changed: report
+                    .changes
+                    .iter()
+                    .filter(|c| {
+                        c.after.is_some() || (dry_run && c.skipped.as_deref() == Some("dry run"))
+                    })
+                    .count(),
+                error: report
+                    .changes
+                    .iter()
+                    .find_map(|c| c.skipped.clone().filter(|_| !dry_run)),
+                outside_listeners,
+            }),
+            Err(e) => out.push(failed(pid, e)),
+        }
+    }
+    out
 }
 
 /// Attaches `policy` to `cg` (replacing keepalive's policy there, if any, with no moment in
