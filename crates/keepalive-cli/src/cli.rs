@@ -255,8 +255,9 @@ pub struct RunArgs {
     pub print_env: bool,
 
     /// How the policy reaches the program: shim (LD_PRELOAD, dynamic programs), seccomp (a
-    /// supervisor that traps connect and listen: static and Go programs, anything), or auto,
-    /// the shim where it reaches and seccomp elsewhere.
+    /// supervisor that traps connect and listen: static and Go programs, anything), or auto:
+    /// the shim for a dynamically linked program, seccomp for static and Go programs and for
+    /// scripts (a wrapper may exec either).
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
     pub via: Via,
 

@@ -167,15 +167,16 @@ fn curl_default_mode_lets_curl_win_and_force_mode_keeps_the_policy() {
 
 #[test]
 fn python_turning_keepalive_off_wins_by_default_and_loses_under_force() {
-    require_program("python3", "python3");
+    // The interpreter itself: `keepalive run` would start a wrapper script (pyenv's shims)
+    // under the seccomp supervisor, as a parent with another pid.
+    let py = testkit::python();
+    let py = py.to_str().unwrap();
     let (l, port) = listener();
     let port_arg = port.to_string();
     // `keepalive run [--force] --idle 21 -- python3 PY_CLIENT PORT off`, once it is connected.
     let python = |force: bool| {
         let mut args = if force { vec!["--force"] } else { vec![] };
-        args.extend([
-            "--idle", "21", "--", "python3", "-c", PY_CLIENT, &port_arg, "off",
-        ]);
+        args.extend(["--idle", "21", "--", py, "-c", PY_CLIENT, &port_arg, "off"]);
         let p = start(&args);
         let _ = l.accept().unwrap();
         p
@@ -256,7 +257,10 @@ fn node_gets_the_policy() {
 
 #[test]
 fn filters_choose_the_connections() {
-    require_program("python3", "python3");
+    // The interpreter itself: `keepalive run` would start a wrapper script (pyenv's shims)
+    // under the seccomp supervisor, as a parent with another pid.
+    let py = testkit::python();
+    let py = py.to_str().unwrap();
     let script = PY_TWO_CLIENTS;
     let ((la, pa), (lb, pb)) = (listener(), listener());
     let p = start(&[
@@ -265,7 +269,7 @@ fn filters_choose_the_connections() {
         "--ports",
         &pa.to_string(),
         "--",
-        "python3",
+        py,
         "-c",
         script,
         &pa.to_string(),
@@ -288,7 +292,7 @@ fn filters_choose_the_connections() {
         "--dest",
         "198.18.0.0/15",
         "--",
-        "python3",
+        py,
         "-c",
         script,
         &pa.to_string(),
@@ -309,7 +313,7 @@ fn filters_choose_the_connections() {
         "--ports",
         &pb.to_string(),
         "--",
-        "python3",
+        py,
         "-c",
         script,
         &pa.to_string(),

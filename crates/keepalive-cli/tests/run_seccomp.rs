@@ -355,6 +355,29 @@ fn busybox_static_nc_listens_and_accepts_with_the_policy() {
     assert_eq!(p.errors(), "", "no warning for a program that is not Go");
 }
 
+#[test]
+fn a_wrapper_script_that_execs_a_static_program_is_reached() {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "this test needs /bin/busybox (Debian package busybox-static); scripts/test.sh installs it"
+    );
+    // The shape of many service wrappers: a shell script (a dynamic /bin/sh) that ends by
+    // exec'ing the real, static server. The shim would load into sh and be gone at the exec.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("start-server");
+    std::fs::write(&wrapper, "#!/bin/sh\nexec /bin/busybox nc -l -p \"$1\"\n").unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let port = free_port();
+    let p = Supervised::start(&[POLICY, "--", wrapper.to_str().unwrap(), &port.to_string()]);
+    let listening = listener_of(p.pid(), port);
+    assert_eq!((listening.enabled, listening.settings), (true, policy()));
+}
+
 /// `keepalive run --via seccomp [RUN_ARGS] -- python3 PY_CLIENT PORT MODE`, once it is ready.
 fn python_client(cmd: Command, run_args: &[&str], l: &TcpListener, mode: &str) -> Supervised {
     require_program("python3", "python3");

@@ -126,8 +126,8 @@ pub enum Via {
     Shim,
     /// The supervisor, whatever the program is.
     Seccomp,
-    /// The cheapest that reaches the program: the shim for dynamic programs, the supervisor
-    /// for static and Go programs (and scripts whose interpreter is one).
+    /// The cheapest that reaches the program: the shim for dynamically linked programs, the
+    /// supervisor for static and Go programs and for scripts (which may exec either).
     Auto,
 }
 
@@ -174,11 +174,23 @@ pub fn plan(program: &Path, via: Via) -> Result<Plan, Error> {
         }),
         (Some((_, why)), Via::Seccomp | Via::Auto) => Ok(seccomp(why == Unreachable::Go)),
         (None, Via::Seccomp) => Ok(seccomp(false)),
+        // A script may exec anything, a Go or static program among them (a wrapper that ends in
+        // `exec ./server`), and the shim would silently miss it: the supervisor reaches every
+        // program the script starts.
+        (None, Via::Auto) if is_script(program) => Ok(seccomp(false)),
         (None, Via::Shim | Via::Auto) => Ok(Plan {
             mechanism: Mechanism::Shim,
             go: false,
         }),
     }
+}
+
+/// Whether `program` starts with `#!`.
+fn is_script(program: &Path) -> bool {
+    let mut head = [0u8; 2];
+    File::open(program)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .is_ok_and(|n| n == 2 && head == *b"#!")
 }
 
 /// Whether the shim can act inside `program`; a script is judged by its interpreter.
