@@ -47,6 +47,23 @@ done
 # first, so the tests find it next to the keepalive binary.
 cargo build --workspace --locked
 
+# Test cgroups are named ka-t<pid>-<n> under the cgroup2 mount; empty and remove any whose test
+# process was killed before its cleanup ran, with its keepalive policy (and pins).
+cgroot=$(awk -F' - ' '{ split($2, t, " "); split($1, f, " "); if (t[1] == "cgroup2") { print f[5]; exit } }' /proc/self/mountinfo)
+for cg in "${cgroot:-/nonexistent}"/ka-t*-* "${cgroot:-/nonexistent}"/ka-bench*; do
+  [ -d "$cg" ] || continue
+  name=${cg##*/}
+  pid=${name#ka-t}
+  pid=${pid#ka-bench}
+  pid=${pid%%-*}
+  [ -d "/proc/$pid" ] && continue
+  find "$cg" -depth -type d | while read -r d; do
+    [ -e "$d/cgroup.kill" ] && echo 1 > "$d/cgroup.kill" 2>/dev/null
+    target/debug/keepalive unset --cgroup "$d" >/dev/null 2>&1 || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$d" 2>/dev/null && break; sleep 0.2; done
+  done
+done
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
