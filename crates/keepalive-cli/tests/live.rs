@@ -527,8 +527,16 @@ fn set_reaches_a_static_binary_the_shim_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/holder.c");
     let prog = testkit::compile_c(&src, dir.path(), &["-static"]);
-    // `keepalive run` refuses it...
-    let out = keepalive(&["run", "--idle", "30", "--", prog.to_str().unwrap()]);
+    // The shim cannot reach it, and says what can...
+    let out = keepalive(&[
+        "run",
+        "--via",
+        "shim",
+        "--idle",
+        "30",
+        "--",
+        prog.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("keepalive set --pid"));
     // ...and `set --pid` changes it once it runs.
     let mut child = Command::new(&prog)
