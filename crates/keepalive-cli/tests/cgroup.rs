@@ -662,6 +662,7 @@ fn a_listener_opened_before_the_process_joined_is_given_the_policy_and_named() {
         "accepted on the outside listener"
     );
     let dialed = go.number("dial");
+    go.accepted(dialed);
     let now = both_views(&mut go);
     assert_eq!(
         find(&now, dialed, port).ka,
