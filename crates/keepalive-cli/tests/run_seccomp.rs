@@ -356,6 +356,38 @@ fn busybox_static_nc_listens_and_accepts_with_the_policy() {
 }
 
 #[test]
+fn a_java_server_through_seccomp_listens_and_accepts_with_the_policy() {
+    // `java File.java` compiles in memory: it needs the JDK's compiler, not only a JRE.
+    require_program("java", "openjdk-17-jdk-headless");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Server.java");
+    // The JVM: dozens of threads, IPv6 sockets (IPv4-mapped), listen() from its main thread.
+    std::fs::write(
+        &src,
+        "public class Server { public static void main(String[] a) throws Exception {\n\
+         java.net.ServerSocket l = new java.net.ServerSocket(Integer.parseInt(a[0]));\n\
+         java.net.Socket c = l.accept(); Thread.sleep(60000); } }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let p = Supervised::start(&[
+        "--via",
+        "seccomp",
+        POLICY,
+        "--",
+        "java",
+        "-XX:-UsePerfData",
+        src.to_str().unwrap(),
+        &port.to_string(),
+    ]);
+    let listening = listener_of(p.pid(), port);
+    assert_eq!((listening.enabled, listening.settings), (true, policy()));
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let accepted = connection_of(p.pid(), port, true);
+    assert_eq!((accepted.enabled, accepted.settings), (true, policy()));
+}
+
+#[test]
 fn a_wrapper_script_that_execs_a_static_program_is_reached() {
     let busybox = Path::new("/bin/busybox");
     assert!(
