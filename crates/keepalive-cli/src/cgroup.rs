@@ -9,9 +9,12 @@ use keepalive::cgroup::policy::{self, Attached};
 use keepalive::sysctl::Sysctls;
 use std::io::Write;
 
-fn resolve(target: &CgroupTarget) -> anyhow::Result<Cgroup> {
+/// The cgroup named; `--cgroup-of` a process in the root cgroup is refused for `set` (it
+/// would cover the whole machine) and taken as it is for reading and removing.
+fn resolve(target: &CgroupTarget, setting: bool) -> anyhow::Result<Cgroup> {
     Ok(match (&target.cgroup, target.cgroup_of) {
         (Some(path), _) => Cgroup::open(path)?,
+        (None, Some(pid)) if setting => Cgroup::of_workload(pid)?,
         (None, Some(pid)) => Cgroup::of_pid(pid)?,
         (None, None) => return Err(UsageError::err("give --cgroup PATH or --cgroup-of PID")),
     })
@@ -32,7 +35,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
             "--fd and --all go with --pid, not with a cgroup",
         ));
     }
-    let cg = resolve(&args.target)?;
+    let cg = resolve(&args.target, true)?;
     let defaults = Sysctls::current().read()?.settings();
     let report = policy::set(&cg, policy, args.force, &defaults, args.dry_run)?;
     if args.json {
@@ -73,7 +76,8 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "  existing sockets: {verb} {changed} of {sockets} TCP sockets in {processes} processes"
+            "  existing sockets: {verb} {changed} of {sockets} TCP sockets in {processes} process{}",
+            if processes == 1 { "" } else { "es" }
         )?;
         for e in report.existing.iter().filter(|e| e.error.is_some()) {
             writeln!(
@@ -114,7 +118,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
                 out,
                 "  pinned at {} (stays after this command; `keepalive unset --cgroup {}` removes it)",
                 policy::pin_dir(cg.id).display(),
-                cg.path.display()
+                crate::run::shell_quote(&cg.path.to_string_lossy())
             )?;
         }
         out.flush()?;
@@ -129,7 +133,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
 }
 
 pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
-    let cg = resolve(target)?;
+    let cg = resolve(target, false)?;
     let view = policy::get(&cg)?;
     if as_json {
         #[derive(serde::Serialize)]
@@ -192,7 +196,7 @@ pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
 }
 
 pub fn unset(args: &UnsetArgs) -> anyhow::Result<()> {
-    let cg = resolve(&args.target)?;
+    let cg = resolve(&args.target, false)?;
     let report = policy::unset(&cg)?;
     if args.json {
         return json(&report);

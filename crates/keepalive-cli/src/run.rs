@@ -116,7 +116,7 @@ fn shim_environment(injection: &Injection) -> anyhow::Result<[(OsString, OsStrin
 }
 
 /// Single quotes for a POSIX shell, when needed.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/._-=,:+".contains(&b))
     {

@@ -379,7 +379,7 @@ fn go_server_without_and_with_force_and_its_existing_connections() {
     let out = ok(&args);
     assert!(
         out.contains("attached idle=37s,interval=7s,count=4")
-            && out.contains("existing sockets: changed 1 of 1 TCP sockets in 1 processes"),
+            && out.contains("existing sockets: changed 1 of 1 TCP sockets in 1 process"),
         "the connection accepted before (the cgroup's own listener is left to the program): {out}"
     );
     let now = both_views(&mut go);
@@ -712,6 +712,11 @@ fn refusals_change_nothing() {
             "99999999",
         ),
         (&["get", "--cgroup-of", "99999999"], "99999999"),
+        // kthreadd lives in the root cgroup: a policy there would cover the whole machine.
+        (
+            &["set", "--cgroup-of", "2", "--idle", "5"],
+            "process 2 is in the root cgroup",
+        ),
     ];
     for (args, needle) in cases {
         let out = keepalive(args);

@@ -164,6 +164,18 @@ pub enum Error {
         /// Why not.
         why: String,
     },
+    /// A process whose cgroup is the root of the hierarchy, taken as a workload's.
+    #[error(
+        "process {pid} is in the root cgroup ({}), which holds every process on the machine; name it with --cgroup {} if that is what you mean",
+        path.display(),
+        path.display()
+    )]
+    RootCgroup {
+        /// The process.
+        pid: u32,
+        /// The root's path.
+        path: PathBuf,
+    },
     /// The running kernel lacks what an operation needs.
     #[error("{what} needs Linux {needs} or later; this kernel is {running}")]
     KernelTooOld {
@@ -225,7 +237,8 @@ impl Error {
             | Error::ProgramNotFound(_)
             | Error::NoSuchProcess(_)
             | Error::NotATcpSocket { .. }
-            | Error::NotACgroup { .. } => Class::BadInput,
+            | Error::NotACgroup { .. }
+            | Error::RootCgroup { .. } => Class::BadInput,
             Error::Ptrace { .. } | Error::Capability { .. } => Class::Permission,
             Error::Netns { source, .. } if source.raw_os_error() == Some(einval()) => {
                 Class::BadInput

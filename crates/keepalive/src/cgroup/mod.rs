@@ -167,6 +167,17 @@ impl Cgroup {
         Cgroup::open(&mount.join(rel.trim_start_matches('/')))
     }
 
+    /// The cgroup that process `pid` is the workload of (a container's main process, a
+    /// service's MainPID): [`Cgroup::of_pid`], but a process in the hierarchy's root (pid 1 on
+    /// most hosts, every kernel thread) is refused, since its cgroup is the whole machine.
+    pub fn of_workload(pid: u32) -> Result<Cgroup, Error> {
+        let cg = Cgroup::of_pid(pid)?;
+        if cg.path == cg.mount {
+            return Err(Error::RootCgroup { pid, path: cg.path });
+        }
+        Ok(cg)
+    }
+
     /// This cgroup and its ancestors up to the hierarchy's root, innermost first.
     pub fn lineage(&self) -> Vec<Cgroup> {
         let mut out = vec![self.clone()];

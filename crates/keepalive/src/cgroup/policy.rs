@@ -278,6 +278,10 @@ fn open_pinned(path: &Path) -> Result<Option<OwnedFd>, Error> {
     match sys::pinned(path) {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(bpf_err(format!(
+            "reading {} (keepalive's pins are root's alone, and bpf(2) needs CAP_BPF)",
+            path.display()
+        ))(e)),
         Err(e) => Err(bpf_err(format!("opening {}", path.display()))(e)),
     }
 }
@@ -501,6 +505,15 @@ fn listeners_of(pid: u32) -> Option<HashMap<u32, u64>> {
     Some(out)
 }
 
+/// Whether a socket's state is `policy`: keepalive on, and every key the policy sets at its
+/// value.
+fn holds(policy: &Policy, state: &crate::socket::SocketKeepalive) -> bool {
+    state.enabled
+        && policy
+            .resolve(&state.settings)
+            .is_ok_and(|s| s == state.settings)
+}
+
 /// Every process in the cgroup (and below), its existing TCP sockets given `policy`: the
 /// connections, and the listeners whose socket is not the cgroup's. A listener of the cgroup
 /// is left alone: the sock_ops program gives its new connections the policy as they are
@@ -544,22 +557,36 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
             .map(|&(fd, _)| fd)
             .collect();
         match retrofit::apply(pid, retrofit::Selection::Fds(chosen), policy, dry_run) {
-            Ok(report) => out.push(Existing {
-                pid,
-                sockets: report.changes.len(),
-                changed: report
-                    .changes
-                    .iter()
-                    .filter(|c| {
-                        c.after.is_some() || (dry_run && c.skipped.as_deref() == Some("dry run"))
-                    })
-                    .count(),
-                error: report
-                    .changes
-                    .iter()
-                    .find_map(|c| c.skipped.clone().filter(|_| !dry_run)),
-                outside_listeners,
-            }),
+            Ok(report) => {
+                // A socket that reads back without the policy was not changed, whatever the
+                // calls returned: a force program (this cgroup's or an ancestor's) answers
+                // keepalive's own setsockopt with success and does nothing when keepalive runs
+                // inside the cgroup.
+                let took = |c: &retrofit::Retrofit| c.after.is_some_and(|a| holds(policy, &a));
+                let refused = report.changes.iter().any(|c| c.after.is_some() && !took(c));
+                out.push(Existing {
+                    pid,
+                    sockets: report.changes.len(),
+                    changed: report
+                        .changes
+                        .iter()
+                        .filter(|c| took(c) || (dry_run && c.skipped.as_deref() == Some("dry run")))
+                        .count(),
+                    error: report
+                        .changes
+                        .iter()
+                        .find_map(|c| c.skipped.clone().filter(|_| !dry_run))
+                        .or_else(|| {
+                            refused.then(|| {
+                                "some sockets did not take the policy: a force policy already here makes \
+                                 keepalive's own setsockopt calls no-ops when keepalive runs inside the \
+                                 cgroup; run it from outside"
+                                    .to_owned()
+                            })
+                        }),
+                    outside_listeners,
+                })
+            }
             Err(e) => out.push(failed(pid, e)),
         }
     }
@@ -579,10 +606,12 @@ pub fn set(
 ) -> Result<SetReport, Error> {
     kernel_check("a cgroup keepalive policy (bpf_setsockopt of keepalive options from sock_ops)")?;
     let record = record_of(policy, force, cg, defaults)?;
-    capability_check(&format!(
-        "attaching a keepalive policy to cgroup {}",
-        cg.path.display()
-    ))?;
+    if !dry_run {
+        capability_check(&format!(
+            "attaching a keepalive policy to cgroup {}",
+            cg.path.display()
+        ))?;
+    }
     let replaced = read_attached(cg)?;
     if dry_run {
         return Ok(SetReport {
