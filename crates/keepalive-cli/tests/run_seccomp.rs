@@ -487,6 +487,50 @@ fn filters_leave_non_matching_connections_alone() {
 }
 
 #[test]
+fn force_with_a_dest_filter_leaves_accepted_connections_to_the_program() {
+    require_program("python3", "python3");
+    // A server: `dest` is about the connections a program makes, so its listener and what it
+    // accepts are not the policy's, and force must not swallow its own keepalive calls there.
+    let server = "import socket, sys\n\
+                  l = socket.socket(); l.bind(('127.0.0.1', int(sys.argv[1]))); l.listen(4)\n\
+                  c, _ = l.accept()\n\
+                  c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)\n\
+                  c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 15)\n\
+                  print('ready', flush=True)\n\
+                  sys.stdin.read()\n";
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut p = Supervised::start(&[
+        "--via",
+        "seccomp",
+        "--force",
+        "--dest",
+        "127.0.0.0/8",
+        POLICY,
+        "--",
+        "python3",
+        "-c",
+        server,
+        &port_s,
+    ]);
+    let _client = wait_for("the server to listen", WAIT, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert_eq!(
+        p.lines().next("the server's setsockopt"),
+        "ready",
+        "{}",
+        p.errors()
+    );
+    let accepted = connection_of(p.pid(), port, true);
+    assert_eq!(
+        (accepted.enabled, accepted.settings.idle),
+        (true, 15),
+        "the program's own calls on a socket the filters left alone take effect"
+    );
+}
+
+#[test]
 fn no_inherit_leaves_the_programs_children_alone() {
     require_program("python3", "python3");
     let (l, port) = listener();

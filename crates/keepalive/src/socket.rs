@@ -31,6 +31,17 @@ pub struct SocketKeepalive {
     pub settings: Settings,
 }
 
+impl SocketKeepalive {
+    /// Whether this is `policy` in force: keepalive on, and every key the policy sets at its
+    /// value.
+    pub fn holds(&self, policy: &Policy) -> bool {
+        self.enabled
+            && policy
+                .resolve(&self.settings)
+                .is_ok_and(|s| s == self.settings)
+    }
+}
+
 fn fail(fd: BorrowedFd<'_>, option: &'static str) -> impl FnOnce(rustix::io::Errno) -> Error {
     let fd = fd.as_raw_fd();
     move |errno| Error::Socket {

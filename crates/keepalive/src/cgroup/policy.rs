@@ -505,15 +505,6 @@ fn listeners_of(pid: u32) -> Option<HashMap<u32, u64>> {
     Some(out)
 }
 
-/// Whether a socket's state is `policy`: keepalive on, and every key the policy sets at its
-/// value.
-fn holds(policy: &Policy, state: &crate::socket::SocketKeepalive) -> bool {
-    state.enabled
-        && policy
-            .resolve(&state.settings)
-            .is_ok_and(|s| s == state.settings)
-}
-
 /// Every process in the cgroup (and below), its existing TCP sockets given `policy`: the
 /// connections, and the listeners whose socket is not the cgroup's. A listener of the cgroup
 /// is left alone: the sock_ops program gives its new connections the policy as they are
@@ -562,7 +553,7 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
                 // calls returned: a force program (this cgroup's or an ancestor's) answers
                 // keepalive's own setsockopt with success and does nothing when keepalive runs
                 // inside the cgroup.
-                let took = |c: &retrofit::Retrofit| c.after.is_some_and(|a| holds(policy, &a));
+                let took = |c: &retrofit::Retrofit| c.after.is_some_and(|a| a.holds(policy));
                 let refused = report.changes.iter().any(|c| c.after.is_some() && !took(c));
                 out.push(Existing {
                     pid,

@@ -181,19 +181,16 @@ impl Supervisor {
     }
 
     /// Whether a socket is one the policy covers, for force mode: every TCP socket without
-    /// filters; with them, a connection to a matching peer or a socket on a matching local
-    /// port. A socket not yet connected or bound says nothing, so the program's call runs; the
-    /// policy goes on over it at connect or listen.
+    /// filters (a socket not yet connected or listening gets the policy over the program's
+    /// values at connect or listen). With filters, only a socket that holds the policy now: the
+    /// supervisor put it there at connect or listen, or the socket was accepted from a listener
+    /// that holds it. An accepted socket whose listener the filters left alone is the
+    /// program's, though its peer may match `dest` (a filter for the connections it makes).
     fn manages(&self, dup: &OwnedFd) -> bool {
         if !self.injection.is_filtered() {
             return true;
         }
-        let peer = rustix::net::getpeername(dup)
-            .ok()
-            .flatten()
-            .and_then(|a| SocketAddr::try_from(a).ok());
-        peer.is_some_and(|p| self.injection.matches_remote(p.ip(), p.port()))
-            || local_port(dup).is_some_and(|port| self.injection.matches_local(port))
+        socket::read(dup).is_ok_and(|state| state.holds(&self.injection.policy))
     }
 
     /// The address a trapped connect() is for, read from the program's memory: at most a
