@@ -8,7 +8,7 @@
 //! listener's: so each server is moved into its cgroup before it listens (it waits for a
 //! `listen` command on stdin).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -25,39 +25,7 @@ const BPFTOOL: &str = "/usr/sbin/bpftool";
 
 /// Runs `cmd` to its end, killed and failing the test after [`WAIT`].
 fn bounded(mut cmd: Command) -> Output {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > WAIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} took more than {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    testkit::bounded_output(&mut cmd, WAIT)
 }
 
 fn keepalive(args: &[&str]) -> Output {

@@ -630,6 +630,97 @@ fn exit_status_and_signals_pass_through() {
     }
 }
 
+/// A python3 program that says "ready", then counts the SIGINTs it is sent, each taken as it
+/// arrives (blocked and waited for, so two deliveries are two), until a second passes without
+/// one; prints the count and exits with it.
+const PY_COUNT_SIGINT: &str = "import signal, sys\n\
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])\n\
+    print('ready', flush=True)\n\
+    n = 0\n\
+    while signal.sigtimedwait([signal.SIGINT], 60 if n == 0 else 1) is not None: n += 1\n\
+    print('sigints', n, flush=True)\n\
+    sys.exit(n)\n";
+
+#[test]
+fn a_signal_to_the_launchers_process_group_reaches_the_program_once() {
+    // A shell's `kill -INT %1`, or timeout(1), signals the whole process group keepalive was
+    // started in. The program has a group of its own, so it hears of it once: from keepalive.
+    let py = testkit::python();
+    let mut cmd = keepalive();
+    // SAFETY: setsid in the child before exec; no memory is touched.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            rustix::process::setsid()?;
+            Ok(())
+        });
+    }
+    let mut p = Supervised::start_with(
+        cmd,
+        &[
+            "--via",
+            "seccomp",
+            "--",
+            py.to_str().unwrap(),
+            "-c",
+            PY_COUNT_SIGINT,
+        ],
+    );
+    let lines = p.lines();
+    assert_eq!(
+        lines.next("the program to start"),
+        "ready",
+        "{}",
+        p.errors()
+    );
+    let group = Pid::from_raw(p.launcher.id() as i32).unwrap();
+    rustix::process::kill_process_group(group, Signal::INT).unwrap();
+    assert_eq!(lines.next("the program's count"), "sigints 1");
+    assert_eq!(p.wait().code(), Some(1));
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_reaches_the_program_once() {
+    // keepalive in the foreground of a terminal of its own (python's pty module: a new session
+    // whose controlling terminal is the pty), Ctrl-C typed on it.
+    let py = testkit::python();
+    let driver = format!(
+        "import os, pty, select, sys, time\n\
+         pid, fd = pty.fork()\n\
+         if pid == 0:\n\
+         \x20   os.execv({bin:?}, [{bin:?}, 'run', '--via', 'seccomp', '--', {py:?}, '-c', sys.argv[1]])\n\
+         out = b''\n\
+         def until(word, limit):\n\
+         \x20   global out\n\
+         \x20   end = time.time() + limit\n\
+         \x20   while word not in out and time.time() < end:\n\
+         \x20       if select.select([fd], [], [], 0.1)[0]:\n\
+         \x20           try: out += os.read(fd, 4096)\n\
+         \x20           except OSError: break\n\
+         until(b'ready', 20)\n\
+         os.write(fd, b'\\x03')\n\
+         until(b'sigints ', 20)\n\
+         until(b'sigints 1', 3)\n\
+         _, status = os.waitpid(pid, 0)\n\
+         print(out.decode(errors='replace').replace('\\r', ''))\n\
+         print('status', os.waitstatus_to_exitcode(status))\n",
+        bin = BIN,
+        py = py.to_str().unwrap(),
+    );
+    let out = testkit::bounded_output(
+        Command::new(&py).args(["-c", &driver, PY_COUNT_SIGINT]),
+        WAIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sigints 1"),
+        "one SIGINT, from the terminal: {text}"
+    );
+    assert!(
+        text.contains("status 1"),
+        "keepalive exits as the program did: {text}"
+    );
+}
+
 #[test]
 fn print_env_is_the_shims_alone() {
     let out = keepalive()

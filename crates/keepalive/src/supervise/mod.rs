@@ -18,6 +18,14 @@
 //! - When no task uses the filter any more the listener reports POLLHUP and the supervisor
 //!   ends. The launcher waits for the program, passes on its exit status (re-raising a signal
 //!   that killed it), and passes signals sent to the launcher on to the program.
+//! - Signals reach the program once. The program runs in a process group of its own, so a
+//!   signal sent to the launcher's group (a shell's `kill %1`, `timeout`) reaches the launcher
+//!   alone, which passes it on. When the launcher is in the foreground of a terminal it hands
+//!   the terminal to the program's group, as a shell does for a job: Ctrl-C and Ctrl-\ go to
+//!   the program and never to the launcher; when Ctrl-Z stops the program, the launcher takes
+//!   the terminal back and stops itself, so the shell sees the job stop, and on `fg` or `bg`
+//!   gives it back and continues the program. (A signal sent to every process of a cgroup,
+//!   systemd's KillMode=control-group, reaches both, and the program gets it twice.)
 //! - If the launcher dies, the listener closes, and the kernel answers every trapped call,
 //!   pending or later, with ENOSYS: the program never hangs, but its later connect() and
 //!   listen() calls fail.
@@ -46,30 +54,18 @@ use std::process::Command;
 pub use filter::AUDIT_ARCH;
 pub use supervisor::Supervisor;
 
-/// Signals the launcher passes on to the program whoever sent them.
-pub const FORWARDED: [i32; 6] = [
+/// Signals the launcher passes on to the program. The program is never in the launcher's
+/// process group, so none of these can have reached it already through a group.
+pub const FORWARDED: [i32; 8] = [
     libc::SIGTERM,
     libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
     libc::SIGUSR1,
     libc::SIGUSR2,
     libc::SIGWINCH,
     libc::SIGCONT,
 ];
-
-/// Signals passed on only when a process sent them (kill(2), sigqueue(3)): a terminal's
-/// Ctrl-C or Ctrl-\ already went to the whole foreground process group, the program included.
-pub const FROM_PROCESSES: [i32; 2] = [libc::SIGINT, libc::SIGQUIT];
-
-/// `si_code` of a signal sent by kill(2) (include/uapi/asm-generic/siginfo.h).
-const SI_USER: i32 = 0;
-/// `si_code` of a signal sent by sigqueue(3).
-const SI_QUEUE: i32 = -1;
-
-/// Whether a signal the launcher received goes on to the program.
-pub fn passes_on(signal: i32, si_code: i32) -> bool {
-    FORWARDED.contains(&signal)
-        || (FROM_PROCESSES.contains(&signal) && matches!(si_code, SI_USER | SI_QUEUE))
-}
 
 /// How the program ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +122,9 @@ pub fn run(
     )
     .map_err(|e| io_err("socketpair")(e.into()))?;
 
-    let signals: Vec<i32> = FORWARDED.iter().chain(&FROM_PROCESSES).copied().collect();
+    // SIGCHLD too: it says when the program stops (Ctrl-Z), which a pidfd does not.
+    let signals: Vec<i32> = FORWARDED.iter().chain(&[libc::SIGCHLD]).copied().collect();
+    let tty = sys::foreground_terminal();
     sys::block(&signals).map_err(io_err("blocking signals"))?;
     let sigfd = sys::signalfd(&signals).map_err(io_err("signalfd"))?;
 
@@ -143,6 +141,18 @@ pub fn run(
     let spawned = cmd.spawn();
     drop(theirs);
     let mut child = spawned.map_err(io_err(&format!("starting {}", program.display())))?;
+    let group = child.id() as i32;
+    sys::own_group(group);
+    if let Some(tty) = tty {
+        sys::give_terminal(tty, group);
+    }
+    // SAFETY: getpgrp has no preconditions.
+    let own_group = unsafe { libc::getpgrp() };
+    let take_back = || {
+        if let Some(tty) = tty {
+            sys::give_terminal(tty, own_group);
+        }
+    };
 
     let started = start_supervisor(&ours, injection, child.id());
     let (hup, pidfd) = match started {
@@ -150,6 +160,7 @@ pub fn run(
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
+            take_back();
             return Err(e);
         }
     };
@@ -178,11 +189,21 @@ pub fn run(
                 .map_err(io_err("waiting for the program"))?;
         }
         let mut stop = false;
-        while let Some((signal, code)) = sys::read_signal(sigfd.as_fd()) {
-            if status.is_none() {
-                if let Some(sig) =
-                    Signal::from_named_raw(signal).filter(|_| passes_on(signal, code))
-                {
+        while let Some((signal, _)) = sys::read_signal(sigfd.as_fd()) {
+            if signal == libc::SIGCHLD {
+                if status.is_none() && sys::stopped(group) {
+                    // Ctrl-Z (or any stop) of the program: the job stops, as the shell expects.
+                    take_back();
+                    sys::stop_self();
+                    // Continued (fg, bg): the terminal goes back to the program if the shell
+                    // gave it to us, and the program continues.
+                    if let Some(tty) = tty.filter(|&t| sys::in_foreground(t)) {
+                        sys::give_terminal(tty, group);
+                    }
+                    sys::continue_group(group);
+                }
+            } else if status.is_none() {
+                if let Some(sig) = Signal::from_named_raw(signal) {
                     let _ = rustix::process::pidfd_send_signal(&pidfd, sig);
                 }
             } else if matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGHUP) {
@@ -190,6 +211,7 @@ pub fn run(
             }
         }
         if let Some(status) = status.filter(|_| supervisor_done || stop) {
+            take_back();
             return Ok(match (status.code(), status.signal()) {
                 (Some(code), _) => Exit::Code(code),
                 (None, Some(signal)) => Exit::Signal(signal),
@@ -229,6 +251,7 @@ fn start_supervisor(
 /// system calls on the stack: nothing here may allocate.
 fn child_setup(to_parent: RawFd, filter: &[libc::sock_filter]) -> io::Result<()> {
     sys::unblock_all();
+    sys::own_group(0);
     rustix::thread::set_no_new_privs(true)?;
     let listener = sys::install_filter(filter)?;
     // SAFETY: `to_parent` is the child's end of the socketpair, inherited across fork and open
@@ -279,19 +302,6 @@ pub fn die_by(signal: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn terminal_interrupts_are_not_passed_twice() {
-        assert!(passes_on(libc::SIGTERM, 0x80));
-        assert!(passes_on(libc::SIGWINCH, 0x80));
-        assert!(passes_on(libc::SIGINT, SI_USER));
-        assert!(passes_on(libc::SIGQUIT, SI_QUEUE));
-        assert!(
-            !passes_on(libc::SIGINT, 0x80),
-            "SI_KERNEL: from the terminal"
-        );
-        assert!(!passes_on(libc::SIGPIPE, SI_USER));
-    }
 
     #[test]
     fn this_kernel_can_supervise() {

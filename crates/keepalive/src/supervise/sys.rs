@@ -2,7 +2,7 @@
 //! listener's ioctls (seccomp_unotify(2)), process_vm_readv(2), signalfd(2) and the signal mask.
 //! Every `unsafe` block of the supervisor lives here.
 
-use rustix::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use rustix::io::Errno;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
@@ -223,4 +223,66 @@ pub fn die_by(signal: i32) {
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(signal);
     }
+}
+
+/// The terminal this process's group is in the foreground of, found on stdin, stdout or
+/// stderr: the one whose Ctrl-C and Ctrl-Z would reach the program.
+pub fn foreground_terminal() -> Option<RawFd> {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only read the state of the descriptor and process.
+    (0..3).find(|&fd| unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == libc::getpgrp() })
+}
+
+/// Makes process group `pgrp` the foreground of `tty`. SIGTTOU, which the kernel sends to a
+/// background process that does this, is blocked around the call (as shells do).
+pub fn give_terminal(tty: RawFd, pgrp: i32) {
+    let set = sigset(&[libc::SIGTTOU]);
+    let mut old = sigset(&[]);
+    // SAFETY: valid sets; the old mask is restored right after.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        libc::tcsetpgrp(tty, pgrp);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+}
+
+/// Whether `tty`'s foreground is this process's group.
+pub fn in_foreground(tty: RawFd) -> bool {
+    // SAFETY: reads only.
+    unsafe { libc::tcgetpgrp(tty) == libc::getpgrp() }
+}
+
+/// Puts process `pid` at the head of a process group of its own. Async-signal-safe (the forked
+/// child calls it on itself with 0 as well as the parent on it: whichever runs first wins, the
+/// other finds it done or the child already exec'd, EACCES).
+pub fn own_group(pid: i32) {
+    // SAFETY: no memory is involved.
+    unsafe { libc::setpgid(pid, pid) };
+}
+
+/// Whether child `pid` has stopped since last asked (waitid WSTOPPED, not reaping an exit).
+pub fn stopped(pid: i32) -> bool {
+    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: `info` is a writable siginfo_t; WNOHANG keeps the call from waiting.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            info.as_mut_ptr(),
+            libc::WSTOPPED | libc::WNOHANG,
+        )
+    };
+    // SAFETY: zeroed first; waitid fills it when a child changed state.
+    r == 0 && unsafe { info.assume_init().si_pid() } == pid
+}
+
+/// Stops this process until a SIGCONT (which the shell sends on `fg` or `bg`).
+pub fn stop_self() {
+    // SAFETY: no memory is involved; SIGSTOP cannot be caught or blocked.
+    unsafe { libc::raise(libc::SIGSTOP) };
+}
+
+/// Sends SIGCONT to every process of group `pgrp`.
+pub fn continue_group(pgrp: i32) {
+    // SAFETY: no memory is involved.
+    unsafe { libc::kill(-pgrp, libc::SIGCONT) };
 }
