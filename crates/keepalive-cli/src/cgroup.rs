@@ -201,17 +201,20 @@ pub fn unset(args: &UnsetArgs) -> anyhow::Result<()> {
     if args.json {
         return json(&report);
     }
+    let mut out = std::io::stdout().lock();
     match &report.removed {
-        Some(a) => println!(
+        Some(a) => writeln!(
+            out,
             "cgroup {}: removed {}; its programs are detached and nothing of keepalive's is pinned for it; \
              sockets keep the options they have",
             cg.path.display(),
             describe(a)
-        ),
-        None => println!(
+        )?,
+        None => writeln!(
+            out,
             "cgroup {}: no keepalive policy was attached; nothing to remove",
             cg.path.display()
-        ),
+        )?,
     }
     Ok(())
 }

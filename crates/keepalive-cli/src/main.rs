@@ -83,9 +83,20 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
+    // The reader went away (`| head -1`): nothing more to say, and nobody to say it to.
+    if broken_pipe(e) {
+        return ExitCode::SUCCESS;
+    }
     // The library's messages already name their cause; print only the outermost.
     eprintln!("keepalive: {}", one_line(&e.to_string()));
     ExitCode::from(exit_code(e))
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

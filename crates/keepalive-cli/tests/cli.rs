@@ -349,3 +349,28 @@ fn shell_completions_know_every_subcommand() {
     assert_eq!(code, 2);
     assert!(err.contains("possible values"), "{err}");
 }
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    // stdout is a pipe whose reading end is closed before anything is written: every write
+    // fails with EPIPE, as under `| head -1` once head has its line.
+    let me = std::process::id().to_string();
+    for args in [
+        &["get", "--pid", &me][..],
+        &["get", "--pid", &me, "--json"],
+        &["get", "--cgroup-of", &me],
+        &["get", "--cgroup-of", &me, "--json"],
+        &["status"],
+    ] {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        drop(read);
+        let out = Command::new(env!("CARGO_BIN_EXE_keepalive"))
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
