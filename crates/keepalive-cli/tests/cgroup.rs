@@ -640,6 +640,41 @@ fn a_listener_opened_before_the_process_joined_is_given_the_policy_and_named() {
 }
 
 #[test]
+fn a_set_from_inside_a_forced_cgroup_says_its_own_calls_were_swallowed() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cg = TempCgroup::new(Path::new(BIN));
+    let mut go = go_server(dir.path(), true);
+    cg.add(go.pid());
+    let port = go.listen();
+    let cgroup = path_str(cg.path());
+    let (_c, p) = client(port);
+    go.accepted(p);
+    ok(&["set", "--cgroup", cgroup, "--force", "--idle", "41"]);
+    assert_eq!(go.accepted(p).ka[1], 41);
+    // keepalive itself inside the cgroup: the force program in place answers its setsockopt
+    // calls on the existing sockets with success and does nothing. It must say so, not count
+    // them as changed.
+    let inside = format!(
+        "echo $$ > {}/cgroup.procs && exec {BIN} set --cgroup {cgroup} --force --idle 300",
+        cgroup
+    );
+    let out = bounded({
+        let mut c = Command::new("sh");
+        c.args(["-c", &inside]).env_remove("RUST_BACKTRACE");
+        c
+    });
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}{err}");
+    assert!(text.contains("changed 0 of 1 TCP sockets"), "{text}");
+    assert!(text.contains("run it from outside"), "{text}");
+    assert_eq!(go.accepted(p).ka[1], 41, "the socket kept what it had");
+}
+
+#[test]
 fn refusals_change_nothing() {
     require_root();
     let cg = TempCgroup::new(Path::new(BIN));
