@@ -15,7 +15,7 @@ import os, re, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 9
-CONNECTS = 10_000
+CONNECTS = 40_000
 POLICY = ["--idle", "30", "--interval", "10", "--count", "5"]
 
 
