@@ -31,12 +31,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             "--no-keepalive and a policy contradict each other; give one",
         ));
     }
-    // Without root, run again inside a user namespace of our own, where we are root.
+    // Without root, become root of a user namespace of our own.
     if !keepalive_lab::privileged_enough() {
-        return Err(anyhow::anyhow!(
-            "{}",
-            keepalive_lab::reexec_in_user_namespace()
-        ));
+        keepalive_lab::enter_user_namespace()?;
     }
     let progress: Option<Box<dyn Fn(f64, f64)>> = if std::io::stderr().is_terminal() && !args.json {
         Some(Box::new(|done, total| {

@@ -274,47 +274,68 @@ fn bad_input_is_one_line() {
 /// leaves no process, namespace or veth behind.
 #[test]
 fn interrupted_lab_leaves_nothing_behind() {
-    let mut lab = Command::new(BIN)
-        .args(["lab", "crash"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = lab.id();
-    let holders = testkit::wait_for("the lab's namespaces", Duration::from_secs(10), || {
-        let kids = descendants(pid);
-        (kids.len() >= 2).then_some(kids)
-    });
-    // kill(1), as a user would press Ctrl-C.
-    Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    lab.wait().unwrap();
-    testkit::wait_for(
-        "the namespace holders to exit",
-        Duration::from_secs(5),
-        || {
-            holders
-                .iter()
-                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-                .then_some(())
-        },
-    );
+    // The lab's namespaces exist only through descriptors the lab holds: once it is gone,
+    // Ctrl-C or SIGKILL alike, nothing on the machine refers to them and the kernel frees them.
+    for signal in ["-INT", "-KILL"] {
+        let mut lab = Command::new(BIN)
+            .args(["lab", "crash"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = lab.id();
+        let ours = testkit::wait_for("the lab's namespaces", Duration::from_secs(10), || {
+            let held = net_namespaces_held_by(pid);
+            (held.len() >= 2).then_some(held)
+        });
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        lab.wait().unwrap();
+        testkit::wait_for(
+            "nothing to refer to the lab's namespaces",
+            Duration::from_secs(5),
+            || {
+                let left: Vec<String> = every_net_namespace_reference()
+                    .into_iter()
+                    .filter(|n| ours.contains(n))
+                    .collect();
+                left.is_empty().then_some(())
+            },
+        );
+    }
 }
 
-fn descendants(pid: u32) -> Vec<u32> {
+/// The network namespaces process `pid` holds open (`net:[INODE]` descriptors).
+fn net_namespaces_held_by(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .filter(|t| t.starts_with("net:["))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every network namespace some task is in or holds a descriptor of.
+fn every_net_namespace_reference() -> Vec<String> {
     let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                out.push(c);
-                todo.push(c);
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let path = p.path();
+        if let Ok(tasks) = std::fs::read_dir(path.join("task")) {
+            for t in tasks.flatten() {
+                if let Ok(l) = std::fs::read_link(t.path().join("ns/net")) {
+                    out.push(l.to_string_lossy().into_owned());
+                }
             }
+        }
+        if let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str()?.parse::<u32>().ok())
+        {
+            out.extend(net_namespaces_held_by(pid));
         }
     }
     out
@@ -331,6 +352,44 @@ fn runs_without_root_in_a_user_namespace() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "{v:#}");
     assert_eq!(v["ending"], "alive");
+}
+
+#[test]
+fn every_scenario_needs_nothing_from_path_as_root_or_nobody() {
+    // A fresh machine's ordinary user has no /usr/sbin on PATH; the lab must find nothing
+    // through PATH at all. Every scenario, both ways, one after the other (a loaded machine
+    // makes timers late, and this is not a test of load).
+    testkit::require_root();
+    let scenarios = [
+        "crash",
+        "alive",
+        "reboot",
+        "unreachable",
+        "firewall",
+        "busy",
+        "hung",
+    ];
+    for scenario in scenarios {
+        for nobody in [false, true] {
+            let mut cmd = if nobody {
+                testkit::as_nobody("env")
+            } else {
+                Command::new("env")
+            };
+            cmd.args(["-i", "PATH=/nonexistent", BIN, "lab", scenario, "--json"]);
+            let out = testkit::bounded_output(&mut cmd, Duration::from_secs(120));
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "{scenario} (nobody: {nobody}): {e}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            assert!(
+                out.status.success(),
+                "{scenario} (nobody: {nobody}) did not end as predicted: {v:#}"
+            );
+        }
+    }
 }
 
 /// Seed 002 exactly: `nc -l 8080` as the server, keepalive injected by the shim.

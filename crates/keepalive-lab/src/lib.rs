@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod capture;
+mod netlink;
 pub mod pcap;
 pub mod scenario;
 pub mod svg;
@@ -16,6 +17,7 @@ use analysis::{Findings, Segment};
 use capture::{Capture, Frame};
 use keepalive::policy::timeline::{ProbeTimeline, RetransmitTimeout};
 use keepalive::{Policy, Settings};
+use netlink::Kind;
 use scenario::{Fault, Scenario, Topology};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -197,36 +199,43 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// Set in the environment of the copy of a program that [`reexec_in_user_namespace`] starts.
-pub const IN_USERNS: &str = "KEEPALIVE_LAB_USERNS";
-
-/// Whether the lab can build its network here as it is: as root, or already inside the user
-/// namespace [`reexec_in_user_namespace`] made.
+/// Whether the lab can build its network here as it is: as root (or root of a user namespace
+/// the process entered, [`enter_user_namespace`]).
 pub fn privileged_enough() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    root || std::env::var_os(IN_USERNS).is_some()
+    rustix::process::geteuid().is_root()
 }
 
-/// Without root, runs this program again (same arguments) inside a new user namespace where it
-/// is root, with its own network and mount namespaces (`unshare --user --map-root-user`). Returns
-/// only on failure, with what is missing.
-pub fn reexec_in_user_namespace() -> LabError {
-    use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return LabError::Namespace(e.to_string()),
-    };
-    let err = std::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "--mount", "--"])
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(IN_USERNS, "1")
-        .exec();
-    LabError::Namespace(format!(
-        "not root, and unprivileged user namespaces are not available ({err}); run as root, or allow \
-         them (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0)"
-    ))
+/// Without root: makes this process root of a user namespace of its own (uid and gid mapped to
+/// the caller's, no supplementary groups), in which the lab's network namespaces, veths,
+/// capture sockets and sysctls are its to make. Must run before the process starts a thread:
+/// the kernel refuses CLONE_NEWUSER to a multithreaded process.
+pub fn enter_user_namespace() -> Result<(), LabError> {
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    // SAFETY: called while the process has one thread, so no other thread sees its
+    // credentials change under it.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }.map_err(
+        |e| {
+            LabError::Namespace(format!(
+                "not root, and unprivileged user namespaces are not available ({e}); run as root, \
+                 or allow them (sysctl kernel.unprivileged_userns_clone=1, or \
+                 kernel.apparmor_restrict_unprivileged_userns=0)"
+            ))
+        },
+    )?;
+    // A user namespace's maps are written once; setgroups must be denied before an
+    // unprivileged gid_map (user_namespaces(7)).
+    for (file, text) in [
+        ("/proc/self/setgroups", "deny".to_owned()),
+        ("/proc/self/uid_map", format!("0 {uid} 1")),
+        ("/proc/self/gid_map", format!("0 {gid} 1")),
+    ] {
+        std::fs::write(file, text)
+            .map_err(|e| LabError::Namespace(format!("writing {file}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
@@ -242,6 +251,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let mut events: Vec<Event> = Vec::new();
     let mut note = |t: f64, what: String| events.push(Event { t, what });
 
+    if scenario.firewall_timeout_ms().is_some() {
+        topology::require_nft()?;
+    }
     let net = match scenario.topology {
         Topology::Pair => Net::pair()?,
         Topology::Router => Net::router()?,
@@ -337,35 +349,49 @@ pub fn run(options: Options) -> Result<Report, LabError> {
 
     // The fault.
     let fault_t = secs(now_ns());
-    let silence = "table inet lab {\n chain in { type filter hook input priority 0; policy drop; }\n \
-                   chain out { type filter hook output priority 0; policy drop; }\n}\n";
     let mut client = Some(client);
+    let server_ip = net.server_ip;
+    // A blackhole route in the client for the server's address (longer than the connected
+    // /24, so it wins): everything the client's kernel sends there is discarded before it
+    // reaches the wire, with no ICMP (`dst_discard_out`), so the client goes silent for the
+    // server.
+    let silence = |on: bool| {
+        net.client.rtnl("the client's blackhole route", move |r| {
+            if on {
+                r.add_route(server_ip, 32, Kind::Blackhole, None)
+            } else {
+                r.delete_route(server_ip, 32, Kind::Blackhole)
+            }
+        })
+    };
     match scenario.fault {
         Fault::None => {}
         Fault::Silence => {
-            net.client.nft(silence)?;
+            silence(true)?;
             note(
                 fault_t,
-                "fault: the client goes silent (its namespace drops every packet)".into(),
+                "fault: the client goes silent (its kernel discards everything it sends)".into(),
             );
         }
         Fault::Reboot => {
-            net.client.nft("table inet lab {\n chain out { type filter hook output priority 0; policy drop; }\n}\n")?;
+            // The socket goes away with its RST discarded, then the host answers again.
+            silence(true)?;
             if let Some(c) = client.take() {
                 let _ = socket_linger_zero(&c);
                 drop(c);
             }
             std::thread::sleep(Duration::from_millis(100));
-            net.client.run(&["nft", "delete", "table", "inet", "lab"])?;
+            silence(false)?;
             note(fault_t, "fault: the client reboots: its socket is gone without a word, the host answers again".into());
         }
         Fault::Reject => {
             if let Some(router) = &net.router {
-                router.nft(&format!(
-                    "table inet lab {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
-                     ip daddr {} reject with icmp type host-unreachable\n }}\n}}\n",
-                    net.client_ip
-                ))?;
+                // An unreachable route for the client's address: the router answers what it
+                // would forward there with ICMP host unreachable (`ip_error()`).
+                let client_ip = net.client_ip;
+                router.rtnl("the router's unreachable route", move |r| {
+                    r.add_route(client_ip, 32, Kind::Unreachable, None)
+                })?;
             }
             note(
                 fault_t,
@@ -649,9 +675,8 @@ fn measure(
 
 fn read_retries2(net: &Net) -> Option<u32> {
     net.server
-        .run(&["cat", "/proc/sys/net/ipv4/tcp_retries2"])
+        .read_sysctl("net.ipv4.tcp_retries2")
         .ok()?
-        .trim()
         .parse()
         .ok()
 }
