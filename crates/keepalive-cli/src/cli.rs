@@ -78,8 +78,10 @@ pub struct LabArgs {
     /// The server leaves keepalive off (firewall: the silent black hole).
     #[arg(long)]
     pub no_keepalive: bool,
-    /// Run this shell command as the server, with the policy injected by the LD_PRELOAD shim
-    /// (it must listen on port 8080), e.g. 'nc -l 8080': seed 002's experiment exactly.
+    /// Run this program as the server, with the policy injected by the LD_PRELOAD shim (it
+    /// must listen on port 8080), e.g. 'nc -l 8080': seed 002's experiment exactly. The words
+    /// are split as a shell would (quotes, backslashes); no shell runs. The program and all it
+    /// starts die with the lab.
     #[arg(long, value_name = "CMD")]
     pub server_cmd: Option<String>,
     /// Write every captured frame to FILE (pcap; Wireshark and tshark read it).

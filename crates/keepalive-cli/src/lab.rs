@@ -47,13 +47,11 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         policy: (!policy.is_empty()).then_some(policy),
         no_keepalive: args.no_keepalive,
         progress,
-        server_cmd: match &args.server_cmd {
-            Some(cmd) => Some((cmd.clone(), std::env::current_exe()?)),
-            None => None,
-        },
+        server_cmd: args.server_cmd.clone(),
     })
     .map_err(|e| match e {
         keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),
+        keepalive_lab::LabError::BadInput(why) => UsageError::err(why),
         e => anyhow::anyhow!("{e}"),
     })?;
     if std::io::stderr().is_terminal() && !args.json {

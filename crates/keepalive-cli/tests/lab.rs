@@ -276,9 +276,19 @@ fn bad_input_is_one_line() {
 fn interrupted_lab_leaves_nothing_behind() {
     // The lab's namespaces exist only through descriptors the lab holds: once it is gone,
     // Ctrl-C or SIGKILL alike, nothing on the machine refers to them and the kernel frees them.
-    for signal in ["-INT", "-KILL"] {
+    // A --server-cmd program (seed 002's nc) dies with it too, and what it started.
+    require_program("nc", "netcat-openbsd");
+    for (signal, server) in [
+        ("-INT", None),
+        ("-KILL", None),
+        ("-KILL", Some("nc -l 8080")),
+    ] {
+        let mut args = vec!["lab", "crash"];
+        if let Some(cmd) = server {
+            args.extend(["--server-cmd", cmd]);
+        }
         let mut lab = Command::new(BIN)
-            .args(["lab", "crash"])
+            .args(&args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -287,6 +297,13 @@ fn interrupted_lab_leaves_nothing_behind() {
             let held = net_namespaces_held_by(pid);
             (held.len() >= 2).then_some(held)
         });
+        let programs = match server {
+            Some(_) => testkit::wait_for("the server program", Duration::from_secs(10), || {
+                let kids = descendants(pid);
+                (!kids.is_empty()).then_some(kids)
+            }),
+            None => Vec::new(),
+        };
         Command::new("kill")
             .args([signal, &pid.to_string()])
             .status()
@@ -303,7 +320,32 @@ fn interrupted_lab_leaves_nothing_behind() {
                 left.is_empty().then_some(())
             },
         );
+        testkit::wait_for("the server program to die", Duration::from_secs(5), || {
+            programs
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                .then_some(())
+        });
     }
+}
+
+/// Every process below `pid`, from /proc's children lists.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// The network namespaces process `pid` holds open (`net:[INODE]` descriptors).
@@ -408,6 +450,41 @@ fn nc_as_the_server_through_the_shim() {
         .args(["lab", "busy", "--server-cmd", "nc -l 8080"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a scenario the program cannot play is bad input"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs the built-in server"));
+
+    // The read-back of nc's options holds with both CPUs busy, for a policy of no scenario's.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    // (Only the read-back is asserted: busy CPUs make timers late, which is not this test's.)
+    let (_, v, _dir) = lab(&[
+        "crash",
+        "--idle",
+        "4",
+        "--interval",
+        "2",
+        "--count",
+        "2",
+        "--server-cmd",
+        "nc -l 8080",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    assert_eq!(v["policy"], "idle=4s,interval=2s,count=2", "{v:#}");
+    assert_eq!(v["ending"], "timeout", "{v:#}");
 }

@@ -55,6 +55,9 @@ pub enum LabError {
     Capture(String),
     #[error("{0}")]
     Run(String),
+    /// What the caller asked for cannot be done as asked (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
     #[error(transparent)]
     Policy(#[from] keepalive::PolicyError),
 }
@@ -68,9 +71,10 @@ pub struct Options {
     pub no_keepalive: bool,
     /// Called now and then while waiting: (seconds so far, seconds expected).
     pub progress: Option<Box<dyn Fn(f64, f64)>>,
-    /// Run this shell command as the server instead of the built-in one, through
-    /// `keepalive run` (the LD_PRELOAD shim) at this path; it must listen on port 8080.
-    pub server_cmd: Option<(String, std::path::PathBuf)>,
+    /// Run this command (words as a POSIX shell splits them, no shell involved) as the server
+    /// instead of the built-in one, with the policy injected by the LD_PRELOAD shim; it must
+    /// listen on port 8080.
+    pub server_cmd: Option<String>,
 }
 
 /// How the connection ended, as the server saw it.
@@ -292,23 +296,17 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         None
     };
     if options.server_cmd.is_some() && (scenario.send_after_fault || heartbeat.is_some()) {
-        return Err(LabError::Run(format!(
+        return Err(LabError::BadInput(format!(
             "--server-cmd runs a program that only waits; scenario '{}' needs the built-in server to send",
             scenario.name
         )));
     }
-    let program = options.server_cmd.clone();
+    let program = match &options.server_cmd {
+        Some(cmd) => Some(ServerProgram::new(cmd, policy, keepalive_on)?),
+        None => None,
+    };
     let server = net.server.spawn(move || match program {
-        Some((cmd, exe)) => serve_program(
-            &cmd,
-            &exe,
-            server_addr,
-            policy,
-            keepalive_on,
-            ready_tx,
-            cmd_rx,
-            start_ns,
-        ),
+        Some(program) => serve_program(&program, server_addr, ready_tx, cmd_rx, start_ns),
         None => serve(
             server_addr,
             policy,
@@ -788,36 +786,102 @@ fn serve(
 /// The server as a program of the user's (`--server-cmd`), started through `keepalive run` so
 /// that the LD_PRELOAD shim gives it the policy: seed 002's `nc -l 8080` exactly.
 #[allow(clippy::too_many_arguments)]
+/// A `--server-cmd` program, ready to start: its words, the program found, and the
+/// environment that preloads the shim with the policy.
+struct ServerProgram {
+    text: String,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+impl ServerProgram {
+    /// Splits `text` as a POSIX shell would (quotes, backslashes; no expansions), finds the
+    /// program (a path, or a name on the caller's PATH, /usr/bin:/bin when it has none) and
+    /// the shim; refuses what the shim cannot reach.
+    fn new(text: &str, policy: Policy, keepalive_on: bool) -> Result<ServerProgram, LabError> {
+        use keepalive::launch;
+        let bad = |why: String| LabError::BadInput(format!("--server-cmd '{text}': {why}"));
+        let mut words = shell_words::split(text)
+            .map_err(|e| bad(format!("{e}; write it as a shell would, e.g. 'nc -l 8080'")))?
+            .into_iter();
+        let name = words.next().ok_or_else(|| bad("no program given".into()))?;
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        let program = launch::resolve_program(name.as_ref(), Some(&path))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| bad(format!("program '{name}' not found")))?;
+        let mut env = Vec::new();
+        if keepalive_on {
+            let exe = std::env::current_exe().map_err(|e| LabError::Run(e.to_string()))?;
+            let shim = launch::find_shim(&exe, std::env::var_os(launch::SHIM_ENV).as_deref())
+                .map_err(|e| LabError::Run(e.to_string()))?;
+            if let Some((blocked, why)) = launch::reach(&program).map_err(|e| bad(e.to_string()))? {
+                return Err(bad(format!(
+                    "the lab injects through the LD_PRELOAD shim, which cannot reach {}: {}",
+                    blocked.display(),
+                    why.reason()
+                )));
+            }
+            let mut injection = keepalive::policy::injection::Injection::default();
+            injection.policy = policy;
+            env.extend(launch::environment(
+                &shim,
+                std::env::var_os("LD_PRELOAD").as_deref(),
+                &injection,
+            ));
+        }
+        Ok(ServerProgram {
+            text: text.to_owned(),
+            program,
+            args: words.collect(),
+            env,
+        })
+    }
+
+    /// Starts the program as the first process of a PID namespace of its own, killed when the
+    /// thread that starts it ends (PR_SET_PDEATHSIG), the lab's death included: when the
+    /// first process of a PID namespace dies the kernel kills everything else in it, so nothing
+    /// it started outlives the lab either. Call on a thread that lives until the program is
+    /// reaped.
+    fn start(&self) -> std::io::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        // CLONE_NEWPID applies to the children this thread makes from now on.
+        // SAFETY: no memory is involved; only this thread's later children are affected.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID)? };
+        let mut command = std::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        command.spawn()
+    }
+}
+
 fn serve_program(
-    cmd: &str,
-    keepalive_exe: &std::path::Path,
+    program: &ServerProgram,
     addr: SocketAddrV4,
-    policy: Policy,
-    keepalive_on: bool,
     ready: mpsc::Sender<Result<(), String>>,
     commands: mpsc::Receiver<ToServer>,
     start_ns: u128,
 ) -> Result<ServerSide, String> {
     use keepalive::diag::{self, TcpState};
-    use std::os::unix::process::CommandExt;
     let secs = |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
-    let mut command = std::process::Command::new(keepalive_exe);
-    command.arg("run");
-    if keepalive_on && !policy.is_empty() {
-        command.args(["--policy", &policy.to_string()]);
-    }
-    command
-        .args(["--", "sh", "-c", cmd])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
-    // SAFETY: prctl is async-signal-safe; the program dies with the thread that started it.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(|e| format!("{cmd}: {e}"))?;
+    let cmd = &program.text;
+    let mut child = match program.start() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = ready.send(Err(format!("`{cmd}`: {e}")));
+            return Err(format!("`{cmd}`: {e}"));
+        }
+    };
     let port = addr.port();
     let find = |state: TcpState| {
         let mut found = None;
@@ -830,18 +894,24 @@ fn serve_program(
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while find(TcpState::Listen).is_none() {
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+        let exited = child.try_wait().ok().flatten();
+        if Instant::now() > deadline || exited.is_some() {
             let _ = child.kill();
-            let _ = ready.send(Err(format!(
-                "`{cmd}` did not listen on port {port} within 10 s"
-            )));
-            return Err("the server program did not start".into());
+            let _ = child.wait();
+            let why = match exited {
+                Some(status) => {
+                    format!("`{cmd}` exited ({status}) without listening on port {port}")
+                }
+                None => format!("`{cmd}` did not listen on port {port} within 10 s"),
+            };
+            let _ = ready.send(Err(why.clone()));
+            return Err(why);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = ready.send(Ok(()));
     let mut side = ServerSide::new(Settings::LINUX_DEFAULT);
-    let mut seen = false;
+    let (mut seen, mut read) = (false, false);
     loop {
         if matches!(
             commands.try_recv(),
@@ -850,27 +920,36 @@ fn serve_program(
             break;
         }
         match find(TcpState::Established) {
-            Some(inode) if !seen => {
+            Some(inode) => {
                 seen = true;
-                // The program's own socket, read through a duplicate of its descriptor.
-                let owners = diag::owners();
-                if let Some(o) = owners.holders(inode).first()
-                    && let Ok(dup) = keepalive::retrofit::duplicate(o.pid, o.fd)
-                    && let Ok(k) = keepalive::socket::read(&dup)
-                {
-                    side.settings = k.settings;
+                // The program's own socket, read through a duplicate of its descriptor, once
+                // it has one: a connection still in the accept queue has no inode yet.
+                if !read && inode != 0 {
+                    let owners = diag::owners();
+                    if let Some(o) = owners.holders(inode).first()
+                        && let Ok(dup) = keepalive::retrofit::duplicate(o.pid, o.fd)
+                        && let Ok(k) = keepalive::socket::read(&dup)
+                    {
+                        side.settings = k.settings;
+                        read = true;
+                    }
                 }
             }
             None if seen => {
                 side.program_lost = Some(secs(now_ns()));
                 break;
             }
-            _ => {}
+            None => {}
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
+    if seen && !read {
+        return Err(format!(
+            "the options of `{cmd}`'s connection could not be read back (pidfd_getfd)"
+        ));
+    }
     Ok(side)
 }
 
