@@ -75,9 +75,13 @@ pub struct LabArgs {
     pub scenario: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// The server leaves keepalive off (firewall: the silent black hole).
+    /// The server leaves keepalive off (firewall: the silent black hole; elsewhere the
+    /// connection stays ESTABLISHED, for --duration).
     #[arg(long)]
     pub no_keepalive: bool,
+    /// With --no-keepalive: how long to watch the connection nothing will ever check.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub duration: String,
     /// Run this program as the server, with the policy injected by the LD_PRELOAD shim (it
     /// must listen on port 8080), e.g. 'nc -l 8080': seed 002's experiment exactly. The words
     /// are split as a shell would (quotes, backslashes); no shell runs. The program and all it

@@ -3,6 +3,7 @@
 use crate::UsageError;
 use crate::cli::LabArgs;
 use crate::render::json;
+use keepalive::output::Pending;
 use keepalive_lab::scenario::{self, Scenario};
 use keepalive_lab::{Ending, Options, Report};
 use std::io::IsTerminal;
@@ -42,12 +43,25 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Output files are started before the run, so a path that cannot be written fails now.
+    let pcap = args.pcap.as_deref().map(Pending::create).transpose()?;
+    let svg = args.svg.as_deref().map(Pending::create).transpose()?;
     let report = keepalive_lab::run(Options {
         scenario,
         policy: (!policy.is_empty()).then_some(policy),
         no_keepalive: args.no_keepalive,
         progress,
         server_cmd: args.server_cmd.clone(),
+        duration: std::time::Duration::from_millis(
+            keepalive::policy::grammar::parse_duration_ms(&args.duration)
+                .filter(|ms| (1..=3_600_000).contains(ms))
+                .ok_or_else(|| {
+                    UsageError::err(format!(
+                        "--duration {}: expected a duration from 1ms to 1h, such as 10s or 2m",
+                        args.duration
+                    ))
+                })?,
+        ),
     })
     .map_err(|e| match e {
         keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),
@@ -57,13 +71,13 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if std::io::stderr().is_terminal() && !args.json {
         eprint!("\r{:60}\r", "");
     }
-    if let Some(path) = &args.pcap {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-        keepalive_lab::pcap::write(&mut file, &report.frames)?;
-        std::io::Write::flush(&mut file)?;
+    if let Some(pending) = pcap {
+        let mut bytes = Vec::new();
+        keepalive_lab::pcap::write(&mut bytes, &report.frames)?;
+        pending.finish(&bytes)?;
     }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, keepalive_lab::svg::render(&report))?;
+    if let Some(pending) = svg {
+        pending.finish(keepalive_lab::svg::render(&report).as_bytes())?;
     }
     if args.json {
         json(&report)?;

@@ -10,7 +10,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
 
 fn lab(args: &[&str]) -> (Output, Value, tempfile::TempDir) {
     require_program("nft", "nftables");
-    require_program("nsenter", "util-linux");
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("run.pcap");
     let out = Command::new(BIN)
@@ -244,6 +243,20 @@ fn bad_input_is_one_line() {
         (vec!["lab", "nosuch"], "unknown scenario 'nosuch'"),
         (vec!["lab", "--idle", "0"], "idle=0"),
         (vec!["lab", "--no-keepalive", "--idle", "5"], "contradict"),
+        // Output paths are checked before the run, which then does not start.
+        (
+            vec!["lab", "--pcap", "/nonexistent-ka-dir/x.pcap"],
+            "cannot write /nonexistent-ka-dir/x.pcap",
+        ),
+        (
+            vec!["lab", "--svg", "/nonexistent-ka-dir/x.svg"],
+            "cannot write /nonexistent-ka-dir/x.svg",
+        ),
+        (vec!["lab", "--duration", "forever"], "--duration forever"),
+        (
+            vec!["lab", "--server-cmd", "nc -l \"8080"],
+            "missing closing quote",
+        ),
     ] {
         let out = Command::new(BIN)
             .args(&args)
@@ -394,6 +407,24 @@ fn runs_without_root_in_a_user_namespace() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "{v:#}");
     assert_eq!(v["ending"], "alive");
+}
+
+#[test]
+fn without_keepalive_every_scenario_ends_as_the_kernel_says() {
+    // Nothing probes an idle connection: the server never learns the peer crashed, rebooted
+    // or became unreachable (seed 002's "still ESTABLISHED"); a firewall turns it into a
+    // black hole; data in flight is still decided by retransmission.
+    for (scenario, ending) in [
+        ("crash", "alive"),
+        ("alive", "alive"),
+        ("reboot", "alive"),
+        ("unreachable", "alive"),
+        ("hung", "alive"),
+        ("firewall", "black-hole"),
+        ("busy", "timeout"),
+    ] {
+        assert_as_expected(&[scenario, "--no-keepalive", "--duration", "3s"], ending);
+    }
 }
 
 #[test]

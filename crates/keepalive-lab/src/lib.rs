@@ -35,11 +35,13 @@ pub const TOLERANCE_S: f64 = 0.4;
 pub const HZ: u64 = 250;
 
 /// How far the detection may land from theory: 0.4 s, or more for long policies, whose timers
-/// the timer wheel may fire up to one granularity late each (see `wheel_slack_ms`).
-pub fn tolerance_s(settings: &Settings, probes: u64) -> f64 {
+/// the timer wheel may fire up to one granularity late each (see `wheel_slack_ms`). The
+/// keepalive timer re-arms itself from when it ran (`tcp_keepalive_timer()`), so lateness adds
+/// up over the runs that happened: the first, after `idle`, and `interval_runs` after it.
+pub fn tolerance_s(settings: &Settings, interval_runs: u64) -> f64 {
     use keepalive::policy::timeline::wheel_slack_ms;
     let slack = wheel_slack_ms(u64::from(settings.idle) * 1000, HZ)
-        + probes * wheel_slack_ms(u64::from(settings.interval) * 1000, HZ);
+        + interval_runs * wheel_slack_ms(u64::from(settings.interval) * 1000, HZ);
     (slack as f64 / 1000.0 + 0.05).max(TOLERANCE_S)
 }
 
@@ -71,6 +73,9 @@ pub struct Options {
     pub no_keepalive: bool,
     /// Called now and then while waiting: (seconds so far, seconds expected).
     pub progress: Option<Box<dyn Fn(f64, f64)>>,
+    /// How long to watch a connection that is expected to stay open because nothing would
+    /// notice (keepalive off).
+    pub duration: Duration,
     /// Run this command (words as a POSIX shell splits them, no shell involved) as the server
     /// instead of the built-in one, with the policy injected by the LD_PRELOAD shim; it must
     /// listen on port 8080.
@@ -423,6 +428,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             (scenario.firewall_timeout_ms().unwrap_or(0) as f64 / 1000.0 * 2.0).max(keepalive_end)
                 + 1.0
         }
+        (_, Ending::Alive) if !keepalive_on => options.duration.as_secs_f64(),
         (_, Ending::Alive) => keepalive_end + 1.0,
         (_, Ending::BlackHole) => {
             scenario.firewall_timeout_ms().unwrap_or(5000) as f64 / 1000.0 + 2.0
@@ -459,6 +465,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // What the lab does from here on (its server closing, the client's kernel answering that
+    // with RST when its socket is gone) is not the run's.
+    let watched_until = secs(now_ns());
     let _ = cmd_tx.send(ToServer::Stop);
     let side = server
         .join()
@@ -470,7 +479,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let end_ns = now_ns();
 
     let wire = analysis::parse(&frames, start_ns, server_addr, net.client_ip);
-    let found = analysis::findings(&wire);
+    let mut found = analysis::findings(&wire);
+    found.server_rst = found.server_rst.filter(|&t| t <= watched_until);
+    found.client_rst = found.client_rst.filter(|&t| t <= watched_until);
     let settings = side.settings;
     let timeline = ProbeTimeline::silent_peer(&settings);
 
@@ -554,6 +565,15 @@ pub fn expected_ending(scenario: &Scenario, settings: &Settings, keepalive_on: b
             true if u64::from(settings.idle) * 1000 < timeout_ms => Ending::Alive,
             true => Ending::Timeout,
         };
+    }
+    // Unacknowledged data: retransmission decides, keepalive or not (tcp_write_timeout()).
+    if scenario.send_after_fault {
+        return Ending::Timeout;
+    }
+    // Without keepalive an idle connection sends nothing, so nothing can tell the server the
+    // peer is gone: seed 002's "still ESTABLISHED hours later", whatever the peer did.
+    if !keepalive_on {
+        return Ending::Alive;
     }
     match scenario.fault {
         Fault::None | Fault::Freeze => Ending::Alive,
@@ -657,10 +677,14 @@ fn measure(
         )
     };
     let measured = end - origin;
+    // The timer runs that happened: one per probe seen, and, for a timeout, the run after the
+    // last probe that gave up (after `count` probes, or once the user timeout had passed).
+    let interval_runs =
+        (found.probes.len() as u64).saturating_sub(1) + u64::from(ending == Ending::Timeout);
     let tolerance = if scenario.send_after_fault {
         TOLERANCE_S
     } else {
-        tolerance_s(settings, u64::from(settings.count))
+        tolerance_s(settings, interval_runs)
     };
     Some(Measure {
         from: from.into(),

@@ -156,6 +156,14 @@ pub enum Error {
         /// The system's error.
         source: io::Error,
     },
+    /// An output file the user asked for cannot be written there.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        /// The file asked for.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
     /// A path that is not a cgroup v2 directory.
     #[error("{} is not a cgroup v2 directory: {why}", path.display())]
     NotACgroup {
@@ -240,6 +248,15 @@ impl Error {
             | Error::NotACgroup { .. }
             | Error::RootCgroup { .. } => Class::BadInput,
             Error::Ptrace { .. } | Error::Capability { .. } => Class::Permission,
+            Error::Output { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => Class::Permission,
+                io::ErrorKind::NotFound
+                | io::ErrorKind::NotADirectory
+                | io::ErrorKind::IsADirectory
+                | io::ErrorKind::InvalidInput
+                | io::ErrorKind::AlreadyExists => Class::BadInput,
+                _ => Class::Failed,
+            },
             Error::Netns { source, .. } if source.raw_os_error() == Some(einval()) => {
                 Class::BadInput
             }

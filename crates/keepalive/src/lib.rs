@@ -35,6 +35,8 @@ pub mod launch;
 #[cfg(feature = "std")]
 pub mod netns;
 #[cfg(feature = "std")]
+pub mod output;
+#[cfg(feature = "std")]
 pub mod reference;
 #[cfg(feature = "std")]
 pub mod retrofit;
