@@ -198,6 +198,14 @@ fn busy_connection_is_decided_by_retransmission_not_keepalive() {
         fast < 4.0 && slow > 10.0,
         "user timeout {fast}s against tcp_retries2 {slow}s"
     );
+    // User timeouts of no scenario's: the clock starts at the first retransmission the timer
+    // makes (after the tail-loss probe), and the clamped timer gives up right at it. Theory
+    // within the lab's tolerance (assert_as_expected), and later than the user timeout alone.
+    for (ut, ms) in [("2500ms", 2500.0), ("7s", 7000.0)] {
+        let (v, _) = assert_as_expected(&["busy", "--user-timeout", ut], "timeout");
+        let theory = v["detection"]["theory_s"].as_f64().unwrap();
+        assert!(theory > ms / 1000.0, "{ut}: theory {theory}");
+    }
 }
 
 #[test]

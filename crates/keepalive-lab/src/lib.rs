@@ -644,25 +644,56 @@ fn measure(
     }
     let (from, origin, theory) = if scenario.send_after_fault {
         let retries2 = read_retries2(net).unwrap_or(scenario.retries2.unwrap_or(15));
-        let model = RetransmitTimeout::new(retries2, 120_000, settings.user_timeout_ms);
+        let model = RetransmitTimeout::new(retries2, 120_000, 0);
         let origin = found.first_unacked?;
-        // The limit (the tcp_retries2 model, or the user timeout) is checked when the
-        // retransmission timer runs; the runs are the retransmissions seen on the wire, then
-        // one more, the step doubling. The kernel gives up at the first run past the limit.
-        let limit = origin + model.give_up_ms as f64 / 1000.0;
-        let mut runs: Vec<f64> = found.retransmissions.clone();
-        let mut step = match runs.as_slice() {
-            [.., a, b] => b - a,
-            [a] => a - origin,
-            [] => side.rto_ms.unwrap_or(200) as f64 / 1000.0 / 2.0,
+        // The clock starts at the first retransmission the retransmission timer makes
+        // (tcp_retransmit_skb() sets tp->retrans_stamp then; a tail-loss probe goes through
+        // __tcp_retransmit_skb(), which does not), and retransmits_timed_out() counts from it
+        // (net/ipv4/tcp_timer.c). With tail-loss probes on (net.ipv4.tcp_early_retrans 3 or
+        // 4, tcp_schedule_loss_probe() in tcp_output.c) the first resend of a silent tail is
+        // the probe, about TCP_RTO_MIN after one lone segment, and the timer's first comes
+        // after it.
+        let tlp =
+            read_sysctl_u32(net, "net.ipv4.tcp_early_retrans").is_some_and(|v| v == 3 || v == 4);
+        let first_rto = found.retransmissions.get(usize::from(tlp)).copied()?;
+        let end = if settings.user_timeout_ms > 0 {
+            // With TCP_USER_TIMEOUT the timer is clamped to what is left of it
+            // (tcp_clamp_rto_to_user_timeout()), so it runs, and gives up, right at it.
+            first_rto + f64::from(settings.user_timeout_ms) / 1000.0
+        } else {
+            // Otherwise the limit (tcp_model_timeout() of tcp_retries2) is checked when the
+            // timer runs: at the retransmissions seen on the wire, then on the backoff
+            // schedule; the kernel gives up at the first run past it. Each run arms the next
+            // one icsk_rto later, and icsk_rto doubles per run (tcp_retransmit_timer(), capped
+            // at TCP_RTO_MAX): the nominal first RTO is the smallest step seen divided by its
+            // doubling (a late timer only lengthens a step).
+            let limit = first_rto + model.give_up_ms as f64 / 1000.0;
+            let rto_runs: Vec<f64> = found
+                .retransmissions
+                .iter()
+                .copied()
+                .filter(|&t| t >= first_rto)
+                .collect();
+            let rto0 = rto_runs
+                .windows(2)
+                .enumerate()
+                .map(|(k, w)| (w[1] - w[0]) / f64::from(1u32 << k.min(30)))
+                .fold(f64::INFINITY, f64::min);
+            let rto0 = if rto0.is_finite() {
+                rto0
+            } else {
+                side.rto_ms.unwrap_or(200) as f64 / 1000.0
+            };
+            let rto_max = model.rto_max_ms as f64 / 1000.0;
+            let mut n = rto_runs.len().saturating_sub(1);
+            let mut next = rto_runs.last().copied().unwrap_or(first_rto);
+            while next < limit {
+                next += (rto0 * f64::from(1u32 << n.min(30))).min(rto_max);
+                n += 1;
+            }
+            next
         };
-        let mut next = runs.last().copied().unwrap_or(origin);
-        while next < limit {
-            step = (step * 2.0).min(model.rto_max_ms as f64 / 1000.0);
-            next += step;
-            runs.push(next);
-        }
-        ("the first unacknowledged send", origin, next - origin)
+        ("the first unacknowledged send", origin, end - origin)
     } else if ending == Ending::Reset {
         (
             "the last segment from the peer",
@@ -696,11 +727,11 @@ fn measure(
 }
 
 fn read_retries2(net: &Net) -> Option<u32> {
-    net.server
-        .read_sysctl("net.ipv4.tcp_retries2")
-        .ok()?
-        .parse()
-        .ok()
+    read_sysctl_u32(net, "net.ipv4.tcp_retries2")
+}
+
+fn read_sysctl_u32(net: &Net, key: &str) -> Option<u32> {
+    net.server.read_sysctl(key).ok()?.parse().ok()
 }
 
 pub fn errno_name(e: &std::io::Error) -> String {
