@@ -71,8 +71,12 @@ pub struct HttpArgs {
 )]
 pub struct LabArgs {
     /// Which scenario (see --list).
-    #[arg(value_name = "SCENARIO")]
+    #[arg(value_name = "SCENARIO", conflicts_with = "scenario_file")]
     pub scenario: Option<String>,
+    /// Run a scenario of your own: a TOML file with the keys the built-in ones have
+    /// (crates/keepalive-lab/scenarios/*.toml).
+    #[arg(long, value_name = "FILE")]
+    pub scenario_file: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// The server leaves keepalive off (firewall: the silent black hole; elsewhere the

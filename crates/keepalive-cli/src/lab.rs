@@ -6,26 +6,37 @@ use crate::render::json;
 use keepalive::output::Pending;
 use keepalive_lab::scenario::{self, Scenario};
 use keepalive_lab::{Ending, Options, Report};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.list {
-        for s in Scenario::all() {
-            println!(
+        let all = Scenario::all();
+        if args.json {
+            return json(&all);
+        }
+        let mut out = std::io::stdout().lock();
+        for s in all {
+            writeln!(
+                out,
                 "{:<12} {}\n{:<12} policy {}; {}",
                 s.name, s.summary, "", s.policy, s.seed
-            );
+            )?;
         }
         return Ok(());
     }
-    let name = args.scenario.as_deref().unwrap_or(scenario::DEFAULT);
-    let scenario = Scenario::named(name).ok_or_else(|| {
-        let names: Vec<String> = Scenario::all().into_iter().map(|s| s.name).collect();
-        UsageError::err(format!(
-            "unknown scenario '{name}': choose {}",
-            names.join(", ")
-        ))
-    })?;
+    let scenario = match &args.scenario_file {
+        Some(path) => Scenario::from_file(path).map_err(UsageError::err)?,
+        None => {
+            let name = args.scenario.as_deref().unwrap_or(scenario::DEFAULT);
+            Scenario::named(name).ok_or_else(|| {
+                let names: Vec<String> = Scenario::all().into_iter().map(|s| s.name).collect();
+                UsageError::err(format!(
+                    "unknown scenario '{name}': choose {}",
+                    names.join(", ")
+                ))
+            })?
+        }
+    };
     let policy = args.policy.to_policy(None)?;
     if args.no_keepalive && !policy.is_empty() {
         return Err(UsageError::err(

@@ -418,6 +418,67 @@ fn runs_without_root_in_a_user_namespace() {
 }
 
 #[test]
+fn a_scenario_file_of_the_tests_own_runs_and_bad_ones_name_the_key() {
+    // Adding a scenario is adding a file: this one is the test's, not the lab's.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("late-crash.toml");
+    std::fs::write(
+        &file,
+        "name = \"late-crash\"\nsummary = \"the peer goes silent a second in\"\n\
+         seed = \"the test's own\"\ntopology = \"pair\"\nfault = \"silence\"\n\
+         fault_after = \"1s\"\npolicy = \"idle=2s,interval=1s,count=2\"\n\
+         [expect]\nkeepalive = \"timeout\"\nno_keepalive = \"alive\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (v, _) = assert_as_expected(&["--scenario-file", path], "timeout");
+    assert_eq!(v["scenario"], "late-crash", "{v:#}");
+    assert_eq!(v["probes"].as_array().unwrap().len(), 2, "{v:#}");
+
+    for (body, needle) in [
+        ("fault = \"explode\"", "(fault): unknown variant `explode`"),
+        ("fault_after = \"soon\"", "fault_after = \"soon\""),
+        ("colour = \"red\"", "unknown field `colour`"),
+    ] {
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("fault_after = \"1s\"", body)
+            .replace(
+                "fault = \"silence\"",
+                if body.starts_with("fault =") {
+                    ""
+                } else {
+                    "fault = \"silence\""
+                },
+            );
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["lab", "--scenario-file", bad.to_str().unwrap()])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{body}: {err}");
+    }
+
+    // --list --json: every built-in scenario with what it expects.
+    let out = Command::new(BIN)
+        .args(["lab", "--list", "--json"])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 7);
+    assert!(
+        list.iter().all(|s| s["expect"]["keepalive"].is_string()),
+        "{list:?}"
+    );
+}
+
+#[test]
 fn without_keepalive_every_scenario_ends_as_the_kernel_says() {
     // Nothing probes an idle connection: the server never learns the peer crashed, rebooted
     // or became unreachable (seed 002's "still ESTABLISHED"); a firewall turns it into a

@@ -18,6 +18,7 @@ use capture::{Capture, Frame};
 use keepalive::policy::timeline::{ProbeTimeline, RetransmitTimeout};
 use keepalive::{Policy, Settings};
 use netlink::Kind;
+pub use scenario::Ending;
 use scenario::{Fault, Scenario, Topology};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -80,22 +81,6 @@ pub struct Options {
     /// instead of the built-in one, with the policy injected by the LD_PRELOAD shim; it must
     /// listen on port 8080.
     pub server_cmd: Option<String>,
-}
-
-/// How the connection ended, as the server saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Ending {
-    /// Still open at the end of the run.
-    Alive,
-    /// The server's read failed with ETIMEDOUT.
-    Timeout,
-    /// The server's read failed with ECONNRESET.
-    Reset,
-    /// Open as far as the server knows, but the client's data no longer arrives.
-    BlackHole,
-    /// Another error.
-    Other,
 }
 
 /// One line of the timeline.
@@ -348,7 +333,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             net.client_ip
         ),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(scenario.fault_after());
 
     // The fault.
     let fault_t = secs(now_ns());
@@ -559,26 +544,15 @@ pub fn run(options: Options) -> Result<Report, LabError> {
 
 /// What the scenario, with these settings, should end in.
 pub fn expected_ending(scenario: &Scenario, settings: &Settings, keepalive_on: bool) -> Ending {
-    if let Some(timeout_ms) = scenario.firewall_timeout_ms() {
-        return match keepalive_on {
-            false => Ending::BlackHole,
-            true if u64::from(settings.idle) * 1000 < timeout_ms => Ending::Alive,
-            true => Ending::Timeout,
-        };
-    }
-    // Unacknowledged data: retransmission decides, keepalive or not (tcp_write_timeout()).
-    if scenario.send_after_fault {
-        return Ending::Timeout;
-    }
-    // Without keepalive an idle connection sends nothing, so nothing can tell the server the
-    // peer is gone: seed 002's "still ESTABLISHED hours later", whatever the peer did.
-    if !keepalive_on {
-        return Ending::Alive;
-    }
-    match scenario.fault {
-        Fault::None | Fault::Freeze => Ending::Alive,
-        Fault::Reboot => Ending::Reset,
-        Fault::Silence | Fault::Reject => Ending::Timeout,
+    let e = &scenario.expect;
+    match scenario.firewall_timeout_ms() {
+        _ if !keepalive_on => e.no_keepalive,
+        // The first probe goes out after `idle`; a firewall that forgot the connection by then
+        // drops it (conntrack: invalid).
+        Some(timeout_ms) if u64::from(settings.idle) * 1000 >= timeout_ms => {
+            e.idle_over_firewall.unwrap_or(e.keepalive)
+        }
+        _ => e.keepalive,
     }
 }
 

@@ -29,6 +29,35 @@ pub enum Fault {
     Freeze,
 }
 
+/// How the connection ended, as the server saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    /// Still open at the end of the run.
+    Alive,
+    /// The server's read failed with ETIMEDOUT.
+    Timeout,
+    /// The server's read failed with ECONNRESET.
+    Reset,
+    /// Open as far as the server knows, but the client's data no longer arrives.
+    BlackHole,
+    /// Another error.
+    Other,
+}
+
+/// The endings the kernel's rules predict, by kind of policy: the scenario file's `[expect]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Keepalive on (with idle below the firewall's timeout, where there is one).
+    pub keepalive: Ending,
+    /// Keepalive on with idle at or above the firewall's timeout: its first probe finds the
+    /// connection forgotten.
+    pub idle_over_firewall: Option<Ending>,
+    /// Keepalive off (`--no-keepalive`).
+    pub no_keepalive: Ending,
+}
+
 /// One scenario, as its file says.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +79,9 @@ pub struct Scenario {
     pub send_after_fault: bool,
     /// The server's application heartbeat interval.
     pub heartbeat: Option<String>,
+    /// How long after the connection is up the fault comes (default 300ms).
+    pub fault_after: Option<String>,
+    pub expect: Expect,
 }
 
 const FILES: [(&str, &str); 7] = [
@@ -88,6 +120,72 @@ impl Scenario {
     pub fn heartbeat_ms(&self) -> Option<u64> {
         self.heartbeat.as_deref().and_then(parse_duration_ms)
     }
+
+    /// How long after the connection is up the fault comes.
+    pub fn fault_after(&self) -> std::time::Duration {
+        let ms = self.fault_after.as_deref().and_then(parse_duration_ms);
+        std::time::Duration::from_millis(ms.unwrap_or(300))
+    }
+
+    /// A scenario file of the user's: the same keys as the built-in ones (one line naming the
+    /// key and the line on error).
+    pub fn from_file(path: &std::path::Path) -> Result<Scenario, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let scenario: Scenario = toml::from_str(&text).map_err(|e| {
+            let msg = e.message().trim().replace('\n', "; ");
+            let at = e.span().map(|s| s.start.min(text.len()));
+            match at {
+                Some(at) => {
+                    let line = text[..at].matches('\n').count() + 1;
+                    let key = text[..at]
+                        .rsplit('\n')
+                        .next()
+                        .and_then(|l| l.split('=').next())
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| format!(" ({k})"))
+                        .unwrap_or_default();
+                    format!("{}, line {line}{key}: {msg}", path.display())
+                }
+                None => format!("{}: {msg}", path.display()),
+            }
+        })?;
+        scenario
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(scenario)
+    }
+
+    /// What the types cannot say: values in the grammar, faults the topology can play.
+    pub fn check(&self) -> Result<(), String> {
+        keepalive::Policy::parse(&self.policy).map_err(|e| format!("policy: {e}"))?;
+        for (key, value) in [
+            ("firewall_timeout", &self.firewall_timeout),
+            ("heartbeat", &self.heartbeat),
+            ("fault_after", &self.fault_after),
+        ] {
+            if let Some(v) = value
+                && parse_duration_ms(v).is_none()
+            {
+                return Err(format!(
+                    "{key} = \"{v}\": expected a duration such as 5s or 300ms"
+                ));
+            }
+        }
+        let needs_router = self.fault == Fault::Reject || self.firewall_timeout.is_some();
+        if needs_router && self.topology != Topology::Router {
+            return Err(
+                "fault \"reject\" and firewall_timeout happen in a router: give topology = \"router\""
+                    .into(),
+            );
+        }
+        if self.fault == Fault::Freeze && self.heartbeat.is_none() {
+            return Err(
+                "fault \"freeze\" is seen only by a heartbeat: give heartbeat = \"1s\"".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The built-in files are part of the build; a broken one is a bug the tests catch.
@@ -106,7 +204,7 @@ mod tests {
     fn every_file_parses_and_names_itself() {
         for s in Scenario::all() {
             assert_eq!(Scenario::named(&s.name).unwrap().name, s.name);
-            keepalive::Policy::parse(&s.policy).unwrap();
+            s.check().unwrap();
         }
         assert_eq!(Scenario::all()[0].name, DEFAULT);
         assert_eq!(
