@@ -86,6 +86,10 @@ pub struct LabArgs {
     /// With --no-keepalive: how long to watch the connection nothing will ever check.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub duration: String,
+    /// Refuse, before starting, a run expected to take longer than this (the kernel's
+    /// defaults take 2h11m15s to detect a dead peer).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub max_duration: String,
     /// Run this program as the server, with the policy injected by the LD_PRELOAD shim (it
     /// must listen on port 8080), e.g. 'nc -l 8080': seed 002's experiment exactly. The words
     /// are split as a shell would (quotes, backslashes); no shell runs. The program and all it

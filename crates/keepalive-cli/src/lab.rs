@@ -63,16 +63,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         no_keepalive: args.no_keepalive,
         progress,
         server_cmd: args.server_cmd.clone(),
-        duration: std::time::Duration::from_millis(
-            keepalive::policy::grammar::parse_duration_ms(&args.duration)
-                .filter(|ms| (1..=3_600_000).contains(ms))
-                .ok_or_else(|| {
-                    UsageError::err(format!(
-                        "--duration {}: expected a duration from 1ms to 1h, such as 10s or 2m",
-                        args.duration
-                    ))
-                })?,
-        ),
+        duration: duration_arg("--duration", &args.duration, 3_600_000)?,
+        max_duration: duration_arg("--max-duration", &args.max_duration, 24 * 3_600_000)?,
     })
     .map_err(|e| match e {
         keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),
@@ -194,4 +186,17 @@ fn human(r: &Report) -> String {
     };
     let _ = writeln!(out, "        expected {:?}: {verdict}", r.expected);
     out
+}
+
+/// A duration flag, from 1 ms to `max_ms`.
+fn duration_arg(flag: &str, text: &str, max_ms: u64) -> anyhow::Result<std::time::Duration> {
+    keepalive::policy::grammar::parse_duration_ms(text)
+        .filter(|ms| (1..=max_ms).contains(ms))
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| {
+            UsageError::err(format!(
+                "{flag} {text}: expected a duration from 1ms to {}, such as 10s or 2m",
+                crate::render::duration_ms(max_ms)
+            ))
+        })
 }

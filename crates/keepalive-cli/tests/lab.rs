@@ -261,6 +261,11 @@ fn bad_input_is_one_line() {
             "cannot write /nonexistent-ka-dir/x.svg",
         ),
         (vec!["lab", "--duration", "forever"], "--duration forever"),
+        // The kernel's defaults take 2h11m15s: refused before anything is built.
+        (
+            vec!["lab", "crash", "--idle", "7200"],
+            "raise --max-duration",
+        ),
         (
             vec!["lab", "--server-cmd", "nc -l \"8080"],
             "missing closing quote",

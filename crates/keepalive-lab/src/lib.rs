@@ -77,6 +77,8 @@ pub struct Options {
     /// How long to watch a connection that is expected to stay open because nothing would
     /// notice (keepalive off).
     pub duration: Duration,
+    /// A run expected to take longer is refused before it starts.
+    pub max_duration: Duration,
     /// Run this command (words as a POSIX shell splits them, no shell involved) as the server
     /// instead of the built-in one, with the policy injected by the LD_PRELOAD shim; it must
     /// listen on port 8080.
@@ -232,6 +234,35 @@ pub fn enter_user_namespace() -> Result<(), LabError> {
     Ok(())
 }
 
+/// How long the run watches the connection after the fault, in seconds: until the ending
+/// theory predicts, and a little more.
+pub fn watch_window(
+    scenario: &Scenario,
+    policy: &Policy,
+    keepalive_on: bool,
+    duration: Duration,
+) -> Result<f64, LabError> {
+    let settings = policy.resolve(&Settings::LINUX_DEFAULT)?;
+    let keepalive_end = ProbeTimeline::silent_peer(&settings).reset_ms as f64 / 1000.0;
+    let firewall_s = scenario.firewall_timeout_ms().map(|ms| ms as f64 / 1000.0);
+    Ok(match expected_ending(scenario, &settings, keepalive_on) {
+        Ending::Alive if firewall_s.is_some() => {
+            (firewall_s.unwrap_or(0.0) * 2.0).max(keepalive_end) + 1.0
+        }
+        Ending::Alive if !keepalive_on => duration.as_secs_f64(),
+        Ending::Alive => keepalive_end + 1.0,
+        Ending::BlackHole => firewall_s.unwrap_or(5.0) + 2.0,
+        Ending::Reset => f64::from(settings.idle) + 3.0,
+        _ if scenario.send_after_fault => {
+            let retries2 = scenario.retries2.unwrap_or(15);
+            RetransmitTimeout::new(retries2, 120_000, settings.user_timeout_ms).give_up_ms as f64
+                / 1000.0
+                + 3.0
+        }
+        _ => keepalive_end + 3.0,
+    })
+}
+
 /// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
 pub fn run(options: Options) -> Result<Report, LabError> {
     let scenario = &options.scenario;
@@ -245,6 +276,15 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let mut events: Vec<Event> = Vec::new();
     let mut note = |t: f64, what: String| events.push(Event { t, what });
 
+    let expected_s = watch_window(scenario, &policy, keepalive_on, options.duration)?;
+    if expected_s > options.max_duration.as_secs_f64() {
+        return Err(LabError::BadInput(format!(
+            "this run would take about {:.0} s, more than --max-duration {:.0} s allows; raise \
+             --max-duration to run it",
+            expected_s.ceil(),
+            options.max_duration.as_secs_f64()
+        )));
+    }
     if scenario.firewall_timeout_ms().is_some() {
         topology::require_nft()?;
     }
@@ -403,31 +443,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         );
     }
 
-    // Theory, to know how long to wait.
-    let settings_hint = policy.resolve(&Settings::LINUX_DEFAULT)?;
-    let timeline = ProbeTimeline::silent_peer(&settings_hint);
-    let keepalive_end = timeline.reset_ms as f64 / 1000.0;
-    let expected = expected_ending(scenario, &settings_hint, keepalive_on);
-    let window = match (scenario.fault, expected) {
-        (_, Ending::Alive) if scenario.firewall_timeout.is_some() => {
-            (scenario.firewall_timeout_ms().unwrap_or(0) as f64 / 1000.0 * 2.0).max(keepalive_end)
-                + 1.0
-        }
-        (_, Ending::Alive) if !keepalive_on => options.duration.as_secs_f64(),
-        (_, Ending::Alive) => keepalive_end + 1.0,
-        (_, Ending::BlackHole) => {
-            scenario.firewall_timeout_ms().unwrap_or(5000) as f64 / 1000.0 + 2.0
-        }
-        (_, Ending::Reset) => settings_hint.idle as f64 + 3.0,
-        _ if scenario.send_after_fault => {
-            let retries2 = scenario.retries2.unwrap_or(15);
-            RetransmitTimeout::new(retries2, 120_000, settings_hint.user_timeout_ms).give_up_ms
-                as f64
-                / 1000.0
-                + 3.0
-        }
-        _ => keepalive_end + 3.0,
-    };
+    let window = watch_window(scenario, &policy, keepalive_on, options.duration)?;
     let begin = Instant::now();
     let deadline = begin + Duration::from_secs_f64(window);
     while Instant::now() < deadline && !server.is_finished() {
@@ -487,6 +503,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         });
     }
     let (ending, error) = ending_of(&side, &found, probe_sent_t);
+    let expected = expected_ending(scenario, &settings, keepalive_on);
     let detection = measure(&found, &side, &settings, scenario, ending, &net);
     if let Some(t) = found.server_rst {
         report_events.push(Event {
