@@ -5,7 +5,7 @@ use crate::cli::LabArgs;
 use crate::render::json;
 use keepalive::output::Pending;
 use keepalive_lab::scenario::{self, Scenario};
-use keepalive_lab::{Ending, Options, Report};
+use keepalive_lab::{Ending, Live, Options, Report};
 use std::io::{IsTerminal, Write};
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
@@ -47,9 +47,32 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if !keepalive_lab::privileged_enough() {
         keepalive_lab::enter_user_namespace()?;
     }
-    let progress: Option<Box<dyn Fn(f64, f64)>> = if std::io::stderr().is_terminal() && !args.json {
-        Some(Box::new(|done, total| {
-            eprint!("\r  running: {done:4.1}s of about {total:.1}s ")
+    // On a terminal, what the wire shows as it happens, then the report.
+    let live: Option<Box<dyn Fn(Live)>> = if std::io::stderr().is_terminal() && !args.json {
+        Some(Box::new(|event| match event {
+            Live::Probe { n, t, since_rx } => {
+                let after = since_rx.map_or(String::new(), |s| {
+                    format!(", {s:.3}s after the peer last spoke")
+                });
+                eprint!("\r{:60}\r  {t:9.3}s  keepalive probe {n}{after}\n", "");
+            }
+            Live::Retransmission { n, t } => {
+                eprint!(
+                    "\r{:60}\r  {t:9.3}s  retransmission {n} of unacknowledged data\n",
+                    ""
+                );
+            }
+            Live::Reset { t, by_server } => {
+                let who = if by_server {
+                    "the server"
+                } else {
+                    "the client"
+                };
+                eprint!("\r{:60}\r  {t:9.3}s  RST from {who}\n", "");
+            }
+            Live::Waiting { t, expected } => {
+                eprint!("\r  watching: {t:5.1}s of about {expected:.1}s ");
+            }
         }))
     } else {
         None
@@ -61,7 +84,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         scenario,
         policy: (!policy.is_empty()).then_some(policy),
         no_keepalive: args.no_keepalive,
-        progress,
+        live,
         server_cmd: args.server_cmd.clone(),
         duration: duration_arg("--duration", &args.duration, 3_600_000)?,
         max_duration: duration_arg("--max-duration", &args.max_duration, 24 * 3_600_000)?,

@@ -484,6 +484,41 @@ fn a_scenario_file_of_the_tests_own_runs_and_bad_ones_name_the_key() {
 }
 
 #[test]
+fn on_a_terminal_the_timeline_shows_as_it_happens() {
+    // keepalive lab on a pty of its own (python's pty module): each probe is told on the
+    // terminal as it crosses the wire, before the report, which comes once the run is over.
+    let driver = format!(
+        "import os, pty, select, time\n\
+         pid, fd = pty.fork()\n\
+         if pid == 0:\n\
+         \x20   os.execv({bin:?}, [{bin:?}, 'lab', 'crash', '--idle', '2', '--interval', '1', '--count', '2'])\n\
+         out = b''\n\
+         end = time.time() + 60\n\
+         while time.time() < end:\n\
+         \x20   if select.select([fd], [], [], 0.1)[0]:\n\
+         \x20       try: out += os.read(fd, 4096)\n\
+         \x20       except OSError: break\n\
+         os.waitpid(pid, 0)\n\
+         print(out.decode(errors='replace').replace('\\r', '\\n'))\n",
+        bin = BIN,
+    );
+    let py = testkit::python();
+    let out = testkit::bounded_output(
+        Command::new(py).args(["-c", &driver]),
+        Duration::from_secs(90),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let live = text
+        .find("keepalive probe 1,")
+        .unwrap_or_else(|| panic!("no live probe line: {text}"));
+    let report = text
+        .find("keepalive lab: crash")
+        .unwrap_or_else(|| panic!("no report: {text}"));
+    assert!(live < report, "probe 1 was told before the report: {text}");
+    assert!(text.contains("keepalive probe 2,"), "{text}");
+}
+
+#[test]
 fn without_keepalive_every_scenario_ends_as_the_kernel_says() {
     // Nothing probes an idle connection: the server never learns the peer crashed, rebooted
     // or became unreachable (seed 002's "still ESTABLISHED"); a firewall turns it into a

@@ -4,8 +4,8 @@
 
 use crate::LabError;
 use crate::topology::Host;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// One captured frame.
@@ -19,7 +19,8 @@ pub struct Frame {
 
 pub struct Capture {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Result<Result<Vec<Frame>, LabError>, LabError>>,
+    frames: Arc<Mutex<Vec<Frame>>>,
+    handle: JoinHandle<Result<Result<(), LabError>, LabError>>,
 }
 
 impl Capture {
@@ -28,9 +29,15 @@ impl Capture {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let flag = Arc::clone(&stop);
-        let handle = host.spawn(move || capture(ifname, &flag, ready_tx))?;
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&frames);
+        let handle = host.spawn(move || capture(ifname, &flag, &sink, ready_tx))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Capture { stop, handle }),
+            Ok(Ok(())) => Ok(Capture {
+                stop,
+                frames,
+                handle,
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(LabError::Capture(
                 "capture thread ended before it was ready".into(),
@@ -38,12 +45,19 @@ impl Capture {
         }
     }
 
+    /// The frames so far, in order (for a live view while the run goes on).
+    pub fn so_far(&self) -> Vec<Frame> {
+        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
     /// Stops and returns the frames, in order.
     pub fn stop(self) -> Result<Vec<Frame>, LabError> {
         self.stop.store(true, Ordering::Relaxed);
         self.handle
             .join()
-            .map_err(|_| LabError::Capture("capture thread panicked".into()))??
+            .map_err(|_| LabError::Capture("capture thread panicked".into()))???;
+        let frames = self.frames.lock().map(|mut f| std::mem::take(&mut *f));
+        frames.map_err(|_| LabError::Capture("capture buffer poisoned".into()))
     }
 }
 
@@ -57,8 +71,9 @@ fn os_err(what: &str) -> LabError {
 fn capture(
     ifname: &str,
     stop: &AtomicBool,
+    frames: &Mutex<Vec<Frame>>,
     ready: std::sync::mpsc::Sender<Result<(), LabError>>,
-) -> Result<Vec<Frame>, LabError> {
+) -> Result<(), LabError> {
     let protocol = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket(2); the descriptor is closed by the guard below.
     let fd = unsafe {
@@ -114,7 +129,6 @@ fn capture(
         return Err(e);
     }
     let _ = ready.send(Ok(()));
-    let mut frames = Vec::new();
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: receives into `buf`, at most its length.
@@ -135,10 +149,13 @@ fn capture(
         // SAFETY: SIOCGSTAMPNS writes the last packet's timestamp into `ts`.
         unsafe { libc::ioctl(fd, SIOCGSTAMPNS as _, &mut ts) };
         let ns = (ts.tv_sec as u128) * 1_000_000_000 + ts.tv_nsec as u128;
-        frames.push(Frame {
+        let frame = Frame {
             ns,
             data: buf[..n as usize].to_vec(),
-        });
+        };
+        if let Ok(mut f) = frames.lock() {
+            f.push(frame);
+        }
     }
-    Ok(frames)
+    Ok(())
 }

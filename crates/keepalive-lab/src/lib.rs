@@ -72,8 +72,8 @@ pub struct Options {
     pub policy: Option<Policy>,
     /// The server leaves keepalive off (for `firewall`: the silent black hole).
     pub no_keepalive: bool,
-    /// Called now and then while waiting: (seconds so far, seconds expected).
-    pub progress: Option<Box<dyn Fn(f64, f64)>>,
+    /// Called as the run goes: what the wire shows as it shows it, and the time now and then.
+    pub live: Option<Box<dyn Fn(Live)>>,
     /// How long to watch a connection that is expected to stay open because nothing would
     /// notice (keepalive off).
     pub duration: Duration,
@@ -83,6 +83,23 @@ pub struct Options {
     /// instead of the built-in one, with the policy injected by the LD_PRELOAD shim; it must
     /// listen on port 8080.
     pub server_cmd: Option<String>,
+}
+
+/// What a run shows while it goes on (times in seconds since the lab started).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Live {
+    /// Keepalive probe `n` went out, `since_rx` after the peer last spoke.
+    Probe {
+        n: usize,
+        t: f64,
+        since_rx: Option<f64>,
+    },
+    /// The server sent unacknowledged data again (retransmission `n`).
+    Retransmission { n: usize, t: f64 },
+    /// A reset crossed the wire.
+    Reset { t: f64, by_server: bool },
+    /// Still watching: `t` of about `expected` seconds.
+    Waiting { t: f64, expected: f64 },
 }
 
 /// One line of the timeline.
@@ -232,6 +249,45 @@ pub fn enter_user_namespace() -> Result<(), LabError> {
             .map_err(|e| LabError::Namespace(format!("writing {file}: {e}")))?;
     }
     Ok(())
+}
+
+/// Tells `live` what the wire shows that it has not been told yet: probes, retransmissions
+/// and resets so far (`shown` counts what was told).
+fn show_live(
+    live: &dyn Fn(Live),
+    capture: &Capture,
+    start_ns: u128,
+    server: SocketAddrV4,
+    client: Ipv4Addr,
+    shown: &mut (usize, usize, bool, bool),
+) {
+    let found = analysis::findings(&analysis::parse(
+        &capture.so_far(),
+        start_ns,
+        server,
+        client,
+    ));
+    for p in found.probes.iter().skip(shown.0) {
+        live(Live::Probe {
+            n: p.n,
+            t: p.t,
+            since_rx: p.since_rx,
+        });
+    }
+    for (i, t) in found.retransmissions.iter().enumerate().skip(shown.1) {
+        live(Live::Retransmission { n: i + 1, t: *t });
+    }
+    for (seen, at, by_server) in [
+        (&mut shown.2, found.server_rst, true),
+        (&mut shown.3, found.client_rst, false),
+    ] {
+        if let (false, Some(t)) = (*seen, at) {
+            *seen = true;
+            live(Live::Reset { t, by_server });
+        }
+    }
+    shown.0 = found.probes.len();
+    shown.1 = found.retransmissions.len();
 }
 
 /// How long the run watches the connection after the fault, in seconds: until the ending
@@ -446,9 +502,21 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let window = watch_window(scenario, &policy, keepalive_on, options.duration)?;
     let begin = Instant::now();
     let deadline = begin + Duration::from_secs_f64(window);
+    let mut shown = (0, 0, false, false);
     while Instant::now() < deadline && !server.is_finished() {
-        if let Some(p) = &options.progress {
-            p(begin.elapsed().as_secs_f64(), window);
+        if let Some(live) = &options.live {
+            show_live(
+                live,
+                &capture,
+                start_ns,
+                server_addr,
+                net.client_ip,
+                &mut shown,
+            );
+            live(Live::Waiting {
+                t: begin.elapsed().as_secs_f64(),
+                expected: window,
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
