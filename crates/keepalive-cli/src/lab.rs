@@ -4,8 +4,9 @@ use crate::UsageError;
 use crate::cli::LabArgs;
 use crate::render::json;
 use keepalive::output::Pending;
+use keepalive_lab::scenario::Fault;
 use keepalive_lab::scenario::{self, Scenario};
-use keepalive_lab::{Ending, Live, Options, Report};
+use keepalive_lab::{Ending, Live, Options, Report, What};
 use std::io::{IsTerminal, Write};
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
@@ -142,7 +143,11 @@ fn human(r: &Report) -> String {
     );
     let _ = writeln!(out);
     // Events and probes, in time order.
-    let mut lines: Vec<(f64, String)> = r.events.iter().map(|e| (e.t, e.what.clone())).collect();
+    let mut lines: Vec<(f64, String)> = r
+        .events
+        .iter()
+        .map(|e| (e.t, event_text(&e.what)))
+        .collect();
     for p in &r.probes {
         let answer = if p.answered { "answered" } else { "no answer" };
         let theory = match p.after_last_rx {
@@ -222,4 +227,40 @@ fn duration_arg(flag: &str, text: &str, max_ms: u64) -> anyhow::Result<std::time
                 crate::render::duration_ms(max_ms)
             ))
         })
+}
+
+/// One event in words.
+fn event_text(what: &What) -> String {
+    match what {
+        What::Firewall { timeout_s } => {
+            format!("router: firewall forgets idle connections after {timeout_s}s (conntrack)")
+        }
+        What::Connected { client, server } => {
+            format!("client {client} connected to server {server} and sent \"hello\"")
+        }
+        What::Fault { fault } => match fault {
+            Fault::None => "fault: none".into(),
+            Fault::Silence => {
+                "fault: the client goes silent (its kernel discards everything it sends)".into()
+            }
+            Fault::Reboot => "fault: the client reboots: its socket is gone without a word, \
+                              the host answers again"
+                .into(),
+            Fault::Reject => {
+                "fault: the router answers everything for the client with ICMP host unreachable"
+                    .into()
+            }
+            Fault::Freeze => "fault: the client's program hangs; its kernel still runs".into(),
+        },
+        What::ServerSends { bytes } => {
+            format!("server sends {bytes} bytes the client will never acknowledge")
+        }
+        What::ClientSends { text } => format!("client sends {text:?}"),
+        What::ServerReads { text } => format!("server reads {text:?}"),
+        What::Icmp { code } => {
+            format!("router → server: ICMP destination unreachable (code {code}), ignored by TCP")
+        }
+        What::ServerReset => "server → client: RST, the server gives up".into(),
+        What::ServerError { errno } => format!("server's read() fails: {errno}"),
+    }
 }

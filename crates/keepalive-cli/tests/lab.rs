@@ -134,7 +134,7 @@ fn unreachable_peer_is_indistinguishable_from_a_crash() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["what"].as_str().unwrap().contains("ICMP"))
+            .any(|e| e["kind"] == "icmp")
     );
     assert_probe_spacing(&v, 3.0, 1.0, 3);
     assert_eq!(tshark_keepalives(&dir), 3);
@@ -148,7 +148,7 @@ fn firewall_keeps_a_connection_probed_below_its_timeout() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["what"] == "server reads \"still there?\"")
+            .any(|e| e["kind"] == "server-reads" && e["text"] == "still there?")
     );
 }
 

@@ -102,12 +102,40 @@ pub enum Live {
     Waiting { t: f64, expected: f64 },
 }
 
+/// What happened, as data: the CLI words it, the SVG draws it, `--json` carries its fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum What {
+    /// The router's firewall is set to forget idle connections after `timeout_s`.
+    Firewall { timeout_s: u64 },
+    /// The client connected and sent its greeting.
+    Connected {
+        client: Ipv4Addr,
+        server: SocketAddrV4,
+    },
+    /// The scenario's fault happened.
+    Fault { fault: Fault },
+    /// The server sent data the client will never acknowledge.
+    ServerSends { bytes: usize },
+    /// The client sent `text`.
+    ClientSends { text: String },
+    /// The server's program read `text`.
+    ServerReads { text: String },
+    /// A router answered with ICMP destination unreachable (code), which TCP ignores for probes.
+    Icmp { code: u8 },
+    /// The server gave up and sent RST.
+    ServerReset,
+    /// The server's read failed with this errno.
+    ServerError { errno: String },
+}
+
 /// One line of the timeline.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Event {
     /// Seconds since the lab started.
     pub t: f64,
-    pub what: String,
+    #[serde(flatten)]
+    pub what: What,
 }
 
 /// Measured against theory.
@@ -330,7 +358,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let start_ns = now_ns();
     let secs = move |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
     let mut events: Vec<Event> = Vec::new();
-    let mut note = |t: f64, what: String| events.push(Event { t, what });
+    let mut note = |t: f64, what: What| events.push(Event { t, what });
 
     let expected_s = watch_window(scenario, &policy, keepalive_on, options.duration)?;
     if expected_s > options.max_duration.as_secs_f64() {
@@ -364,10 +392,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         )?;
         note(
             secs(now_ns()),
-            format!(
-                "router: firewall forgets idle connections after {}s (conntrack)",
-                timeout_ms / 1000
-            ),
+            What::Firewall {
+                timeout_s: timeout_ms / 1000,
+            },
         );
     }
     let server_addr = SocketAddrV4::new(net.server_ip, PORT);
@@ -424,10 +451,10 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let (client, connected_ns) = client;
     note(
         secs(connected_ns),
-        format!(
-            "client {} connected to server {server_addr} and sent \"hello\"",
-            net.client_ip
-        ),
+        What::Connected {
+            client: net.client_ip,
+            server: server_addr,
+        },
     );
     std::thread::sleep(scenario.fault_after());
 
@@ -454,7 +481,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             silence(true)?;
             note(
                 fault_t,
-                "fault: the client goes silent (its kernel discards everything it sends)".into(),
+                What::Fault {
+                    fault: scenario.fault,
+                },
             );
         }
         Fault::Reboot => {
@@ -466,7 +495,12 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             }
             std::thread::sleep(Duration::from_millis(100));
             silence(false)?;
-            note(fault_t, "fault: the client reboots: its socket is gone without a word, the host answers again".into());
+            note(
+                fault_t,
+                What::Fault {
+                    fault: scenario.fault,
+                },
+            );
         }
         Fault::Reject => {
             if let Some(router) = &net.router {
@@ -479,24 +513,24 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             }
             note(
                 fault_t,
-                "fault: the router answers everything for the client with ICMP host unreachable"
-                    .into(),
+                What::Fault {
+                    fault: scenario.fault,
+                },
             );
         }
         Fault::Freeze => {
             note(
                 fault_t,
-                "fault: the client's program hangs; its kernel still runs".into(),
+                What::Fault {
+                    fault: scenario.fault,
+                },
             );
         }
     }
     if scenario.send_after_fault {
         std::thread::sleep(Duration::from_millis(100));
         let _ = cmd_tx.send(ToServer::Send(1000));
-        note(
-            secs(now_ns()),
-            "server sends 1000 bytes the client will never acknowledge".into(),
-        );
+        note(secs(now_ns()), What::ServerSends { bytes: 1000 });
     }
 
     let window = watch_window(scenario, &policy, keepalive_on, options.duration)?;
@@ -530,7 +564,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         probe_sent_t = Some(secs(now_ns()));
         note(
             probe_sent_t.unwrap_or(0.0),
-            "client sends \"still there?\"".into(),
+            What::ClientSends {
+                text: "still there?".into(),
+            },
         );
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -558,16 +594,15 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     for icmp in wire.icmp.iter().filter(|i| i.kind == 3) {
         report_events.push(Event {
             t: icmp.t,
-            what: format!(
-                "router → server: ICMP destination unreachable (code {}), ignored by TCP",
-                icmp.code
-            ),
+            what: What::Icmp { code: icmp.code },
         });
     }
     for (t, data) in &side.received {
         report_events.push(Event {
             t: *t,
-            what: format!("server reads {:?}", String::from_utf8_lossy(data).trim()),
+            what: What::ServerReads {
+                text: String::from_utf8_lossy(data).trim().to_owned(),
+            },
         });
     }
     let (ending, error) = ending_of(&side, &found, probe_sent_t);
@@ -576,13 +611,15 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     if let Some(t) = found.server_rst {
         report_events.push(Event {
             t,
-            what: "server → client: RST, the server gives up".into(),
+            what: What::ServerReset,
         });
     }
     if let Some((t, e)) = &side.error {
         report_events.push(Event {
             t: *t,
-            what: format!("server's read() fails: {}", errno_name(e)),
+            what: What::ServerError {
+                errno: errno_name(e),
+            },
         });
     }
     let probes = found

@@ -148,7 +148,7 @@ pub fn render(report: &Report) -> String {
         }
     }
     for e in &report.events {
-        if e.what.starts_with("fault") {
+        if matches!(e.what, crate::What::Fault { .. }) {
             let _ = writeln!(
                 s,
                 r##"<line x1="{0}" y1="80" x2="{0}" y2="{axis_y}" stroke="#d4a000" stroke-width="2"/><text x="{0}" y="92" fill="#a07800">fault</text>"##,
