@@ -202,9 +202,27 @@ fn human(r: &Report) -> String {
     };
     let _ = writeln!(out, "Result: {result}");
     if let Some(missed) = r.heartbeats_unanswered {
+        let answered = r.probes.iter().filter(|p| p.answered).count();
         let _ = writeln!(
             out,
-            "        TCP keepalive says alive, yet {missed} application heartbeats went unanswered: only a heartbeat sees a hung peer"
+            "        TCP keepalive says alive ({answered} probes answered by the peer's kernel), yet \
+             {missed} application heartbeats went unanswered: only a heartbeat sees a hung peer"
+        );
+    }
+    if let Some(h) = &r.heartbeat {
+        let declared = match (h.declared_s, h.theory_s) {
+            (Some(d), Some(t)) => format!(
+                "declared the peer dead {d:.3}s after the fault; theory {t:.3}s ({:+.3}s, within {:.2}s)",
+                d - t,
+                h.tolerance_s
+            ),
+            (Some(d), None) => format!("declared the peer dead {d:.3}s after the fault"),
+            (None, _) => "never declared the peer dead in this run".into(),
+        };
+        let _ = writeln!(
+            out,
+            "        heartbeat (every {:.1}s, dead after {} missed): {declared}",
+            h.interval_s, h.misses
         );
     }
     let verdict = if r.as_expected() {
@@ -262,5 +280,8 @@ fn event_text(what: &What) -> String {
         }
         What::ServerReset => "server → client: RST, the server gives up".into(),
         What::ServerError { errno } => format!("server's read() fails: {errno}"),
+        What::HeartbeatDead { misses } => format!(
+            "server's application: {misses} heartbeats in a row unanswered, the peer is dead to it"
+        ),
     }
 }

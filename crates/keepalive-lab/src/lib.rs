@@ -85,6 +85,31 @@ pub struct Options {
     pub server_cmd: Option<String>,
 }
 
+/// The application heartbeat's verdict (`hung`), in seconds from the fault.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeartbeatReport {
+    pub interval_s: f64,
+    /// Unanswered pings in a row that make the peer dead.
+    pub misses: usize,
+    /// When it was declared dead; `None` if it never was in the run.
+    pub declared_s: Option<f64>,
+    /// The first ping after the fault goes unanswered, and the peer is dead when the ping due
+    /// `misses` intervals later finds the last `misses` unanswered.
+    pub theory_s: Option<f64>,
+    /// The server's loop looks at the connection every 50 ms: how late it may notice.
+    pub tolerance_s: f64,
+}
+
+impl HeartbeatReport {
+    /// Declared dead, and when theory says, within the tolerance.
+    pub fn as_theory_says(&self) -> bool {
+        match (self.declared_s, self.theory_s) {
+            (Some(d), Some(t)) => (d - t).abs() <= self.tolerance_s,
+            _ => false,
+        }
+    }
+}
+
 /// What a run shows while it goes on (times in seconds since the lab started).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Live {
@@ -127,6 +152,8 @@ pub enum What {
     ServerReset,
     /// The server's read failed with this errno.
     ServerError { errno: String },
+    /// The application's heartbeat declared the peer dead after `misses` unanswered pings.
+    HeartbeatDead { misses: usize },
 }
 
 /// One line of the timeline.
@@ -173,6 +200,9 @@ pub struct Report {
     pub detection: Option<Measure>,
     /// Application heartbeats the server sent that went unanswered (`hung`).
     pub heartbeats_unanswered: Option<usize>,
+    /// When the application's heartbeat declared the peer dead, measured from the fault, and
+    /// in theory (`hung`).
+    pub heartbeat: Option<HeartbeatReport>,
     pub duration_s: f64,
     #[serde(skip)]
     pub frames: Vec<Frame>,
@@ -196,7 +226,12 @@ impl Report {
     /// The outcome is the one the scenario and policy call for, and every time is within
     /// tolerance of theory.
     pub fn as_expected(&self) -> bool {
-        self.ending == self.expected && self.detection.as_ref().is_none_or(|d| d.within_tolerance)
+        self.ending == self.expected
+            && self.detection.as_ref().is_none_or(|d| d.within_tolerance)
+            && self
+                .heartbeat
+                .as_ref()
+                .is_none_or(HeartbeatReport::as_theory_says)
     }
 }
 
@@ -207,6 +242,11 @@ struct ServerSide {
     received: Vec<(f64, Vec<u8>)>,
     heartbeats_sent: usize,
     heartbeats_answered: usize,
+    /// When each heartbeat ping went out.
+    pings: Vec<f64>,
+    /// When the application declared the peer dead: `heartbeat_misses` pings in a row went
+    /// unanswered.
+    declared_dead: Option<f64>,
     /// The connection's retransmission timeout when the unanswered data went out.
     rto_ms: Option<u64>,
     /// A `--server-cmd` program's connection went away at this time (its errno is not ours to
@@ -222,6 +262,8 @@ impl ServerSide {
             received: Vec::new(),
             heartbeats_sent: 0,
             heartbeats_answered: 0,
+            pings: Vec::new(),
+            declared_dead: None,
             rto_ms: None,
             program_lost: None,
         }
@@ -329,7 +371,14 @@ pub fn watch_window(
     let settings = policy.resolve(&Settings::LINUX_DEFAULT)?;
     let keepalive_end = ProbeTimeline::silent_peer(&settings).reset_ms as f64 / 1000.0;
     let firewall_s = scenario.firewall_timeout_ms().map(|ms| ms as f64 / 1000.0);
-    Ok(match expected_ending(scenario, &settings, keepalive_on) {
+    // A heartbeat that should declare a hung peer dead: long enough to see it do so.
+    let heartbeat_s = match (scenario.fault, scenario.heartbeat_ms()) {
+        (Fault::Freeze, Some(ms)) => {
+            (f64::from(scenario.heartbeat_misses.unwrap_or(3)) + 2.0) * ms as f64 / 1000.0 + 1.0
+        }
+        _ => 0.0,
+    };
+    let window = match expected_ending(scenario, &settings, keepalive_on) {
         Ending::Alive if firewall_s.is_some() => {
             (firewall_s.unwrap_or(0.0) * 2.0).max(keepalive_end) + 1.0
         }
@@ -344,7 +393,8 @@ pub fn watch_window(
                 + 3.0
         }
         _ => keepalive_end + 3.0,
-    })
+    };
+    Ok(window.max(heartbeat_s))
 }
 
 /// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
@@ -404,7 +454,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (cmd_tx, cmd_rx) = mpsc::channel::<ToServer>();
     let heartbeat = if scenario.fault == Fault::Freeze {
-        scenario.heartbeat_ms()
+        scenario
+            .heartbeat_ms()
+            .map(|ms| (ms, scenario.heartbeat_misses.unwrap_or(3) as usize))
     } else {
         None
     };
@@ -449,6 +501,14 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         .map_err(|_| LabError::Run("client thread panicked".into()))??
         .map_err(|e| LabError::Run(format!("client: connecting to {server_addr}: {e}")))?;
     let (client, connected_ns) = client;
+    // For `hung`, the client's program is a process of its own that answers each ping with a
+    // pong until the fault stops it (SIGSTOP); its kernel goes on answering TCP.
+    let responder = match scenario.fault {
+        Fault::Freeze => Some(
+            Responder::start(&client).map_err(|e| LabError::Run(format!("client program: {e}")))?,
+        ),
+        _ => None,
+    };
     note(
         secs(connected_ns),
         What::Connected {
@@ -519,6 +579,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
             );
         }
         Fault::Freeze => {
+            if let Some(r) = &responder {
+                r.freeze();
+            }
             note(
                 fault_t,
                 What::Fault {
@@ -580,6 +643,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         .map_err(|e| LabError::Run(format!("server: {e}")))?;
     // Stop capturing before the client's socket goes: closing it with unread data sends RST.
     let frames = capture.stop()?;
+    drop(responder);
     drop(client);
     let end_ns = now_ns();
 
@@ -612,6 +676,12 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         report_events.push(Event {
             t,
             what: What::ServerReset,
+        });
+    }
+    if let (Some(t), Some((_, misses))) = (side.declared_dead, heartbeat) {
+        report_events.push(Event {
+            t,
+            what: What::HeartbeatDead { misses },
         });
     }
     if let Some((t, e)) = &side.error {
@@ -654,6 +724,17 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         error,
         expected,
         detection,
+        heartbeat: heartbeat.map(|(ms, misses)| {
+            let interval = ms as f64 / 1000.0;
+            let first_after = side.pings.iter().copied().find(|&p| p > fault_t);
+            HeartbeatReport {
+                interval_s: interval,
+                misses,
+                declared_s: side.declared_dead.map(|t| t - fault_t),
+                theory_s: first_after.map(|p| p + misses as f64 * interval - fault_t),
+                tolerance_s: 0.05 + 1.0 / HZ as f64,
+            }
+        }),
         heartbeats_unanswered: heartbeat.map(|_| {
             side.heartbeats_sent
                 .saturating_sub(side.heartbeats_answered)
@@ -870,12 +951,15 @@ fn serve(
     addr: SocketAddrV4,
     policy: Policy,
     keepalive_on: bool,
-    heartbeat_ms: Option<u64>,
+    heartbeat: Option<(u64, usize)>,
     ready: mpsc::Sender<Result<(), String>>,
     commands: mpsc::Receiver<ToServer>,
     start_ns: u128,
 ) -> Result<ServerSide, String> {
     let secs = |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let heartbeat_ms = heartbeat.map(|(ms, _)| ms);
+    let allowed_misses = heartbeat.map_or(usize::MAX, |(_, n)| n);
+    let (mut answered_since_ping, mut misses) = (true, 0usize);
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -912,9 +996,20 @@ fn serve(
         if let (Some(at), Some(ms)) = (next_beat, heartbeat_ms)
             && Instant::now() >= at
         {
-            // The application's own heartbeat: a ping the peer's program should answer.
+            // The application's own heartbeat: a ping the peer's program should answer
+            // before the next is due; `allowed_misses` in a row and the peer is dead to it.
+            if side.heartbeats_sent > 0 && !answered_since_ping {
+                misses += 1;
+                if misses >= allowed_misses && side.declared_dead.is_none() {
+                    side.declared_dead = Some(secs(now_ns()));
+                }
+            } else {
+                misses = 0;
+            }
             if conn.write_all(b"ping\n").is_ok() {
                 side.heartbeats_sent += 1;
+                side.pings.push(secs(now_ns()));
+                answered_since_ping = false;
             }
             next_beat = Some(at + Duration::from_millis(ms));
         }
@@ -922,7 +1017,9 @@ fn serve(
             Ok(0) => return Ok(side),
             Ok(n) => {
                 let data = buf[..n].to_vec();
-                side.heartbeats_answered += data.windows(4).filter(|w| w == b"pong").count();
+                let pongs = data.windows(4).filter(|w| w == b"pong").count();
+                side.heartbeats_answered += pongs;
+                answered_since_ping |= pongs > 0;
                 side.received.push((secs(now_ns()), data));
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
@@ -934,9 +1031,61 @@ fn serve(
     }
 }
 
-/// The server as a program of the user's (`--server-cmd`), started through `keepalive run` so
-/// that the LD_PRELOAD shim gives it the policy: seed 002's `nc -l 8080` exactly.
-#[allow(clippy::too_many_arguments)]
+/// The client's program in `hung`: a forked process holding the client's socket, answering
+/// each "ping" with "pong" until stopped. Between fork and its end it makes only read, write,
+/// prctl and _exit calls on stack memory (async-signal-safe: the lab has other threads).
+struct Responder {
+    pid: libc::pid_t,
+}
+
+impl Responder {
+    fn start(socket: &TcpStream) -> std::io::Result<Responder> {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        // SAFETY: fork(2); the child runs only the async-signal-safe loop below and never
+        // returns into Rust code that could allocate or take a lock.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: in the child: prctl, read, write and _exit on a stack buffer and the
+            // inherited socket.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        libc::_exit(0);
+                    }
+                    let got = &buf[..n as usize];
+                    if got.windows(4).any(|w| w == b"ping") {
+                        libc::write(fd, b"pong\n".as_ptr().cast(), 5);
+                    }
+                }
+            }
+        }
+        Ok(Responder { pid })
+    }
+
+    /// The program hangs: SIGSTOP. Its kernel still ACKs data and probes.
+    fn freeze(&self) {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(self.pid, libc::SIGSTOP) };
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        // SAFETY: kills and reaps our own child.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 /// A `--server-cmd` program, ready to start: its words, the program found, and the
 /// environment that preloads the shim with the policy.
 struct ServerProgram {

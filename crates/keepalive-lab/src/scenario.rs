@@ -79,6 +79,9 @@ pub struct Scenario {
     pub send_after_fault: bool,
     /// The server's application heartbeat interval.
     pub heartbeat: Option<String>,
+    /// Unanswered heartbeats in a row after which the application declares the peer dead
+    /// (default 3).
+    pub heartbeat_misses: Option<u32>,
     /// How long after the connection is up the fault comes (default 300ms).
     pub fault_after: Option<String>,
     pub expect: Expect,
