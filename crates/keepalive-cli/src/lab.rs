@@ -46,7 +46,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     }
     // Without root, become root of a user namespace of our own.
     if !keepalive_lab::privileged_enough() {
-        keepalive_lab::enter_user_namespace()?;
+        keepalive_lab::enter_user_namespace()
+            .map_err(|e| anyhow::Error::new(crate::Denied(e.to_string())))?;
     }
     // On a terminal, what the wire shows as it happens, then the report.
     let live: Option<Box<dyn Fn(Live)>> = if std::io::stderr().is_terminal() && !args.json {
@@ -93,6 +94,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     .map_err(|e| match e {
         keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),
         keepalive_lab::LabError::BadInput(why) => UsageError::err(why),
+        keepalive_lab::LabError::Permission(why) => anyhow::Error::new(crate::Denied(why)),
         e => anyhow::anyhow!("{e}"),
     })?;
     if std::io::stderr().is_terminal() && !args.json {

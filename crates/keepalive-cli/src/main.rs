@@ -34,6 +34,19 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A privilege the command needs and does not have (exit code 3), found outside the library's
+/// own error type.
+#[derive(Debug)]
+pub struct Denied(pub String);
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Denied {}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -100,6 +113,9 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Denied>().is_some() {
+        return 3;
+    }
     if e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<keepalive::PolicyError>().is_some()
     {

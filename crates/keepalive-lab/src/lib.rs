@@ -61,6 +61,9 @@ pub enum LabError {
     /// What the caller asked for cannot be done as asked (exit code 2).
     #[error("{0}")]
     BadInput(String),
+    /// A privilege is missing (exit code 3).
+    #[error("{0}")]
+    Permission(String),
     #[error(transparent)]
     Policy(#[from] keepalive::PolicyError),
 }
@@ -301,7 +304,7 @@ pub fn enter_user_namespace() -> Result<(), LabError> {
     // credentials change under it.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }.map_err(
         |e| {
-            LabError::Namespace(format!(
+            LabError::Permission(format!(
                 "not root, and unprivileged user namespaces are not available ({e}); run as root, \
                  or allow them (sysctl kernel.unprivileged_userns_clone=1, or \
                  kernel.apparmor_restrict_unprivileged_userns=0)"
