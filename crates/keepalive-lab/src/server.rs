@@ -1,0 +1,325 @@
+//! The lab's server: the built-in one (listens with the policy, reads, sends data or
+//! heartbeats when told) or a program of the user's (`--server-cmd`), and what it saw.
+
+use crate::LabError;
+use crate::clock::now_ns;
+use keepalive::{Policy, Settings};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// What the server thread saw.
+pub(crate) struct ServerSide {
+    pub(crate) settings: Settings,
+    pub(crate) error: Option<(f64, std::io::Error)>,
+    pub(crate) received: Vec<(f64, Vec<u8>)>,
+    pub(crate) heartbeats_sent: usize,
+    pub(crate) heartbeats_answered: usize,
+    /// When each heartbeat ping went out.
+    pub(crate) pings: Vec<f64>,
+    /// When the application declared the peer dead: `heartbeat_misses` pings in a row went
+    /// unanswered.
+    pub(crate) declared_dead: Option<f64>,
+    /// The connection's retransmission timeout when the unanswered data went out.
+    pub(crate) rto_ms: Option<u64>,
+    /// A `--server-cmd` program's connection went away at this time (its errno is not ours to
+    /// see; the capture tells which).
+    pub(crate) program_lost: Option<f64>,
+}
+
+impl ServerSide {
+    pub(crate) fn new(settings: Settings) -> Self {
+        ServerSide {
+            settings,
+            error: None,
+            received: Vec::new(),
+            heartbeats_sent: 0,
+            heartbeats_answered: 0,
+            pings: Vec::new(),
+            declared_dead: None,
+            rto_ms: None,
+            program_lost: None,
+        }
+    }
+}
+
+pub(crate) enum ToServer {
+    /// Send this much data now (busy).
+    Send(usize),
+    Stop,
+}
+
+/// tcp_info's `tcpi_rto`, in milliseconds.
+fn tcp_rto_ms(s: &TcpStream) -> Option<u64> {
+    // SAFETY: an all-zero tcp_info is a valid out-buffer; getsockopt writes at most `len` bytes.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO on a socket we own, into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| u64::from(info.tcpi_rto) / 1000)
+}
+
+/// The server: listen with the policy, accept one connection, read until it ends.
+pub(crate) fn serve(
+    addr: SocketAddrV4,
+    policy: Policy,
+    keepalive_on: bool,
+    heartbeat: Option<(u64, usize)>,
+    ready: mpsc::Sender<Result<(), String>>,
+    commands: mpsc::Receiver<ToServer>,
+    start_ns: u128,
+) -> Result<ServerSide, String> {
+    let secs = |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let heartbeat_ms = heartbeat.map(|(ms, _)| ms);
+    let allowed_misses = heartbeat.map_or(usize::MAX, |(_, n)| n);
+    let (mut answered_since_ping, mut misses) = (true, 0usize);
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("bind {addr}: {e}")));
+            return Err(e.to_string());
+        }
+    };
+    if keepalive_on && let Err(e) = keepalive::socket::apply(&listener, &policy) {
+        let _ = ready.send(Err(e.to_string()));
+        return Err(e.to_string());
+    }
+    let _ = ready.send(Ok(()));
+    let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+    let settings = keepalive::socket::read(&conn)
+        .map_err(|e| e.to_string())?
+        .settings;
+    conn.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let mut side = ServerSide::new(settings);
+    let mut buf = [0u8; 4096];
+    let mut next_beat = heartbeat_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    loop {
+        match commands.try_recv() {
+            Ok(ToServer::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(side),
+            Ok(ToServer::Send(n)) => {
+                side.rto_ms = tcp_rto_ms(&conn);
+                if let Err(e) = conn.write_all(&vec![b'x'; n]) {
+                    side.error = Some((secs(now_ns()), e));
+                    return Ok(side);
+                }
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        if let (Some(at), Some(ms)) = (next_beat, heartbeat_ms)
+            && Instant::now() >= at
+        {
+            // The application's own heartbeat: a ping the peer's program should answer
+            // before the next is due; `allowed_misses` in a row and the peer is dead to it.
+            if side.heartbeats_sent > 0 && !answered_since_ping {
+                misses += 1;
+                if misses >= allowed_misses && side.declared_dead.is_none() {
+                    side.declared_dead = Some(secs(now_ns()));
+                }
+            } else {
+                misses = 0;
+            }
+            if conn.write_all(b"ping\n").is_ok() {
+                side.heartbeats_sent += 1;
+                side.pings.push(secs(now_ns()));
+                answered_since_ping = false;
+            }
+            next_beat = Some(at + Duration::from_millis(ms));
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => return Ok(side),
+            Ok(n) => {
+                let data = buf[..n].to_vec();
+                let pongs = data.windows(4).filter(|w| w == b"pong").count();
+                side.heartbeats_answered += pongs;
+                answered_since_ping |= pongs > 0;
+                side.received.push((secs(now_ns()), data));
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(e) => {
+                side.error = Some((secs(now_ns()), e));
+                return Ok(side);
+            }
+        }
+    }
+}
+
+/// A `--server-cmd` program, ready to start: its words, the program found, and the
+/// environment that preloads the shim with the policy.
+pub(crate) struct ServerProgram {
+    text: String,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+impl ServerProgram {
+    /// Splits `text` as a POSIX shell would (quotes, backslashes; no expansions), finds the
+    /// program (a path, or a name on the caller's PATH, /usr/bin:/bin when it has none) and
+    /// the shim; refuses what the shim cannot reach.
+    pub(crate) fn new(
+        text: &str,
+        policy: Policy,
+        keepalive_on: bool,
+    ) -> Result<ServerProgram, LabError> {
+        use keepalive::launch;
+        let bad = |why: String| LabError::BadInput(format!("--server-cmd '{text}': {why}"));
+        let mut words = shell_words::split(text)
+            .map_err(|e| bad(format!("{e}; write it as a shell would, e.g. 'nc -l 8080'")))?
+            .into_iter();
+        let name = words.next().ok_or_else(|| bad("no program given".into()))?;
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        let program = launch::resolve_program(name.as_ref(), Some(&path))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| bad(format!("program '{name}' not found")))?;
+        let mut env = Vec::new();
+        if keepalive_on {
+            let exe = std::env::current_exe().map_err(|e| LabError::Run(e.to_string()))?;
+            let shim = launch::find_shim(&exe, std::env::var_os(launch::SHIM_ENV).as_deref())
+                .map_err(|e| LabError::Run(e.to_string()))?;
+            if let Some((blocked, why)) = launch::reach(&program).map_err(|e| bad(e.to_string()))? {
+                return Err(bad(format!(
+                    "the lab injects through the LD_PRELOAD shim, which cannot reach {}: {}",
+                    blocked.display(),
+                    why.reason()
+                )));
+            }
+            let mut injection = keepalive::policy::injection::Injection::default();
+            injection.policy = policy;
+            env.extend(launch::environment(
+                &shim,
+                std::env::var_os("LD_PRELOAD").as_deref(),
+                &injection,
+            ));
+        }
+        Ok(ServerProgram {
+            text: text.to_owned(),
+            program,
+            args: words.collect(),
+            env,
+        })
+    }
+
+    /// Starts the program as the first process of a PID namespace of its own, killed when the
+    /// thread that starts it ends (PR_SET_PDEATHSIG), the lab's death included: when the
+    /// first process of a PID namespace dies the kernel kills everything else in it, so nothing
+    /// it started outlives the lab either. Call on a thread that lives until the program is
+    /// reaped.
+    fn start(&self) -> std::io::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        // CLONE_NEWPID applies to the children this thread makes from now on.
+        // SAFETY: no memory is involved; only this thread's later children are affected.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID)? };
+        let mut command = std::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        command.spawn()
+    }
+}
+
+pub(crate) fn serve_program(
+    program: &ServerProgram,
+    addr: SocketAddrV4,
+    ready: mpsc::Sender<Result<(), String>>,
+    commands: mpsc::Receiver<ToServer>,
+    start_ns: u128,
+) -> Result<ServerSide, String> {
+    use keepalive::diag::{self, TcpState};
+    let secs = |ns: u128| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let cmd = &program.text;
+    let mut child = match program.start() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = ready.send(Err(format!("`{cmd}`: {e}")));
+            return Err(format!("`{cmd}`: {e}"));
+        }
+    };
+    let port = addr.port();
+    let find = |state: TcpState| {
+        let mut found = None;
+        let _ = diag::for_each_socket(None, &[state], |e| {
+            if e.local.port() == port {
+                found = Some(e.inode);
+            }
+        });
+        found
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while find(TcpState::Listen).is_none() {
+        let exited = child.try_wait().ok().flatten();
+        if Instant::now() > deadline || exited.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = match exited {
+                Some(status) => {
+                    format!("`{cmd}` exited ({status}) without listening on port {port}")
+                }
+                None => format!("`{cmd}` did not listen on port {port} within 10 s"),
+            };
+            let _ = ready.send(Err(why.clone()));
+            return Err(why);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = ready.send(Ok(()));
+    let mut side = ServerSide::new(Settings::LINUX_DEFAULT);
+    let (mut seen, mut read) = (false, false);
+    loop {
+        if matches!(
+            commands.try_recv(),
+            Ok(ToServer::Stop) | Err(mpsc::TryRecvError::Disconnected)
+        ) {
+            break;
+        }
+        match find(TcpState::Established) {
+            Some(inode) => {
+                seen = true;
+                // The program's own socket, read through a duplicate of its descriptor, once
+                // it has one: a connection still in the accept queue has no inode yet.
+                if !read && inode != 0 {
+                    let owners = diag::owners();
+                    if let Some(o) = owners.holders(inode).first()
+                        && let Ok(dup) = keepalive::retrofit::duplicate(o.pid, o.fd)
+                        && let Ok(k) = keepalive::socket::read(&dup)
+                    {
+                        side.settings = k.settings;
+                        read = true;
+                    }
+                }
+            }
+            None if seen => {
+                side.program_lost = Some(secs(now_ns()));
+                break;
+            }
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    if seen && !read {
+        return Err(format!(
+            "the options of `{cmd}`'s connection could not be read back (pidfd_getfd)"
+        ));
+    }
+    Ok(side)
+}
