@@ -1,11 +1,69 @@
 //! The lab's client side: what a fault does to the client's socket, and the client's program
 //! in `hung`.
 
+use crate::LabError;
+use crate::netlink::Kind;
+use crate::scenario::Fault;
+use crate::topology::Net;
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// Does `fault` to the client (or, for `reject`, to the router in front of it). The client's
+/// socket is taken away for `reboot`.
+pub(crate) fn fault(
+    net: &Net,
+    fault: Fault,
+    client: &mut Option<TcpStream>,
+    responder: Option<&Responder>,
+) -> Result<(), LabError> {
+    let server_ip = net.server_ip;
+    // A blackhole route in the client for the server's address (longer than the connected
+    // /24, so it wins): everything the client's kernel sends there is discarded before it
+    // reaches the wire, with no ICMP (`dst_discard_out`), so the client goes silent for the
+    // server.
+    let silence = |on: bool| {
+        net.client.rtnl("the client's blackhole route", move |r| {
+            if on {
+                r.add_route(server_ip, 32, Kind::Blackhole, None)
+            } else {
+                r.delete_route(server_ip, 32, Kind::Blackhole)
+            }
+        })
+    };
+    match fault {
+        Fault::None => {}
+        Fault::Silence => silence(true)?,
+        Fault::Reboot => {
+            // The socket goes away with its RST discarded, then the host answers again.
+            silence(true)?;
+            if let Some(c) = client.take() {
+                let _ = socket_linger_zero(&c);
+                drop(c);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            silence(false)?;
+        }
+        Fault::Reject => {
+            if let Some(router) = &net.router {
+                // An unreachable route for the client's address: the router answers what it
+                // would forward there with ICMP host unreachable (`ip_error()`).
+                let client_ip = net.client_ip;
+                router.rtnl("the router's unreachable route", move |r| {
+                    r.add_route(client_ip, 32, Kind::Unreachable, None)
+                })?;
+            }
+        }
+        Fault::Freeze => {
+            if let Some(r) = responder {
+                r.freeze();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Closing with linger 0 sends RST instead of FIN.
-pub(crate) fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
+fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
     Ok(rustix::net::sockopt::set_socket_linger(
         s,
         Some(Duration::ZERO),

@@ -19,11 +19,10 @@ pub mod verdict;
 
 use analysis::Segment;
 use capture::{Capture, Frame};
-use client::{Responder, socket_linger_zero};
+use client::Responder;
 use clock::now_ns;
 use keepalive::policy::timeline::ProbeTimeline;
 use keepalive::{Policy, Settings};
-use netlink::Kind;
 pub use scenario::Ending;
 use scenario::{Fault, Scenario, Topology};
 use server::{ServerProgram, ToServer, serve, serve_program};
@@ -272,6 +271,36 @@ fn show_live(
     shown.1 = found.retransmissions.len();
 }
 
+/// The scenario's hosts and links, and its server's sysctls and router's firewall; the
+/// firewall's event, when there is one.
+fn build(scenario: &Scenario) -> Result<(Net, Option<What>), LabError> {
+    let net = match scenario.topology {
+        Topology::Pair => Net::pair()?,
+        Topology::Router => Net::router()?,
+    };
+    if let Some(r) = scenario.retries2 {
+        net.server.sysctl("net.ipv4.tcp_retries2", &r.to_string())?;
+    }
+    let mut firewall = None;
+    if let (Some(router), Some(timeout_ms)) = (&net.router, scenario.firewall_timeout_ms()) {
+        // Forward only what conntrack knows; a connection it forgot is invalid, and dropped.
+        router.nft(
+            "table inet lab {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n  \
+             ct state established,related accept\n  ct state new tcp flags & (syn | ack | fin | rst) == syn accept\n  \
+             ct state invalid drop\n }\n}\n",
+        )?;
+        router.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")?;
+        router.sysctl(
+            "net.netfilter.nf_conntrack_tcp_timeout_established",
+            &(timeout_ms / 1000).max(1).to_string(),
+        )?;
+        firewall = Some(What::Firewall {
+            timeout_s: timeout_ms / 1000,
+        });
+    }
+    Ok((net, firewall))
+}
+
 /// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
 pub fn run(options: Options) -> Result<Report, LabError> {
     let scenario = &options.scenario;
@@ -297,30 +326,9 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     if scenario.firewall_timeout_ms().is_some() {
         topology::require_nft()?;
     }
-    let net = match scenario.topology {
-        Topology::Pair => Net::pair()?,
-        Topology::Router => Net::router()?,
-    };
-    if let Some(r) = scenario.retries2 {
-        net.server.sysctl("net.ipv4.tcp_retries2", &r.to_string())?;
-    }
-    if let (Some(router), Some(timeout_ms)) = (&net.router, scenario.firewall_timeout_ms()) {
-        router.nft(
-            "table inet lab {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n  \
-             ct state established,related accept\n  ct state new tcp flags & (syn | ack | fin | rst) == syn accept\n  \
-             ct state invalid drop\n }\n}\n",
-        )?;
-        router.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")?;
-        router.sysctl(
-            "net.netfilter.nf_conntrack_tcp_timeout_established",
-            &(timeout_ms / 1000).max(1).to_string(),
-        )?;
-        note(
-            secs(now_ns()),
-            What::Firewall {
-                timeout_s: timeout_ms / 1000,
-            },
-        );
+    let (net, firewall) = build(scenario)?;
+    if let Some(what) = firewall {
+        note(secs(now_ns()), what);
     }
     let server_addr = SocketAddrV4::new(net.server_ip, PORT);
     let capture = Capture::start(&net.server, net.server_if)?;
@@ -396,74 +404,14 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     // The fault.
     let fault_t = secs(now_ns());
     let mut client = Some(client);
-    let server_ip = net.server_ip;
-    // A blackhole route in the client for the server's address (longer than the connected
-    // /24, so it wins): everything the client's kernel sends there is discarded before it
-    // reaches the wire, with no ICMP (`dst_discard_out`), so the client goes silent for the
-    // server.
-    let silence = |on: bool| {
-        net.client.rtnl("the client's blackhole route", move |r| {
-            if on {
-                r.add_route(server_ip, 32, Kind::Blackhole, None)
-            } else {
-                r.delete_route(server_ip, 32, Kind::Blackhole)
-            }
-        })
-    };
-    match scenario.fault {
-        Fault::None => {}
-        Fault::Silence => {
-            silence(true)?;
-            note(
-                fault_t,
-                What::Fault {
-                    fault: scenario.fault,
-                },
-            );
-        }
-        Fault::Reboot => {
-            // The socket goes away with its RST discarded, then the host answers again.
-            silence(true)?;
-            if let Some(c) = client.take() {
-                let _ = socket_linger_zero(&c);
-                drop(c);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            silence(false)?;
-            note(
-                fault_t,
-                What::Fault {
-                    fault: scenario.fault,
-                },
-            );
-        }
-        Fault::Reject => {
-            if let Some(router) = &net.router {
-                // An unreachable route for the client's address: the router answers what it
-                // would forward there with ICMP host unreachable (`ip_error()`).
-                let client_ip = net.client_ip;
-                router.rtnl("the router's unreachable route", move |r| {
-                    r.add_route(client_ip, 32, Kind::Unreachable, None)
-                })?;
-            }
-            note(
-                fault_t,
-                What::Fault {
-                    fault: scenario.fault,
-                },
-            );
-        }
-        Fault::Freeze => {
-            if let Some(r) = &responder {
-                r.freeze();
-            }
-            note(
-                fault_t,
-                What::Fault {
-                    fault: scenario.fault,
-                },
-            );
-        }
+    client::fault(&net, scenario.fault, &mut client, responder.as_ref())?;
+    if scenario.fault != Fault::None {
+        note(
+            fault_t,
+            What::Fault {
+                fault: scenario.fault,
+            },
+        );
     }
     if scenario.send_after_fault {
         std::thread::sleep(Duration::from_millis(100));
