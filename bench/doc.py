@@ -8,6 +8,13 @@ PATH = os.path.join(ROOT, "docs/benchmarks.md")
 HEADER = "# Benchmarks\n\nEach section is written by the script it names, which runs us and the peers side by side.\n"
 
 
+def judged(ok, ratio, noise):
+    """A goal's verdict: met, or by how much it was missed and whether within the run's noise."""
+    if ok:
+        return "met"
+    return f"missed by {(ratio - 1) * 100:.0f}%, " + ("within" if ratio <= noise else "beyond") + " this run's noise"
+
+
 def write_section(name, body):
     section = f"<!-- {name}:start -->\n{body.strip()}\n<!-- {name}:end -->"
     doc = open(PATH).read() if os.path.exists(PATH) else HEADER

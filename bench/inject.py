@@ -79,19 +79,15 @@ def main():
     none_s = med[("socket", "no shim")]
     hooks_c = med[("connect", variants[2][0])]
     noise = max(spread.values())
-    def judged(ok, ratio):
-        if ok:
-            return "met"
-        return f"missed by {(ratio - 1) * 100:.0f}%, " + ("within" if ratio <= noise else "beyond") + " this run's noise"
     verdict = [
         f"- Per-socket cost, ours against the floor: {ours_s / floor:.2f}x "
-        f"({judged(ours_s <= floor * 1.02, ours_s / floor)}; goal: at or below the floor).",
-        f"- Ours against libkeepalive0: {ours_s / lk_s:.2f}x ({judged(ours_s < lk_s, ours_s / lk_s)}; goal: below).",
+        f"({doc.judged(ours_s <= floor * 1.02, ours_s / floor, noise)}; goal: at or below the floor).",
+        f"- Ours against libkeepalive0: {ours_s / lk_s:.2f}x ({doc.judged(ours_s < lk_s, ours_s / lk_s, noise)}; goal: below).",
         f"- The hooks alone (policy off) cost {hooks_s - none_s:+.0f} ns per socket and "
         f"{(hooks_c / none_c - 1) * 100:+.1f}% per connection against no shim; the rest of any shim's cost is "
         "the setsockopt system calls and the kernel's keepalive work.",
         f"- Connect/accept throughput under ours: {none_c / ours_c * 100:.1f}% of no shim "
-        f"({judged(none_c / ours_c >= 0.97, 0.97 * ours_c / none_c)}; goal: at least 97%). The floor, the same "
+        f"({doc.judged(none_c / ours_c >= 0.97, 0.97 * ours_c / none_c, noise)}; goal: at least 97%). The floor, the same "
         f"system calls with no hook at all, reaches {none_c / floor_c * 100:.1f}%, and the hooks alone "
         f"{none_c / hooks_c * 100:.1f}%: with keepalive on, a connection pays four setsockopt calls and a "
         "keepalive timer armed and cancelled on each end, whatever turns it on.",

@@ -108,17 +108,12 @@ def run(keepalive, shim, loop, groups):
     sc, sc_lo, sc_hi = ratio("seccomp (keepalive run --via seccomp)")
     sc_ns = best["seccomp (keepalive run --via seccomp)"]
 
-    def judged(ok, ratio):
-        if ok:
-            return "met"
-        return f"missed by {(ratio - 1) * 100:.0f}%, " + ("within" if ratio <= noise else "beyond") + " this run's noise"
-
     verdict = [
         f"- cgroup policy against the floor: {cg:.3f}x per connection, the median of the rounds' own ratios "
-        f"(middle half {cg_lo:.3f}-{cg_hi:.3f}; {judged(cg <= 1.02, cg / 1.02)}; goal: at most 1.02x). Both set "
+        f"(middle half {cg_lo:.3f}-{cg_hi:.3f}; {doc.judged(cg <= 1.02, cg / 1.02, noise)}; goal: at most 1.02x). Both set "
         "SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT on both ends of every connection; the cgroup's "
         "programs do it inside the kernel, the floor with eight setsockopt calls.",
-        f"- seccomp against the floor: {sc:.2f}x (middle half {sc_lo:.2f}-{sc_hi:.2f}; {judged(sc <= 2, sc / 2)}; "
+        f"- seccomp against the floor: {sc:.2f}x (middle half {sc_lo:.2f}-{sc_hi:.2f}; {doc.judged(sc <= 2, sc / 2, noise)}; "
         "goal: at most 2x). The supervisor round trip (one trapped connect(): the stop, pidfd_getfd, the options "
         f"read and set, the continue) costs {(sc_ns - none) / 1000:.1f} µs per connection over no policy (best runs).",
     ]

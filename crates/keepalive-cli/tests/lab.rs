@@ -63,6 +63,19 @@ fn assert_as_expected(args: &[&str], ending: &str) -> (Value, tempfile::TempDir)
     (v, dir)
 }
 
+/// `keepalive ARGS` is refused as bad input: exit 2, one line on stderr containing `needle`.
+fn usage_error(args: &[&str], needle: &str) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
 /// Probes spaced by `interval` after the first, which comes `idle` after the peer last spoke.
 fn assert_probe_spacing(v: &Value, idle: f64, interval: f64, count: usize) {
     let probes = v["probes"].as_array().unwrap();
@@ -304,15 +317,7 @@ fn bad_input_is_one_line() {
             "missing closing quote",
         ),
     ] {
-        let out = Command::new(BIN)
-            .args(&args)
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{err}");
+        usage_error(&args, needle);
     }
     let out = Command::new(BIN).args(["lab", "--list"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -491,15 +496,7 @@ fn a_scenario_file_of_the_tests_own_runs_and_bad_ones_name_the_key() {
             );
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["lab", "--scenario-file", bad.to_str().unwrap()])
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{body}: {err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{body}: {err}");
+        usage_error(&["lab", "--scenario-file", bad.to_str().unwrap()], needle);
     }
 
     // --list --json: every built-in scenario with what it expects.

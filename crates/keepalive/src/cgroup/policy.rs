@@ -492,8 +492,16 @@ fn prune() {
 }
 
 /// The listening sockets of the namespace `pid` lives in, by inode, with the cgroup each
-/// belongs to. `None` when sock_diag cannot be asked there.
-fn listeners_of(pid: u32) -> Option<HashMap<u32, u64>> {
+/// belongs to, asked of sock_diag once per namespace (`seen`, keyed by the namespace's inode).
+/// Empty when sock_diag cannot be asked there.
+fn listeners_of(pid: u32, seen: &mut HashMap<u64, HashMap<u32, u64>>) -> &HashMap<u32, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let key = std::fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino());
+    seen.entry(key)
+        .or_insert_with(|| dump_listeners(pid).unwrap_or_default())
+}
+
+fn dump_listeners(pid: u32) -> Option<HashMap<u32, u64>> {
     let netns = NetNs::of_pid(pid).ok()?;
     let mut out = HashMap::new();
     diag::for_each_socket(netns.as_ref(), &[TcpState::Listen], |e| {
@@ -522,6 +530,7 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
         outside_listeners: Vec::new(),
     };
     let mut out = Vec::new();
+    let mut namespaces = HashMap::new();
     for pid in cg.processes().into_iter().filter(|&pid| pid != me) {
         let fds = match retrofit::socket_fds(pid) {
             Ok(fds) => fds,
@@ -530,7 +539,7 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
                 continue;
             }
         };
-        let listeners = listeners_of(pid).unwrap_or_default();
+        let listeners = listeners_of(pid, &mut namespaces);
         let outside_listeners: Vec<i32> = fds
             .iter()
             .filter(|(_, inode)| {
