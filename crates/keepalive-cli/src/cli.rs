@@ -96,6 +96,11 @@ pub struct LabArgs {
     /// starts die with the lab.
     #[arg(long, value_name = "CMD")]
     pub server_cmd: Option<String>,
+    /// Run this program as the client: it must connect to {server}:{port}, which the lab
+    /// replaces with the server's address and 8080, e.g. 'nc {server} {port}' or
+    /// 'socat - TCP:{server}:{port}'. Split as --server-cmd is; it dies with the lab.
+    #[arg(long, value_name = "CMD")]
+    pub client_cmd: Option<String>,
     /// Write every captured frame to FILE (pcap; Wireshark and tshark read it).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,

@@ -88,6 +88,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         no_keepalive: args.no_keepalive,
         live,
         server_cmd: args.server_cmd.clone(),
+        client_cmd: args.client_cmd.clone(),
         duration: duration_arg("--duration", &args.duration, 3_600_000)?,
         max_duration: duration_arg("--max-duration", &args.max_duration, 24 * 3_600_000)?,
     })
@@ -255,9 +256,16 @@ fn event_text(what: &What) -> String {
         What::Firewall { timeout_s } => {
             format!("router: firewall forgets idle connections after {timeout_s}s (conntrack)")
         }
-        What::Connected { client, server } => {
-            format!("client {client} connected to server {server} and sent \"hello\"")
-        }
+        What::Connected {
+            client,
+            server,
+            program: None,
+        } => format!("client {client} connected to server {server} and sent \"hello\""),
+        What::Connected {
+            client,
+            server,
+            program: Some(program),
+        } => format!("client {client} (`{program}`) connected to server {server}"),
         What::Fault { fault } => match fault {
             Fault::None => "fault: none".into(),
             Fault::Silence => {

@@ -284,11 +284,54 @@ fn text_output_and_svg() {
         "{text}"
     );
     let picture = std::fs::read_to_string(&svg).unwrap();
+    let labels = assert_svg_inside(&picture);
+    for label in ["P1", "RST", "fault: reboot", "handshake at", "SYN-ACK +"] {
+        assert!(
+            labels.iter().any(|l| l.starts_with(label)),
+            "no {label:?} in {labels:?}"
+        );
+    }
     assert!(
-        picture.starts_with("<svg")
-            && picture.contains("theory")
-            && picture.trim_end().ends_with("</svg>")
+        labels.iter().any(|l| l.starts_with("theory: ends 3.00s")),
+        "the reset's theory marker: {labels:?}"
     );
+}
+
+/// Parses `svg` as XML and checks that every label and line lies inside its view box (text
+/// widths estimated at 7 px a character of the 12 px font); returns the labels.
+fn assert_svg_inside(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not XML: {e}"));
+    let root = doc.root_element();
+    let num = |n: roxmltree::Node, a: &str| n.attribute(a).and_then(|v| v.parse::<f64>().ok());
+    let (w, h) = (num(root, "width").unwrap(), num(root, "height").unwrap());
+    let mut labels = Vec::new();
+    for n in doc.descendants().filter(|n| n.is_element()) {
+        match n.tag_name().name() {
+            "text" => {
+                let text = n.text().unwrap_or_default().to_owned();
+                let (x, y) = (num(n, "x").unwrap(), num(n, "y").unwrap());
+                let width = text.chars().count() as f64 * 7.0;
+                let (from, to) = match n.attribute("text-anchor") {
+                    Some("end") => (x - width, x),
+                    Some("middle") => (x - width / 2.0, x + width / 2.0),
+                    _ => (x, x + width),
+                };
+                assert!(
+                    from >= 0.0 && to <= w + 8.0 && (10.0..=h).contains(&y),
+                    "{text:?} at x {x}, y {y} leaves the {w}x{h} picture"
+                );
+                labels.push(text);
+            }
+            "line" => {
+                for (a, max) in [("x1", w), ("x2", w), ("y1", h), ("y2", h)] {
+                    let v = num(n, a).unwrap();
+                    assert!((0.0..=max).contains(&v), "line {a}={v} outside {w}x{h}");
+                }
+            }
+            _ => {}
+        }
+    }
+    labels
 }
 
 #[test]
@@ -342,14 +385,18 @@ fn interrupted_lab_leaves_nothing_behind() {
     // Ctrl-C or SIGKILL alike, nothing on the machine refers to them and the kernel frees them.
     // A --server-cmd program (seed 002's nc) dies with it too, and what it started.
     require_program("nc", "netcat-openbsd");
-    for (signal, server) in [
-        ("-INT", None),
-        ("-KILL", None),
-        ("-KILL", Some("nc -l 8080")),
+    for (signal, server, client) in [
+        ("-INT", None, None),
+        ("-KILL", None, None),
+        ("-KILL", Some("nc -l 8080"), None),
+        ("-KILL", Some("nc -l 8080"), Some("nc {server} {port}")),
     ] {
         let mut args = vec!["lab", "crash"];
         if let Some(cmd) = server {
             args.extend(["--server-cmd", cmd]);
+        }
+        if let Some(cmd) = client {
+            args.extend(["--client-cmd", cmd]);
         }
         let mut lab = Command::new(BIN)
             .args(&args)
@@ -361,13 +408,11 @@ fn interrupted_lab_leaves_nothing_behind() {
             let held = net_namespaces_held_by(pid);
             (held.len() >= 2).then_some(held)
         });
-        let programs = match server {
-            Some(_) => testkit::wait_for("the server program", Duration::from_secs(10), || {
-                let kids = descendants(pid);
-                (!kids.is_empty()).then_some(kids)
-            }),
-            None => Vec::new(),
-        };
+        let expected = usize::from(server.is_some()) + usize::from(client.is_some());
+        let programs = testkit::wait_for("the programs", Duration::from_secs(10), || {
+            let kids = descendants(pid);
+            (kids.len() >= expected).then_some(kids)
+        });
         Command::new("kill")
             .args([signal, &pid.to_string()])
             .status()
@@ -384,7 +429,7 @@ fn interrupted_lab_leaves_nothing_behind() {
                 left.is_empty().then_some(())
             },
         );
-        testkit::wait_for("the server program to die", Duration::from_secs(5), || {
+        testkit::wait_for("the programs to die", Duration::from_secs(5), || {
             programs
                 .iter()
                 .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
@@ -657,4 +702,118 @@ fn nc_as_the_server_through_the_shim() {
     }
     assert_eq!(v["policy"], "idle=4s,interval=2s,count=2", "{v:#}");
     assert_eq!(v["ending"], "timeout", "{v:#}");
+}
+
+/// Both ends real programs nobody here wrote: nc serves (keepalive injected), socat, nc and a
+/// python3 client connect; each fault acts on the program's own socket.
+#[test]
+fn real_programs_at_both_ends() {
+    require_program("nc", "netcat-openbsd");
+    require_program("socat", "socat");
+    testkit::shim_next_to(std::path::Path::new(BIN));
+    let (v, dir) = assert_as_expected(
+        &[
+            "crash",
+            "--idle",
+            "2",
+            "--interval",
+            "1",
+            "--count",
+            "2",
+            "--server-cmd",
+            "nc -l {port}",
+            "--client-cmd",
+            "socat - TCP:{server}:{port}",
+        ],
+        "timeout",
+    );
+    assert_eq!(v["policy"], "idle=2s,interval=1s,count=2", "{v:#}");
+    assert_probe_spacing(&v, 2.0, 1.0, 2);
+    assert_eq!(tshark_keepalives(&dir), 2);
+    let connected = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "connected")
+        .cloned()
+        .unwrap();
+    assert_eq!(connected["program"], "socat - TCP:{server}:{port}", "{v:#}");
+
+    // reboot: the program is killed and its socket goes with a reset the fault discards, so
+    // the server's first probe meets the rebooted host's RST.
+    assert_as_expected(&["reboot", "--client-cmd", "nc {server} {port}"], "reset");
+
+    // firewall: the client's data goes out through the program's own socket.
+    assert_as_expected(&["firewall", "--client-cmd", "nc {server} {port}"], "alive");
+
+    // hung: a python3 client answers the heartbeat until the fault stops it (SIGSTOP).
+    let pong = "import socket,sys\n\
+                s=socket.create_connection((sys.argv[1],int(sys.argv[2])))\n\
+                f=s.makefile('rwb',0)\n\
+                for line in f:\n    \
+                    if b'ping' in line: f.write(b'pong\\n')\n";
+    let python = testkit::python();
+    let cmd = format!("{} -c \"{pong}\" {{server}} {{port}}", python.display());
+    let (v, _dir) = assert_as_expected(&["hung", "--client-cmd", &cmd], "alive");
+    let h = &v["heartbeat"];
+    assert!(h["declared_s"].as_f64().is_some(), "{v:#}");
+    assert!(
+        (h["declared_s"].as_f64().unwrap() - h["theory_s"].as_f64().unwrap()).abs()
+            <= h["tolerance_s"].as_f64().unwrap(),
+        "{v:#}"
+    );
+}
+
+/// A client program that ends before it connects is reported with its exit status.
+#[test]
+fn a_client_program_that_never_connects_is_named_with_its_status() {
+    require_program("nc", "netcat-openbsd");
+    let out = Command::new(BIN)
+        .args(["lab", "crash", "--client-cmd", "nc -z 198.18.0.9 1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "`nc -z 198.18.0.9 1` exited (exit status: 1) without connecting to 198.18.0.2:8080"
+        ),
+        "{err}"
+    );
+    usage_error(
+        &["lab", "--client-cmd", "/nonexistent/prog {server}"],
+        "--client-cmd '/nonexistent/prog {server}': program '/nonexistent/prog' not found",
+    );
+}
+
+/// Idle above the firewall's timeout: the picture marks where the firewall forgets the
+/// connection (its timeout into the silence), before the first probe it then drops.
+#[test]
+fn the_picture_marks_where_the_firewall_forgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("fw.svg");
+    let (v, _d) = assert_as_expected(
+        &[
+            "firewall",
+            "--idle",
+            "6",
+            "--interval",
+            "1",
+            "--count",
+            "2",
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+        "timeout",
+    );
+    let forgets = v["firewall_forgets"].as_f64().unwrap();
+    let first_probe = v["probes"][0]["t"].as_f64().unwrap();
+    assert!(forgets < first_probe, "{v:#}");
+    let labels = assert_svg_inside(&std::fs::read_to_string(&svg).unwrap());
+    for label in ["firewall forgets the connection", "P1", "P2", "RST"] {
+        assert!(
+            labels.iter().any(|l| l == label),
+            "no {label:?}: {labels:?}"
+        );
+    }
 }

@@ -1,73 +1,214 @@
-//! The lab's client side: what a fault does to the client's socket, and the client's program
-//! in `hung`.
+//! The lab's client end: the lab's own socket (and in `hung` a forked program answering the
+//! server's pings), or a program of the user's (`--client-cmd`) whose connected socket the
+//! lab holds a duplicate of. The faults act on it through [`Client::freeze`] and
+//! [`Client::vanish`]; the firewall check writes through [`Client::send`].
 
 use crate::LabError;
-use crate::netlink::Kind;
-use crate::scenario::Fault;
-use crate::topology::Net;
-use std::net::TcpStream;
-use std::time::Duration;
+use crate::clock::now_ns;
+use crate::program::{Program, exited};
+use crate::topology::Host;
+use std::io::Write;
+use std::net::{SocketAddrV4, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-/// Does `fault` to the client (or, for `reject`, to the router in front of it). The client's
-/// socket is taken away for `reboot`.
-pub(crate) fn fault(
-    net: &Net,
-    fault: Fault,
-    client: &mut Option<TcpStream>,
-    responder: Option<&Responder>,
-) -> Result<(), LabError> {
-    let server_ip = net.server_ip;
-    // A blackhole route in the client for the server's address (longer than the connected
-    // /24, so it wins): everything the client's kernel sends there is discarded before it
-    // reaches the wire, with no ICMP (`dst_discard_out`), so the client goes silent for the
-    // server.
-    let silence = |on: bool| {
-        net.client.rtnl("the client's blackhole route", move |r| {
-            if on {
-                r.add_route(server_ip, 32, Kind::Blackhole, None)
-            } else {
-                r.delete_route(server_ip, 32, Kind::Blackhole)
-            }
-        })
-    };
-    match fault {
-        Fault::None => {}
-        Fault::Silence => silence(true)?,
-        Fault::Reboot => {
-            // The socket goes away with its RST discarded, then the host answers again.
-            silence(true)?;
-            if let Some(c) = client.take() {
-                let _ = socket_linger_zero(&c);
-                drop(c);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            silence(false)?;
-        }
-        Fault::Reject => {
-            if let Some(router) = &net.router {
-                // An unreachable route for the client's address: the router answers what it
-                // would forward there with ICMP host unreachable (`ip_error()`).
-                let client_ip = net.client_ip;
-                router.rtnl("the router's unreachable route", move |r| {
-                    r.add_route(client_ip, 32, Kind::Unreachable, None)
-                })?;
-            }
-        }
-        Fault::Freeze => {
-            if let Some(r) = responder {
-                r.freeze();
-            }
-        }
-    }
-    Ok(())
+/// How long the client gets to connect.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// The client end of the lab's connection.
+pub(crate) struct Client {
+    /// The connected socket: the lab's own, or a duplicate of the program's descriptor (the
+    /// same socket, not a copy). `None` once a fault took it away.
+    socket: Option<TcpStream>,
+    process: Option<Process>,
+    /// When the connection was found up.
+    pub(crate) connected_ns: u128,
+    /// The user's program, when it is one.
+    pub(crate) program: Option<String>,
 }
 
-/// Closing with linger 0 sends RST instead of FIN.
-fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
-    Ok(rustix::net::sockopt::set_socket_linger(
-        s,
-        Some(Duration::ZERO),
-    )?)
+/// The process behind the client's socket.
+enum Process {
+    /// `hung`'s built-in program.
+    Responder(Responder),
+    /// The user's program, started and reaped by a thread in the client's namespace.
+    User {
+        pgid: libc::pid_t,
+        /// Dropping it tells the thread to kill the program; it answers on `gone`.
+        kill: Option<mpsc::Sender<()>>,
+        gone: mpsc::Receiver<()>,
+    },
+}
+
+impl Client {
+    /// The lab's own client: connects from `host` and says hello; with `responder`, a forked
+    /// process holds the socket too and answers pings.
+    pub(crate) fn connect(
+        host: &Host,
+        server: SocketAddrV4,
+        responder: bool,
+    ) -> Result<Client, LabError> {
+        let (mut socket, connected_ns) = host
+            .spawn(move || -> std::io::Result<(TcpStream, u128)> {
+                let mut s = TcpStream::connect_timeout(&server.into(), CONNECT_WITHIN)?;
+                let at = now_ns();
+                s.write_all(b"hello\n")?;
+                Ok((s, at))
+            })?
+            .join()
+            .map_err(|_| LabError::Run("client thread panicked".into()))??
+            .map_err(|e| LabError::Run(format!("client: connecting to {server}: {e}")))?;
+        let process = if responder {
+            let r = Responder::start(&socket)
+                .map_err(|e| LabError::Run(format!("client program: {e}")))?;
+            Some(Process::Responder(r))
+        } else {
+            None
+        };
+        let _ = socket.flush();
+        Ok(Client {
+            socket: Some(socket),
+            process,
+            connected_ns,
+            program: None,
+        })
+    }
+
+    /// A `--client-cmd` program as the client: started in `host`, watched until a socket of
+    /// it is connected to `server`, whose descriptor the lab then duplicates (pidfd_getfd).
+    /// A program that exits first, or does not connect within 10 s, is an error naming its
+    /// exit status.
+    pub(crate) fn program(
+        host: &Host,
+        server: SocketAddrV4,
+        program: Program,
+    ) -> Result<Client, LabError> {
+        let text = program.text.clone();
+        let (found_tx, found_rx) =
+            mpsc::channel::<Result<(TcpStream, libc::pid_t, u128), String>>();
+        let (kill_tx, kill_rx) = mpsc::channel::<()>();
+        let (gone_tx, gone_rx) = mpsc::channel::<()>();
+        host.spawn(move || {
+            let cmd = &program.text;
+            let mut child = match program.start() {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = found_tx.send(Err(format!("`{cmd}`: {e}")));
+                    return;
+                }
+            };
+            let found = find_connection(&mut child, server, cmd);
+            let failed = found.is_err();
+            let _ = found_tx.send(found.map(|(s, at)| (s, child.id() as libc::pid_t, at)));
+            if !failed {
+                // Until the lab is done with it (or gone: the sender dropped).
+                let _ = kill_rx.recv();
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = gone_tx.send(());
+        })?;
+        let (socket, pgid, connected_ns) = found_rx
+            .recv_timeout(CONNECT_WITHIN + Duration::from_secs(5))
+            .map_err(|_| LabError::Run(format!("`{text}`: the client's thread did not answer")))?
+            .map_err(LabError::Run)?;
+        Ok(Client {
+            socket: Some(socket),
+            process: Some(Process::User {
+                pgid,
+                kill: Some(kill_tx),
+                gone: gone_rx,
+            }),
+            connected_ns,
+            program: Some(text),
+        })
+    }
+
+    /// The client's program hangs: SIGSTOP to it (its whole process group, for a program of
+    /// the user's). Its kernel still ACKs data and answers probes.
+    pub(crate) fn freeze(&self) {
+        let target = match &self.process {
+            Some(Process::Responder(r)) => r.pid,
+            Some(Process::User { pgid, .. }) => -pgid,
+            None => return,
+        };
+        // SAFETY: signals our own child (or its process group).
+        unsafe { libc::kill(target, libc::SIGSTOP) };
+    }
+
+    /// The client's socket goes away with a reset instead of a FIN (linger 0), as a reboot
+    /// loses it: the program holding it is killed and reaped first, so the lab's duplicate is
+    /// the last reference and closing it aborts the connection.
+    pub(crate) fn vanish(&mut self) {
+        if let Some(s) = &self.socket {
+            let _ = rustix::net::sockopt::set_socket_linger(s, Some(Duration::ZERO));
+        }
+        match self.process.take() {
+            Some(Process::User { mut kill, gone, .. }) => {
+                drop(kill.take());
+                let _ = gone.recv_timeout(Duration::from_secs(5));
+            }
+            Some(Process::Responder(r)) => drop(r),
+            None => {}
+        }
+        self.socket = None;
+    }
+
+    /// Writes `data` on the client's socket (the program's, for a program).
+    pub(crate) fn send(&mut self, data: &[u8]) -> bool {
+        self.socket
+            .as_mut()
+            .is_some_and(|s| s.write_all(data).is_ok())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(Process::User { mut kill, gone, .. }) = self.process.take() {
+            drop(kill.take());
+            let _ = gone.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Waits until `child` (or a process it started) holds a TCP socket connected to `server`
+/// in this thread's namespace, and duplicates it.
+fn find_connection(
+    child: &mut std::process::Child,
+    server: SocketAddrV4,
+    cmd: &str,
+) -> Result<(TcpStream, u128), String> {
+    use keepalive::diag::{self, TcpState};
+    let deadline = Instant::now() + CONNECT_WITHIN;
+    loop {
+        let mut inode = None;
+        let _ = diag::for_each_socket(None, &[TcpState::Established], |e| {
+            if e.peer == std::net::SocketAddr::V4(server) && e.inode != 0 {
+                inode = Some(e.inode);
+            }
+        });
+        if let Some(inode) = inode {
+            let at = now_ns();
+            let owners = diag::owners();
+            for o in owners.holders(inode) {
+                if let Ok(fd) = keepalive::retrofit::duplicate(o.pid, o.fd) {
+                    return Ok((TcpStream::from(fd), at));
+                }
+            }
+        }
+        if let Some(status) = exited(child) {
+            return Err(format!(
+                "`{cmd}` exited ({status}) without connecting to {server}"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "`{cmd}` did not connect to {server} within {} s",
+                CONNECT_WITHIN.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The client's program in `hung`: a forked process holding the client's socket, answering
@@ -78,7 +219,7 @@ pub(crate) struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn start(socket: &TcpStream) -> std::io::Result<Responder> {
+    fn start(socket: &TcpStream) -> std::io::Result<Responder> {
         use std::os::fd::AsRawFd;
         let fd = socket.as_raw_fd();
         // SAFETY: fork(2); the child runs only the async-signal-safe loop below and never
@@ -106,12 +247,6 @@ impl Responder {
             }
         }
         Ok(Responder { pid })
-    }
-
-    /// The program hangs: SIGSTOP. Its kernel still ACKs data and probes.
-    pub(crate) fn freeze(&self) {
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(self.pid, libc::SIGSTOP) };
     }
 }
 

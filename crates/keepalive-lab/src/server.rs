@@ -1,8 +1,8 @@
 //! The lab's server: the built-in one (listens with the policy, reads, sends data or
 //! heartbeats when told) or a program of the user's (`--server-cmd`), and what it saw.
 
-use crate::LabError;
 use crate::clock::now_ns;
+use crate::program::{Program, exited};
 use keepalive::{Policy, Settings};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
@@ -153,91 +153,11 @@ pub(crate) fn serve(
     }
 }
 
-/// A `--server-cmd` program, ready to start: its words, the program found, and the
-/// environment that preloads the shim with the policy.
-pub(crate) struct ServerProgram {
-    text: String,
-    program: std::path::PathBuf,
-    args: Vec<String>,
-    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-}
-
-impl ServerProgram {
-    /// Splits `text` as a POSIX shell would (quotes, backslashes; no expansions), finds the
-    /// program (a path, or a name on the caller's PATH, /usr/bin:/bin when it has none) and
-    /// the shim; refuses what the shim cannot reach.
-    pub(crate) fn new(
-        text: &str,
-        policy: Policy,
-        keepalive_on: bool,
-    ) -> Result<ServerProgram, LabError> {
-        use keepalive::launch;
-        let bad = |why: String| LabError::BadInput(format!("--server-cmd '{text}': {why}"));
-        let mut words = shell_words::split(text)
-            .map_err(|e| bad(format!("{e}; write it as a shell would, e.g. 'nc -l 8080'")))?
-            .into_iter();
-        let name = words.next().ok_or_else(|| bad("no program given".into()))?;
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        let program = launch::resolve_program(name.as_ref(), Some(&path))
-            .filter(|p| p.is_file())
-            .ok_or_else(|| bad(format!("program '{name}' not found")))?;
-        let mut env = Vec::new();
-        if keepalive_on {
-            let exe = std::env::current_exe().map_err(|e| LabError::Run(e.to_string()))?;
-            let shim = launch::find_shim(&exe, std::env::var_os(launch::SHIM_ENV).as_deref())
-                .map_err(|e| LabError::Run(e.to_string()))?;
-            if let Some((blocked, why)) = launch::reach(&program).map_err(|e| bad(e.to_string()))? {
-                return Err(bad(format!(
-                    "the lab injects through the LD_PRELOAD shim, which cannot reach {}: {}",
-                    blocked.display(),
-                    why.reason()
-                )));
-            }
-            let mut injection = keepalive::policy::injection::Injection::default();
-            injection.policy = policy;
-            env.extend(launch::environment(
-                &shim,
-                std::env::var_os("LD_PRELOAD").as_deref(),
-                &injection,
-            ));
-        }
-        Ok(ServerProgram {
-            text: text.to_owned(),
-            program,
-            args: words.collect(),
-            env,
-        })
-    }
-
-    /// Starts the program as the first process of a PID namespace of its own, killed when the
-    /// thread that starts it ends (PR_SET_PDEATHSIG), the lab's death included: when the
-    /// first process of a PID namespace dies the kernel kills everything else in it, so nothing
-    /// it started outlives the lab either. Call on a thread that lives until the program is
-    /// reaped.
-    fn start(&self) -> std::io::Result<std::process::Child> {
-        use std::os::unix::process::CommandExt;
-        // CLONE_NEWPID applies to the children this thread makes from now on.
-        // SAFETY: no memory is involved; only this thread's later children are affected.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID)? };
-        let mut command = std::process::Command::new(&self.program);
-        command
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        command.spawn()
-    }
-}
-
+/// A `--server-cmd` program as the server: started, watched until it listens on the lab's
+/// port, then until its connection ends; its socket's options are read back (through a
+/// duplicate of its descriptor) as soon as the accepted connection has one.
 pub(crate) fn serve_program(
-    program: &ServerProgram,
+    program: &Program,
     addr: SocketAddrV4,
     ready: mpsc::Sender<Result<(), String>>,
     commands: mpsc::Receiver<ToServer>,
@@ -265,7 +185,7 @@ pub(crate) fn serve_program(
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while find(TcpState::Listen).is_none() {
-        let exited = child.try_wait().ok().flatten();
+        let exited = exited(&mut child);
         if Instant::now() > deadline || exited.is_some() {
             let _ = child.kill();
             let _ = child.wait();

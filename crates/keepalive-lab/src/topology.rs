@@ -191,11 +191,22 @@ fn default_route(host: &Host, gateway: Ipv4Addr) -> Result<(), LabError> {
     })
 }
 
+/// Where a topology puts the server: what `{server}` stands for in a `--client-cmd`.
+pub fn server_address(topology: crate::scenario::Topology) -> Ipv4Addr {
+    match topology {
+        crate::scenario::Topology::Pair => Ipv4Addr::new(198, 18, 0, 2),
+        crate::scenario::Topology::Router => Ipv4Addr::new(198, 18, 2, 2),
+    }
+}
+
 impl Net {
     /// Client 198.18.0.1 and server 198.18.0.2 on one veth pair.
     pub fn pair() -> Result<Net, LabError> {
         let (client, server) = (Host::new("client")?, Host::new("server")?);
-        let (client_ip, server_ip) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
+        let (client_ip, server_ip) = (
+            Ipv4Addr::new(198, 18, 0, 1),
+            server_address(crate::scenario::Topology::Pair),
+        );
         veth((&client, "eth0", client_ip), (&server, "eth0", server_ip))?;
         Ok(Net {
             client,
@@ -226,7 +237,7 @@ impl Net {
             server,
             router: Some(router),
             client_ip: Ipv4Addr::new(198, 18, 1, 2),
-            server_ip: Ipv4Addr::new(198, 18, 2, 2),
+            server_ip: server_address(crate::scenario::Topology::Router),
             router_client_side: Some(Ipv4Addr::new(198, 18, 1, 1)),
             server_if: "eth0",
         })

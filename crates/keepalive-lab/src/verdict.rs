@@ -57,6 +57,8 @@ impl HeartbeatReport {
 pub struct Measure {
     /// From what the clock starts (the last segment from the peer, or the first unanswered send).
     pub from: String,
+    /// When the clock started, in seconds since the lab started.
+    pub origin_t: f64,
     pub measured_s: f64,
     pub theory_s: f64,
     /// How far apart they may be (timer granularity).
@@ -253,6 +255,7 @@ pub(crate) fn measure(
     };
     Some(Measure {
         from: from.into(),
+        origin_t: origin,
         measured_s: measured,
         theory_s: theory,
         tolerance_s: tolerance,
