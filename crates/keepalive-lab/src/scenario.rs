@@ -1,4 +1,5 @@
-//! Scenarios: small TOML files in `scenarios/`, each readable on its own, compiled in.
+//! Scenarios: small TOML files in `scenarios/`, each readable on its own, every one compiled
+//! in by build.rs (adding a scenario is adding a file), or a user's own (`--scenario-file`).
 
 use keepalive::policy::grammar::parse_duration_ms;
 use serde::Deserialize;
@@ -56,6 +57,9 @@ pub struct Expect {
     pub idle_over_firewall: Option<Ending>,
     /// Keepalive off (`--no-keepalive`).
     pub no_keepalive: Ending,
+    /// Keepalive on with TCP_USER_TIMEOUT set (default: as `keepalive`, or
+    /// `idle_over_firewall`).
+    pub user_timeout: Option<Ending>,
 }
 
 /// One scenario, as its file says.
@@ -87,23 +91,20 @@ pub struct Scenario {
     pub expect: Expect,
 }
 
-const FILES: [(&str, &str); 7] = [
-    ("crash", include_str!("../scenarios/crash.toml")),
-    ("alive", include_str!("../scenarios/alive.toml")),
-    ("reboot", include_str!("../scenarios/reboot.toml")),
-    ("unreachable", include_str!("../scenarios/unreachable.toml")),
-    ("firewall", include_str!("../scenarios/firewall.toml")),
-    ("busy", include_str!("../scenarios/busy.toml")),
-    ("hung", include_str!("../scenarios/hung.toml")),
-];
+include!(concat!(env!("OUT_DIR"), "/scenarios.rs"));
 
 /// The scenario `keepalive lab` runs without one named.
 pub const DEFAULT: &str = "crash";
 
 impl Scenario {
-    /// Every built-in scenario, the default first.
+    /// Every built-in scenario, the default first, then by name.
     pub fn all() -> Vec<Scenario> {
-        FILES.iter().map(|(name, text)| parse(name, text)).collect()
+        let default = FILES.iter().filter(|(n, _)| *n == DEFAULT);
+        let rest = FILES.iter().filter(|(n, _)| *n != DEFAULT);
+        default
+            .chain(rest)
+            .map(|(name, text)| parse(name, text))
+            .collect()
     }
 
     /// The scenario called `name`.
@@ -206,7 +207,9 @@ mod tests {
     #[test]
     fn every_file_parses_and_names_itself() {
         for s in Scenario::all() {
+            // The file's name is the scenario's.
             assert_eq!(Scenario::named(&s.name).unwrap().name, s.name);
+            assert!(FILES.iter().any(|(n, _)| *n == s.name), "{}", s.name);
             s.check().unwrap();
         }
         assert_eq!(Scenario::all()[0].name, DEFAULT);

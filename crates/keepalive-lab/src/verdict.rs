@@ -109,6 +109,9 @@ pub fn expected_ending(scenario: &Scenario, settings: &Settings, keepalive_on: b
     let e = &scenario.expect;
     match scenario.firewall_timeout_ms() {
         _ if !keepalive_on => e.no_keepalive,
+        _ if settings.user_timeout_ms > 0 && e.user_timeout.is_some() => {
+            e.user_timeout.unwrap_or(e.keepalive)
+        }
         // The first probe goes out after `idle`; a firewall that forgot the connection by then
         // drops it (conntrack: invalid).
         Some(timeout_ms) if u64::from(settings.idle) * 1000 >= timeout_ms => {
