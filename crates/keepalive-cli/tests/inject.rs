@@ -195,3 +195,26 @@ proptest! {
         prop_assert_eq!(warned, valid.is_err(), "{:?}: {}", text, show(&out));
     }
 }
+
+/// Descriptor numbers the program frees behind the shim's back (raw close, close_range) and
+/// then reuses for a file, a raw TCP socket or a UDP socket, and duplicates of a managed
+/// socket (dup, dup2, dup3, fcntl F_DUPFD): the shim acts only on the socket it marked, and
+/// guards every number that refers to it.
+#[test]
+fn marks_follow_the_descriptor_not_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = c_program("fdreuse", &dir.path().join(""));
+    for (mode, policy) in [
+        ("force", "idle=30,mode=force"),
+        ("threads", "idle=30,mode=force"),
+        ("udp", "dest=127.0.0.0/8"),
+    ] {
+        let out = under_shim(&exe, policy).arg(mode).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !text.contains("FAIL") && text.contains("ok "),
+            "{mode}: {}",
+            show(&out)
+        );
+    }
+}

@@ -32,13 +32,15 @@ impl Config {
         self.options.get(..self.n_options).unwrap_or(&[])
     }
 
-    /// In force mode, whether the program's setsockopt(level, name) is one the policy owns.
-    pub fn guards(&self, level: c_int, name: c_int) -> bool {
-        self.injection.mode == Mode::Force
-            && self
-                .options()
-                .iter()
-                .any(|o| o.level == level && o.name == name)
+    /// In force mode, the option the program's setsockopt(level, name) would change, when the
+    /// policy owns it.
+    pub fn guarded(&self, level: c_int, name: c_int) -> Option<&SockOpt> {
+        if self.injection.mode != Mode::Force {
+            return None;
+        }
+        self.options()
+            .iter()
+            .find(|o| o.level == level && o.name == name)
     }
 }
 

@@ -11,9 +11,12 @@
 //!   these only carry the shim's bookkeeping over, so force mode guards them too.
 //! - `setsockopt`: in force mode, calls that would change an option the policy sets report
 //!   success and do nothing; every other call goes straight through.
+//! - `close`, `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD)`, `close_range`, `closefrom`: the marks
+//!   follow the descriptor (see marks.rs); the shim acts on a marked descriptor only after the
+//!   kernel confirms it still holds the socket that was marked.
 
 use crate::config::{self, Config};
-use crate::fdset::{MANAGED, TCP};
+use crate::marks::{MARKS, socket_inode};
 use crate::{log, real};
 use core::ffi::{c_int, c_void};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -35,11 +38,12 @@ fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
         && (protocol == 0 || protocol == libc::IPPROTO_TCP)
 }
 
-/// Makes the policy's setsockopt calls on `fd`, stopping at the first failure so that a socket
-/// never gets SO_KEEPALIVE with half a policy. errno is left as it was.
-fn apply(fd: c_int, config: &Config) {
+/// Makes the policy's setsockopt calls on `fd`, the TCP socket with inode `inode`, stopping at
+/// the first failure so that a socket never gets SO_KEEPALIVE with half a policy; marks it
+/// with the outcome. errno is left as it was.
+fn apply(fd: c_int, inode: u64, config: &Config) {
     let Some(setsockopt) = real::setsockopt_fn() else {
-        MANAGED.set(fd, false);
+        MARKS.mark(fd, inode, false);
         return;
     };
     let saved = errno();
@@ -70,7 +74,7 @@ fn apply(fd: c_int, config: &Config) {
             break;
         }
     }
-    MANAGED.set(fd, ok);
+    MARKS.mark(fd, inode, ok);
     if ok {
         log::info(config, format_args!("fd {fd}: keepalive on"));
     }
@@ -114,12 +118,14 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     // SAFETY: the caller's arguments, passed on.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     if fd >= 0 {
-        let tcp = is_tcp(domain, ty, protocol);
-        TCP.set(fd, tcp);
         match config::get() {
-            // apply() records whether the policy went on.
-            Some(config) if tcp && !config.injection.is_filtered() => apply(fd, config),
-            _ => MANAGED.set(fd, false),
+            Some(config) if is_tcp(domain, ty, protocol) => match socket_inode(fd) {
+                // apply() records whether the policy went on.
+                Some(inode) if !config.injection.is_filtered() => apply(fd, inode, config),
+                Some(inode) => MARKS.mark(fd, inode, false),
+                None => MARKS.clear(fd),
+            },
+            _ => MARKS.clear(fd),
         }
     }
     fd
@@ -131,13 +137,13 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if let Some(config) = config::get()
         && config.injection.is_filtered()
-        && TCP.contains(fd)
-        && !MANAGED.contains(fd)
+        && MARKS.get(fd).is_some_and(|m| !m.managed())
         // SAFETY: the caller vouches for addr and len, as connect(2) requires.
         && let Some((ip, port)) = unsafe { inet_addr(addr, len) }
         && config.injection.matches_remote(ip, port)
+        && let Some(mark) = MARKS.verified(fd)
     {
-        apply(fd, config);
+        apply(fd, mark.inode(), config);
     }
     // SAFETY: the caller's arguments, passed on.
     unsafe { real::connect(fd, addr, len) }
@@ -149,13 +155,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if let Some(config) = config::get()
         && config.injection.is_filtered()
-        && TCP.contains(fd)
-        && !MANAGED.contains(fd)
+        && MARKS.get(fd).is_some_and(|m| !m.managed())
         // SAFETY: the caller vouches for addr and len, as bind(2) requires.
         && let Some((_, port)) = unsafe { inet_addr(addr, len) }
         && config.injection.matches_local(port)
+        && let Some(mark) = MARKS.verified(fd)
     {
-        apply(fd, config);
+        apply(fd, mark.inode(), config);
     }
     // SAFETY: the caller's arguments, passed on.
     unsafe { real::bind(fd, addr, len) }
@@ -172,13 +178,17 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     if let Some(config) = config::get()
-        && config.guards(level, name)
-        && MANAGED.contains(fd)
+        && let Some(option) = config.guarded(level, name)
+        && MARKS.get(fd).is_some_and(|m| m.managed())
+        && MARKS.verified(fd).is_some()
     {
         // Force mode: the program believes its call worked; the policy stays.
         log::info(
             config,
-            format_args!("fd {fd}: kept the policy against setsockopt({level}, {name})"),
+            format_args!(
+                "fd {fd}: kept the policy against the program's setsockopt({})",
+                option.label
+            ),
         );
         return 0;
     }
@@ -186,12 +196,21 @@ pub unsafe extern "C" fn setsockopt(
     unsafe { real::setsockopt(fd, level, name, value, len) }
 }
 
-/// Carries the listener's marks over to an accepted socket.
+/// Marks a socket accepted from `listener` as the listener is marked: the kernel copied the
+/// listener's options to it. A listener mark the kernel does not confirm is nobody's.
 fn inherit(listener: c_int, fd: c_int) {
-    if fd >= 0 {
-        TCP.set(fd, TCP.contains(listener));
-        MANAGED.set(fd, MANAGED.contains(listener));
+    if fd < 0 {
+        return;
     }
+    let saved = errno();
+    match (
+        MARKS.get(listener).and(MARKS.verified(listener)),
+        socket_inode(fd),
+    ) {
+        (Some(mark), Some(inode)) => MARKS.mark(fd, inode, mark.managed()),
+        _ => MARKS.clear(fd),
+    }
+    set_errno(saved);
 }
 
 /// # Safety
@@ -217,4 +236,111 @@ pub unsafe extern "C" fn accept4(
     let new = unsafe { real::accept4(fd, addr, len, flags) };
     inherit(fd, new);
     new
+}
+
+/// # Safety
+/// Called by C code as `close(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // Before the real close: once it returns, another thread may get the number again.
+    MARKS.clear(fd);
+    // SAFETY: the caller's argument, passed on.
+    unsafe { real::close(fd) }
+}
+
+/// # Safety
+/// Called by C code as `dup(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: the caller's argument, passed on.
+    let new = unsafe { real::dup(fd) };
+    if new >= 0 {
+        MARKS.copy(fd, new);
+    }
+    new
+}
+
+/// # Safety
+/// Called by C code as `dup2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::dup2(old, new) };
+    if rc >= 0 && old != new {
+        MARKS.copy(old, rc);
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C code as `dup3(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::dup3(old, new, flags) };
+    if rc >= 0 {
+        MARKS.copy(old, rc);
+    }
+    rc
+}
+
+/// fcntl's commands that make a new descriptor for the same open file.
+fn duplicates(cmd: c_int) -> bool {
+    cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC
+}
+
+/// # Safety
+/// Called by C code as `fcntl(2)`. Declared `int fcntl(int, int, ...)`: every command takes
+/// at most one argument, an int or a pointer, which arrives where a third integer argument
+/// would on the Linux ABIs (x86-64 and AArch64 pass variadic integer arguments in the same
+/// registers as named ones) and is passed on in full.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::fcntl(false, fd, cmd, arg) };
+    if rc >= 0 && duplicates(cmd) {
+        MARKS.copy(fd, rc);
+    }
+    rc
+}
+
+/// # Safety
+/// As [`fcntl`], under the name glibc 2.28 and later give it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::fcntl(true, fd, cmd, arg) };
+    if rc >= 0 && duplicates(cmd) {
+        MARKS.copy(fd, rc);
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C code as `close_range(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::close_range(first, last, flags) };
+    // CLOSE_RANGE_CLOEXEC only sets close-on-exec; the descriptors stay.
+    if rc == 0 && flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
+        let clamp = |v: libc::c_uint| c_int::try_from(v).unwrap_or(c_int::MAX);
+        MARKS.clear_range(clamp(first), clamp(last));
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C code as `closefrom(3)`, which glibc implements without calling close_range
+/// through its symbol.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    // SAFETY: the caller's argument, passed on.
+    if unsafe { real::closefrom(low) } {
+        MARKS.clear_range(low, c_int::MAX);
+    }
 }

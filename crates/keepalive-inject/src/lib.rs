@@ -5,15 +5,16 @@
 //! Rules for everything reachable from a hook, because it runs inside someone else's process:
 //! no allocation, no panic (lints in Cargo.toml forbid indexing, unwrap and overflowing
 //! arithmetic), no thread-locals beyond libc's own errno, errno as the caller left it, no
-//! syscall but the setsockopt calls the policy needs, and no write to any file descriptor the
+//! syscall but the setsockopt calls the policy needs and the fstat that confirms which socket a
+//! descriptor holds, and no write to any file descriptor the
 //! program owns. Configuration is parsed once, at load, by the same parser as everywhere else.
 //!
 //! `keepalive run` is the launcher; see crates/keepalive-cli.
 
 mod config;
-mod fdset;
 mod hooks;
 mod log;
+mod marks;
 mod real;
 
 use core::ffi::{c_char, c_int};

@@ -40,9 +40,32 @@ static BIND: Symbol = Symbol::new(c"bind");
 static SETSOCKOPT: Symbol = Symbol::new(c"setsockopt");
 static ACCEPT: Symbol = Symbol::new(c"accept");
 static ACCEPT4: Symbol = Symbol::new(c"accept4");
+static CLOSE: Symbol = Symbol::new(c"close");
+static DUP: Symbol = Symbol::new(c"dup");
+static DUP2: Symbol = Symbol::new(c"dup2");
+static DUP3: Symbol = Symbol::new(c"dup3");
+static FCNTL: Symbol = Symbol::new(c"fcntl");
+static FCNTL64: Symbol = Symbol::new(c"fcntl64");
+static CLOSE_RANGE: Symbol = Symbol::new(c"close_range");
+static CLOSEFROM: Symbol = Symbol::new(c"closefrom");
 
 pub fn resolve_all() {
-    for s in [&SOCKET, &CONNECT, &BIND, &SETSOCKOPT, &ACCEPT, &ACCEPT4] {
+    for s in [
+        &SOCKET,
+        &CONNECT,
+        &BIND,
+        &SETSOCKOPT,
+        &ACCEPT,
+        &ACCEPT4,
+        &CLOSE,
+        &DUP,
+        &DUP2,
+        &DUP3,
+        &FCNTL,
+        &FCNTL64,
+        &CLOSE_RANGE,
+        &CLOSEFROM,
+    ] {
         s.get();
     }
 }
@@ -138,6 +161,92 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
             let f: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int =
                 core::mem::transmute(real);
             f(fd, addr, len, flags)
+        },
+    }
+}
+
+pub unsafe fn close(fd: c_int) -> c_int {
+    match CLOSE.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `close`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int) -> c_int = core::mem::transmute(real);
+            f(fd)
+        },
+    }
+}
+
+pub unsafe fn dup(fd: c_int) -> c_int {
+    match DUP.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `dup`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int) -> c_int = core::mem::transmute(real);
+            f(fd)
+        },
+    }
+}
+
+pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
+    match DUP2.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `dup2`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int, c_int) -> c_int = core::mem::transmute(real);
+            f(old, new)
+        },
+    }
+}
+
+pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    match DUP3.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `dup3`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int = core::mem::transmute(real);
+            f(old, new, flags)
+        },
+    }
+}
+
+/// The next `fcntl` (or `fcntl64`, the name programs built against glibc 2.28 and later call),
+/// called as the variadic function it is, with the one argument every command takes at most
+/// (an int or a pointer, passed on in full).
+pub unsafe fn fcntl(sixty_four: bool, fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    let symbol = if sixty_four { &FCNTL64 } else { &FCNTL };
+    match symbol.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `fcntl`/`fcntl64`, declared
+        // `int fcntl(int, int, ...)`; the caller's third argument is passed on unchanged.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int, c_int, ...) -> c_int = core::mem::transmute(real);
+            f(fd, cmd, arg)
+        },
+    }
+}
+
+pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
+    match CLOSE_RANGE.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `close_range`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(libc::c_uint, libc::c_uint, c_int) -> c_int =
+                core::mem::transmute(real);
+            f(first, last, flags)
+        },
+    }
+}
+
+/// The next `closefrom`; `false` if there is none (glibc before 2.34 has none, and then no
+/// program calls it).
+pub unsafe fn closefrom(low: c_int) -> bool {
+    match CLOSEFROM.get() {
+        0 => false,
+        // SAFETY: the address is the next `closefrom`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int) = core::mem::transmute(real);
+            f(low);
+            true
         },
     }
 }

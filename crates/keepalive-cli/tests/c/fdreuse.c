@@ -1,0 +1,187 @@
+/* Descriptor numbers reused behind the shim's back, and descriptors duplicated in front of it.
+ * Run under the shim with KEEPALIVE_POLICY=idle=30,mode=force (or dest=127.0.0.0/8 for the
+ * "udp" case). Prints one line per check, "ok NAME" or "FAIL NAME: why", and exits 1 if any
+ * check failed.
+ *
+ *   fdreuse force     the force-mode checks
+ *   fdreuse udp       the dest= check
+ *   fdreuse threads   16 threads reusing numbers as files, counting wrong successes
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int failed;
+
+static void check(int ok, const char *name, const char *why) {
+    if (ok) {
+        printf("ok %s\n", name);
+    } else {
+        printf("FAIL %s: %s (errno %d)\n", name, why, errno);
+        failed = 1;
+    }
+}
+
+static int get_int(int fd, int level, int name) {
+    int v = -1;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd, level, name, &v, &len) != 0)
+        return -1;
+    return v;
+}
+
+static int set_int(int fd, int level, int name, int v) {
+    return setsockopt(fd, level, name, &v, sizeof v);
+}
+
+/* A TCP socket made through the shim, closed with a raw system call the shim does not see:
+ * its number is free again, and the shim's mark for it is stale. */
+static int shim_socket_closed_behind_its_back(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    syscall(SYS_close, fd);
+    return fd;
+}
+
+static void force_checks(void) {
+    /* 1. A file on a reused number is no socket: setsockopt says ENOTSOCK. */
+    int was = shim_socket_closed_behind_its_back();
+    int file = open("/dev/null", O_RDONLY);
+    errno = 0;
+    int rc = set_int(file, SOL_SOCKET, SO_KEEPALIVE, 0);
+    check(file == was && rc == -1 && errno == ENOTSOCK, "file-on-reused-number",
+          "setsockopt on a file did not fail with ENOTSOCK");
+    close(file);
+
+    /* The same after a close() the shim saw. */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    close(s);
+    file = open("/dev/null", O_RDONLY);
+    errno = 0;
+    rc = set_int(file, SOL_SOCKET, SO_KEEPALIVE, 0);
+    check(file == s && rc == -1 && errno == ENOTSOCK, "file-after-close",
+          "setsockopt on a file did not fail with ENOTSOCK");
+    close(file);
+
+    /* 2. A TCP socket made by a raw system call on a reused number is the program's: its own
+     * SO_KEEPALIVE=1 and idle=5 stand. */
+    was = shim_socket_closed_behind_its_back();
+    int raw = syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+    set_int(raw, SOL_SOCKET, SO_KEEPALIVE, 1);
+    set_int(raw, IPPROTO_TCP, TCP_KEEPIDLE, 5);
+    check(raw == was && get_int(raw, SOL_SOCKET, SO_KEEPALIVE) == 1 &&
+              get_int(raw, IPPROTO_TCP, TCP_KEEPIDLE) == 5,
+          "raw-socket-on-reused-number", "the program's own values were swallowed");
+    /* and its SO_KEEPALIVE=0 goes through too */
+    set_int(raw, SOL_SOCKET, SO_KEEPALIVE, 0);
+    check(get_int(raw, SOL_SOCKET, SO_KEEPALIVE) == 0, "raw-socket-off",
+          "the program's SO_KEEPALIVE=0 was swallowed");
+    syscall(SYS_close, raw);
+
+    /* 3. Duplicates of a managed socket are the same socket: force mode guards them. */
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    check(get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+          "policy-applied", "the shim's policy is not on the socket");
+    int d1 = dup(s);
+    int d2 = dup2(s, 100);
+    int d3 = dup3(s, 101, O_CLOEXEC);
+    int d4 = fcntl(s, F_DUPFD_CLOEXEC, 200);
+    int dups[] = {d1, d2, d3, d4};
+    const char *names[] = {"dup", "dup2", "dup3", "fcntl-dupfd"};
+    for (int i = 0; i < 4; i++) {
+        set_int(dups[i], SOL_SOCKET, SO_KEEPALIVE, 0);
+        set_int(dups[i], IPPROTO_TCP, TCP_KEEPIDLE, 7);
+        check(dups[i] >= 0 && get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1 &&
+                  get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+              names[i], "a duplicate let the program change an option the policy owns");
+    }
+    /* fcntl's other commands pass through with their argument */
+    int flags = fcntl(s, F_GETFL);
+    check(fcntl(s, F_SETFL, flags | O_NONBLOCK) == 0 && (fcntl(s, F_GETFL) & O_NONBLOCK),
+          "fcntl-setfl", "F_SETFL did not pass through");
+    for (int i = 0; i < 4; i++)
+        close(dups[i]);
+    close(s);
+
+    /* 4. dup2 over a managed socket's number with a file: the file is no socket. */
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    file = open("/dev/null", O_RDONLY);
+    dup2(file, s);
+    errno = 0;
+    rc = set_int(s, SOL_SOCKET, SO_KEEPALIVE, 0);
+    check(rc == -1 && errno == ENOTSOCK, "dup2-file-over-socket",
+          "setsockopt on the file dup2'd over a socket did not fail with ENOTSOCK");
+    close(file);
+    close(s);
+
+    /* 5. close_range frees numbers too. */
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    close_range(s, s, 0);
+    file = open("/dev/null", O_RDONLY);
+    errno = 0;
+    rc = set_int(file, SOL_SOCKET, SO_KEEPALIVE, 0);
+    check(file == s && rc == -1 && errno == ENOTSOCK, "close-range",
+          "setsockopt on a file after close_range did not fail with ENOTSOCK");
+    close(file);
+}
+
+static void udp_check(void) {
+    /* dest=127.0.0.0/8: a UDP socket made by a raw system call on a reused number is not TCP,
+     * and connect() must not give it SO_KEEPALIVE. */
+    int was = shim_socket_closed_behind_its_back();
+    int udp = syscall(SYS_socket, AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(9)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(udp, (struct sockaddr *)&a, sizeof a);
+    check(udp == was && get_int(udp, SOL_SOCKET, SO_KEEPALIVE) == 0, "udp-on-reused-number",
+          "connect() gave a UDP socket SO_KEEPALIVE");
+    syscall(SYS_close, udp);
+}
+
+static long wrong;
+
+static void *reuse_loop(void *arg) {
+    (void)arg;
+    long mine = 0;
+    for (int i = 0; i < 5000; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        syscall(SYS_close, s);
+        int file = open("/dev/null", O_RDONLY);
+        errno = 0;
+        if (set_int(file, SOL_SOCKET, SO_KEEPALIVE, 0) == 0 || errno != ENOTSOCK)
+            mine++;
+        close(file);
+    }
+    __atomic_add_fetch(&wrong, mine, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "force") == 0) {
+        force_checks();
+    } else if (argc > 1 && strcmp(argv[1], "udp") == 0) {
+        udp_check();
+    } else if (argc > 1 && strcmp(argv[1], "threads") == 0) {
+        pthread_t t[16];
+        for (int i = 0; i < 16; i++)
+            pthread_create(&t[i], NULL, reuse_loop, NULL);
+        for (int i = 0; i < 16; i++)
+            pthread_join(t[i], NULL);
+        char why[64];
+        snprintf(why, sizeof why, "%ld of 80000 calls on a file succeeded", wrong);
+        errno = 0;
+        check(wrong == 0, "threads", why);
+    } else {
+        fprintf(stderr, "usage: fdreuse force|udp|threads\n");
+        return 2;
+    }
+    return failed;
+}
