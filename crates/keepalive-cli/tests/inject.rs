@@ -218,3 +218,109 @@ fn marks_follow_the_descriptor_not_its_number() {
         );
     }
 }
+
+/// The shim's environment as bytes: a value that is not UTF-8 is a bad value (one warning,
+/// sockets untouched), never an absent one; libkeepalive's and libdontdie's switches mean what
+/// they meant there; a warning shows a bad value's control characters escaped.
+#[test]
+fn environment_values_are_read_as_their_libraries_read_them() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = c_program("sockopts", &dir.path().join(""));
+    let run = |vars: &[(&str, &[u8])]| {
+        let mut cmd = Command::new(&exe);
+        cmd.env_clear().env("LD_PRELOAD", shim());
+        for (k, v) in vars {
+            cmd.env(k, OsStr::from_bytes(v));
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Untouched: SO_KEEPALIVE 0, the namespace's idle.
+    let untouched = {
+        let out = Command::new(&exe).env_clear().output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for (vars, var) in [
+        (
+            vec![("KEEPALIVE_POLICY", &b"idle=3\xff0"[..])],
+            "KEEPALIVE_POLICY",
+        ),
+        (
+            vec![("KEEPALIVE_POLICY", &b"\xfe"[..]), ("KEEPIDLE", b"77")],
+            "KEEPALIVE_POLICY",
+        ),
+        (vec![("KEEPIDLE", &b"7\x807"[..])], "KEEPIDLE"),
+    ] {
+        let (got, err) = run(&vars);
+        assert_eq!(got, untouched, "{vars:?}: the sockets must be left alone");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("{var}: "))
+                && err.contains("not valid UTF-8")
+                && err.contains("\\x"),
+            "{err}"
+        );
+    }
+    for off in ["OFF", "Off", "off"] {
+        assert_eq!(
+            run(&[("KEEPALIVE", off.as_bytes())]).0,
+            untouched,
+            "KEEPALIVE={off}"
+        );
+    }
+    assert_eq!(run(&[("DD_USE_KEEPALIVE", b"0")]).0, untouched);
+    assert_eq!(run(&[("DD_TCP_KEEPALIVE_TIME", b"41")]).0, "1 41");
+    assert_eq!(
+        run(&[("KEEPIDLE", b"42"), ("DD_TCP_KEEPALIVE_TIME", b"42")]).0,
+        "1 42",
+        "both families agreeing"
+    );
+    let (got, err) = run(&[("KEEPIDLE", b"42"), ("DD_TCP_KEEPALIVE_TIME", b"43")]);
+    assert_eq!(got, untouched);
+    assert!(err.contains("disagrees with KEEPIDLE=42"), "{err}");
+    // A newline and an escape sequence in a bad value are shown escaped, on one line.
+    let (_, err) = run(&[("KEEPALIVE_POLICY", b"idle=5\n\x1b[31mx")]);
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(!err.contains('\x1b') && err.contains("\\n"), "{err:?}");
+}
+
+/// `log=FILE`: each line stamped with the UTC time, options named as the kernel names them.
+#[test]
+fn the_log_names_options_and_stamps_each_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = c_program("fdreuse", &dir.path().join(""));
+    let log = dir.path().join("shim.log");
+    let policy = format!("idle=30,mode=force,log={}", log.display());
+    let out = under_shim(&exe, &policy).arg("force").output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("kept the policy against the program's setsockopt(SO_KEEPALIVE)")
+            && text.contains("setsockopt(TCP_KEEPIDLE)"),
+        "{text}"
+    );
+    for line in text.lines() {
+        // 2026-12-01T21:40:12.345Z keepalive-inject[PID]: ...
+        let (stamp, rest) = line.split_once(' ').unwrap();
+        assert!(
+            stamp.len() == 24
+                && stamp.ends_with('Z')
+                && stamp.as_bytes()[10] == b'T'
+                && rest.starts_with("keepalive-inject["),
+            "{line}"
+        );
+    }
+    // The stamp is today's date, as the system clock says.
+    let today = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    let today = String::from_utf8_lossy(&today.stdout).trim().to_owned();
+    assert!(text.starts_with(&today), "{today} vs {text}");
+}

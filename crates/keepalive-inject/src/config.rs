@@ -219,12 +219,13 @@ fn read_number(path: &CStr) -> Option<u32> {
     core::str::from_utf8(text).ok()?.trim().parse().ok()
 }
 
-/// `getenv` over the `envp` the loader handed the constructor.
-fn getenv(envp: *const *mut c_char, name: &str) -> Option<&'static str> {
+/// `getenv` over the `envp` the loader handed the constructor: the value's bytes, UTF-8 or
+/// not (the parser refuses what is not).
+fn getenv(envp: *const *mut c_char, name: &str) -> Option<&'static [u8]> {
     let entry = find_env(envp, name)?;
     // SAFETY: environment strings are NUL-terminated and live as long as the process.
-    let text = unsafe { CStr::from_ptr(entry) }.to_str().ok()?;
-    text.get(name.len().saturating_add(1)..)
+    let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
+    bytes.get(name.len().saturating_add(1)..)
 }
 
 /// The `NAME=value` entry of `envp`, if any.

@@ -1,6 +1,7 @@
 //! Reporting without allocating and without touching the program's file descriptors.
 //!
-//! Messages are formatted into a stack buffer. With `log=/path` each message opens the file,
+//! Messages are formatted into a stack buffer, one line each (control characters escaped),
+//! file lines stamped with the UTC time. With `log=/path` each message opens the file,
 //! appends and closes it; with `log=syslog` each opens a datagram socket to /dev/log, sends and
 //! closes it. Holding a descriptor open between messages would be unsafe: the program may
 //! close it and reuse the number for its own data. Nothing is logged unless `log=` asks.
@@ -29,22 +30,103 @@ impl Line {
     fn bytes(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or(&[])
     }
-}
 
-/// Keeps what fits; a longer message is cut, never an error.
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+    fn push(&mut self, bytes: &[u8]) {
         let room = self.buf.len().saturating_sub(self.len);
-        let take = s.len().min(room);
+        let take = bytes.len().min(room);
         if let (Some(dst), Some(src)) = (
             self.buf.get_mut(self.len..self.len.saturating_add(take)),
-            s.as_bytes().get(..take),
+            bytes.get(..take),
         ) {
             dst.copy_from_slice(src);
             self.len = self.len.saturating_add(take);
         }
+    }
+
+    /// Ends the line: a newline, kept even when the message filled the buffer.
+    fn end(&mut self) {
+        if self.len >= self.buf.len() {
+            self.len = self.buf.len().saturating_sub(1);
+        }
+        self.push(b"\n");
+    }
+}
+
+/// Keeps what fits; a longer message is cut, never an error. Control characters (from a value
+/// the user gave) are written escaped, `\n` as `\\n`, so that a message stays one line and
+/// sends the terminal no escape sequence.
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for part in s.split_inclusive(|c: char| c.is_control()) {
+            match part.char_indices().last() {
+                Some((at, c)) if c.is_control() => {
+                    self.push(part.as_bytes().get(..at).unwrap_or(&[]));
+                    let mut esc = [0u8; 12];
+                    let mut n = 0usize;
+                    for e in c.escape_default() {
+                        if let Some(slot) = esc.get_mut(n) {
+                            *slot = e as u8;
+                            n = n.saturating_add(1);
+                        }
+                    }
+                    self.push(esc.get(..n).unwrap_or(&[]));
+                }
+                _ => self.push(part.as_bytes()),
+            }
+        }
         Ok(())
     }
+}
+
+/// Writes the time now, UTC, as 2026-12-01T21:40:12.345Z, from clock_gettime(CLOCK_REALTIME)
+/// and the proleptic Gregorian calendar (days to civil date, Howard Hinnant's algorithm).
+fn timestamp(line: &mut Line) {
+    // SAFETY: an all-zero timespec is a valid out-buffer.
+    let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
+    // SAFETY: clock_gettime writes into `ts` only.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let millis = u64::try_from(ts.tv_nsec)
+        .unwrap_or(0)
+        .wrapping_div(1_000_000);
+    let (days, rem) = (secs.wrapping_div(86_400), secs.wrapping_rem(86_400));
+    let (h, m, s) = (
+        rem.wrapping_div(3600),
+        rem.wrapping_rem(3600).wrapping_div(60),
+        rem.wrapping_rem(60),
+    );
+    // Days since 0000-03-01: eras of 400 years (146097 days), years starting in March.
+    let z = days.wrapping_add(719_468);
+    let era = z.wrapping_div(146_097);
+    let doe = z.wrapping_sub(era.wrapping_mul(146_097));
+    let yoe = doe
+        .wrapping_sub(doe.wrapping_div(1460))
+        .wrapping_add(doe.wrapping_div(36_524))
+        .wrapping_sub(doe.wrapping_div(146_096))
+        .wrapping_div(365);
+    let doy = doe.wrapping_sub(
+        yoe.wrapping_mul(365)
+            .wrapping_add(yoe.wrapping_div(4))
+            .wrapping_sub(yoe.wrapping_div(100)),
+    );
+    let mp = doy.wrapping_mul(5).wrapping_add(2).wrapping_div(153);
+    let day = doy
+        .wrapping_sub(mp.wrapping_mul(153).wrapping_add(2).wrapping_div(5))
+        .wrapping_add(1);
+    let month = if mp < 10 {
+        mp.wrapping_add(3)
+    } else {
+        mp.wrapping_sub(9)
+    };
+    let year = yoe
+        .wrapping_add(era.wrapping_mul(400))
+        .wrapping_add(u64::from(month <= 2));
+    let _ = write!(
+        line,
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z "
+    );
 }
 
 /// An informational line, when logging is on.
@@ -72,7 +154,9 @@ fn emit(target: Log<'_>, severity: u8, args: fmt::Arguments<'_>) {
             let mut line = Line::new();
             // SAFETY: getpid has no preconditions.
             let pid = unsafe { libc::getpid() };
-            let _ = writeln!(line, "{IDENT}[{pid}]: {args}");
+            timestamp(&mut line);
+            let _ = write!(line, "{IDENT}[{pid}]: {args}");
+            line.end();
             append(path, line.bytes());
         }
         Log::Syslog => syslog(severity, args),
@@ -92,7 +176,8 @@ pub fn warn_at_load(args: fmt::Arguments<'_>) {
         unsafe { libc::fstat(2, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK;
     if is_file {
         let mut line = Line::new();
-        let _ = writeln!(line, "{IDENT}: {args}");
+        let _ = write!(line, "{IDENT}: {args}");
+        line.end();
         let bytes = line.bytes();
         // SAFETY: writes `bytes` to fd 2, which fstat just showed is open and not a socket.
         let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };

@@ -128,7 +128,7 @@ mod injection {
         #[test]
         fn compatibility_values_parse_or_error(v in any::<String>(), var in 0usize..6) {
             let name = keepalive::policy::injection::COMPAT_VARS[var].0;
-            let _ = Injection::from_env(|k| (k == name).then_some(v.as_str()));
+            let _ = Injection::from_env(|k| (k == name).then_some(v.as_bytes()));
         }
     }
 }

@@ -173,6 +173,10 @@ pub enum ErrorKind {
     NotASocketOption,
     /// More list entries than the shim has room for.
     TooMany,
+    /// The text is not UTF-8 (an environment variable's bytes).
+    NotUtf8,
+    /// Two compatibility variables give one key different values.
+    Conflict,
 }
 
 /// Up to 40 bytes of the offending input, kept inline so that errors need no allocation.
@@ -225,9 +229,17 @@ impl fmt::Write for Snippet {
     }
 }
 
+/// Control characters (a newline, an escape sequence) are written escaped, so that a bad value
+/// can neither break the one-line message nor drive the terminal.
 impl fmt::Display for Snippet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())?;
+        for c in self.as_str().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
         if self.truncated {
             f.write_str("...")?;
         }
@@ -308,6 +320,31 @@ impl PolicyError {
         }
     }
 
+    /// `bytes` are not UTF-8: the message shows them with every byte past ASCII escaped.
+    pub fn not_utf8(bytes: &[u8]) -> Self {
+        let mut value = Snippet::EMPTY;
+        for chunk in bytes.utf8_chunks() {
+            let _ = fmt::Write::write_str(&mut value, chunk.valid());
+            for b in chunk.invalid() {
+                let _ = fmt::Write::write_fmt(&mut value, format_args!("\\x{b:02x}"));
+            }
+        }
+        PolicyError {
+            value,
+            ..Self::bare(ErrorKind::NotUtf8)
+        }
+    }
+
+    /// `value` for `key` disagrees with `given`, which variable `other` gave it.
+    pub(crate) fn conflict(key: Key, other: &str, given: &str, value: &str) -> Self {
+        let mut raw_key = Snippet::EMPTY;
+        let _ = fmt::Write::write_fmt(&mut raw_key, format_args!("{other}={given}"));
+        PolicyError {
+            raw_key,
+            ..Self::new(ErrorKind::Conflict, Some(key), "", value)
+        }
+    }
+
     /// What kind of mistake this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -381,6 +418,11 @@ impl fmt::Display for PolicyError {
                 f,
                 "{key}: more than {} entries; {key} must be {allowed}",
                 self.amount
+            ),
+            ErrorKind::NotUtf8 => write!(f, "\"{v}\" is not valid UTF-8 text"),
+            ErrorKind::Conflict => write!(
+                f,
+                "{v} for {key} disagrees with {raw}: give one of the two, or the same value"
             ),
         }
     }

@@ -188,23 +188,58 @@ impl Injection {
         Ok(())
     }
 
-    /// Reads the configuration from the environment: [`ENV`] if set, else the compatibility
-    /// variables of libkeepalive and libdontdie, else keepalive on with the kernel's defaults.
-    /// On error, names the variable.
+    /// Reads the configuration from the environment (`get` gives a variable's bytes): [`ENV`]
+    /// if set, else the compatibility variables of libkeepalive and libdontdie, else
+    /// keepalive on with the kernel's defaults. On error, names the variable; a value that is
+    /// not UTF-8 is an error, not an absent variable.
+    ///
+    /// The compatibility variables mean what they meant to their libraries: libkeepalive's
+    /// `KEEPALIVE=off` (any case) turns the shim off, and `KEEPIDLE`, `KEEPINTVL`, `KEEPCNT`
+    /// set the values; libdontdie's `DD_USE_KEEPALIVE` starting with `0` turns it off,
+    /// `DD_DEBUG` starting with `1` logs to syslog (where libdontdie logs), and
+    /// `DD_TCP_KEEPALIVE_TIME`, `_INTVL`, `_PROBES` set the values. Both families may be set
+    /// at once; where both give one key, they must agree.
     pub fn from_env<'e>(
-        get: impl Fn(&str) -> Option<&'e str>,
+        get: impl Fn(&str) -> Option<&'e [u8]>,
     ) -> Result<Self, (&'static str, PolicyError)> {
-        if let Some(text) = get(ENV) {
-            return Injection::parse(text).map_err(|e| (ENV, e));
+        let text = |var: &'static str| match get(var) {
+            None => Ok(None),
+            Some(bytes) => core::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| (var, PolicyError::not_utf8(bytes))),
+        };
+        if let Some(t) = text(ENV)? {
+            return Injection::parse(t).map_err(|e| (ENV, e));
         }
         let mut injection = Injection::default();
-        if let Some(v) = get("KEEPALIVE") {
-            // libkeepalive: "off" disables it; anything else leaves it on.
-            injection.enabled = v.trim() != "off";
+        if let Some(v) = text("KEEPALIVE")? {
+            // libkeepalive: strcasecmp(value, "off") == 0 disables it; anything else leaves it on.
+            injection.enabled &= !v.eq_ignore_ascii_case("off");
         }
-        for (var, key) in COMPAT_VARS {
-            if let Some(v) = get(var) {
-                injection.set(key, v).map_err(|e| (var, e))?;
+        if text("DD_USE_KEEPALIVE")?.is_some_and(|v| v.starts_with('0')) {
+            injection.enabled = false;
+        }
+        if text("DD_DEBUG")?.is_some_and(|v| v.starts_with('1')) {
+            injection
+                .insert(Field::Log(Log::Syslog))
+                .map_err(|e| ("DD_DEBUG", e))?;
+        }
+        for (i, (var, key)) in COMPAT_VARS.iter().enumerate() {
+            let Some(v) = text(var)? else { continue };
+            // The other family's variable for the same key, if it came first and was set.
+            let earlier = COMPAT_VARS
+                .iter()
+                .take(i)
+                .find(|(_, k)| k == key)
+                .and_then(|(other, _)| Some((*other, text(other).ok()??)));
+            match earlier {
+                Some((other, given)) => {
+                    let mine = grammar::parse_value(*key, v).map_err(|e| (*var, e))?;
+                    if grammar::parse_value(*key, given).ok() != Some(mine) {
+                        return Err((*var, PolicyError::conflict(*key, other, given, v)));
+                    }
+                }
+                None => injection.set(*key, v).map_err(|e| (*var, e))?,
             }
         }
         Ok(injection)
@@ -394,25 +429,82 @@ mod tests {
 
     #[test]
     fn environment_and_compatibility_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
+        let env = |pairs: &'static [(&'static str, &'static [u8])]| {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
         };
-        let inj = Injection::from_env(env(&[("KEEPIDLE", "30"), ("KEEPCNT", "4")])).unwrap();
+        let inj = Injection::from_env(env(&[("KEEPIDLE", b"30"), ("KEEPCNT", b"4")])).unwrap();
         assert_eq!((inj.policy.idle(), inj.policy.count()), (Some(30), Some(4)));
-        let inj = Injection::from_env(env(&[("KEEPALIVE", "off")])).unwrap();
-        assert!(!inj.enabled);
-        let inj = Injection::from_env(env(&[("DD_TCP_KEEPALIVE_TIME", "60")])).unwrap();
+        // libkeepalive compares with strcasecmp.
+        for off in [&b"off"[..], b"OFF", b"Off"] {
+            let pairs: &'static [(&str, &[u8])] = Box::leak(Box::new([("KEEPALIVE", off)]));
+            assert!(!Injection::from_env(env(pairs)).unwrap().enabled);
+        }
+        assert!(
+            Injection::from_env(env(&[("KEEPALIVE", b"on")]))
+                .unwrap()
+                .enabled
+        );
+        // libdontdie: DD_USE_KEEPALIVE starting with 0 is off; DD_DEBUG starting with 1 logs
+        // to syslog.
+        assert!(
+            !Injection::from_env(env(&[("DD_USE_KEEPALIVE", b"0")]))
+                .unwrap()
+                .enabled
+        );
+        assert!(
+            Injection::from_env(env(&[("DD_USE_KEEPALIVE", b"1")]))
+                .unwrap()
+                .enabled
+        );
+        let inj = Injection::from_env(env(&[("DD_DEBUG", b"1")])).unwrap();
+        assert_eq!(inj.log(), Log::Syslog);
+        let inj = Injection::from_env(env(&[("DD_TCP_KEEPALIVE_TIME", b"60")])).unwrap();
         assert_eq!(inj.policy.idle(), Some(60));
-        let (var, e) = Injection::from_env(env(&[("KEEPIDLE", "abc")])).unwrap_err();
+        let (var, e) = Injection::from_env(env(&[("KEEPIDLE", b"abc")])).unwrap_err();
         assert_eq!(var, "KEEPIDLE");
         assert_eq!(e.kind(), ErrorKind::NotANumber);
-        let (var, _) =
-            Injection::from_env(env(&[("KEEPIDLE", "5"), ("DD_TCP_KEEPALIVE_TIME", "6")]))
+        // Both families at once: agreeing is fine, disagreeing names both.
+        let inj = Injection::from_env(env(&[
+            ("KEEPIDLE", b"5"),
+            ("DD_TCP_KEEPALIVE_TIME", b"5"),
+            ("DD_TCP_KEEPALIVE_PROBES", b"3"),
+        ]))
+        .unwrap();
+        assert_eq!((inj.policy.idle(), inj.policy.count()), (Some(5), Some(3)));
+        let (var, e) =
+            Injection::from_env(env(&[("KEEPIDLE", b"5"), ("DD_TCP_KEEPALIVE_TIME", b"6")]))
                 .unwrap_err();
         assert_eq!(var, "DD_TCP_KEEPALIVE_TIME");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(e.to_string().contains("disagrees with KEEPIDLE=5"), "{e}");
         // KEEPALIVE_POLICY wins over the compatibility variables.
-        let inj = Injection::from_env(env(&[(ENV, "idle=7"), ("KEEPIDLE", "abc")])).unwrap();
+        let inj = Injection::from_env(env(&[(ENV, b"idle=7"), ("KEEPIDLE", b"abc")])).unwrap();
         assert_eq!(inj.policy.idle(), Some(7));
         assert_eq!(Injection::from_env(env(&[])).unwrap(), Injection::default());
+    }
+
+    #[test]
+    fn unreadable_text_is_a_bad_value_not_an_absent_one() {
+        let env = |pairs: &'static [(&'static str, &'static [u8])]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
+        };
+        let (var, e) = Injection::from_env(env(&[(ENV, b"idle=3\xff0")])).unwrap_err();
+        assert_eq!((var, e.kind()), (ENV, ErrorKind::NotUtf8));
+        assert_eq!(e.to_string(), "\"idle=3\\xff0\" is not valid UTF-8 text");
+        // An unreadable KEEPALIVE_POLICY does not fall back to the compatibility variables.
+        let (var, _) =
+            Injection::from_env(env(&[(ENV, b"\xfe"), ("KEEPIDLE", b"77")])).unwrap_err();
+        assert_eq!(var, ENV);
+        let (var, _) = Injection::from_env(env(&[("KEEPCNT", b"4\x80")])).unwrap_err();
+        assert_eq!(var, "KEEPCNT");
+    }
+
+    #[test]
+    fn control_characters_in_a_bad_value_are_escaped() {
+        let e = Injection::parse("idle=5\n\x1b[31mred")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && !e.contains('\x1b'), "{e:?}");
+        assert!(e.contains("\\n\\u{1b}[31mred"), "{e:?}");
     }
 }
