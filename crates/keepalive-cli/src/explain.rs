@@ -65,7 +65,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     if args.json {
         return json(&report);
     }
-    print!("{}", human(&report));
+    crate::render::out(&human(&report))?;
     Ok(())
 }
 

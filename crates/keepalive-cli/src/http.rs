@@ -49,7 +49,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
         requests: args.requests,
         insecure: args.insecure,
         progress: tty.then(|| -> Box<dyn Fn(f64, f64)> {
-            Box::new(|done, most| eprint!("\r  waiting for the server to close the idle connection: {done:5.1}s (at most {most:.0}s) "))
+            Box::new(|done, most| crate::render::note(&format!("\r  waiting for the server to close the idle connection: {done:5.1}s (at most {most:.0}s) ")))
         }),
     })
     .map_err(|e| match e {
@@ -57,7 +57,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
         e => anyhow::anyhow!("{e}"),
     })?;
     if tty {
-        eprint!("\r{:90}\r", "");
+        crate::render::note(&format!("\r{:90}\r", ""));
     }
     let warnings: Vec<String> = behind
         .iter()
@@ -71,7 +71,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
             warnings,
         });
     }
-    print!("{}", human(&report, &warnings));
+    crate::render::out(&human(&report, &warnings))?;
     Ok(())
 }
 

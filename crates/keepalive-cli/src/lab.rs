@@ -56,13 +56,16 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
                 let after = since_rx.map_or(String::new(), |s| {
                     format!(", {s:.3}s after the peer last spoke")
                 });
-                eprint!("\r{:60}\r  {t:9.3}s  keepalive probe {n}{after}\n", "");
+                crate::render::note(&format!(
+                    "\r{:60}\r  {t:9.3}s  keepalive probe {n}{after}\n",
+                    ""
+                ));
             }
             Live::Retransmission { n, t } => {
-                eprint!(
+                crate::render::note(&format!(
                     "\r{:60}\r  {t:9.3}s  retransmission {n} of unacknowledged data\n",
                     ""
-                );
+                ));
             }
             Live::Reset { t, by_server } => {
                 let who = if by_server {
@@ -70,10 +73,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
                 } else {
                     "the client"
                 };
-                eprint!("\r{:60}\r  {t:9.3}s  RST from {who}\n", "");
+                crate::render::note(&format!("\r{:60}\r  {t:9.3}s  RST from {who}\n", ""));
             }
             Live::Waiting { t, expected } => {
-                eprint!("\r  watching: {t:5.1}s of about {expected:.1}s ");
+                crate::render::note(&format!("\r  watching: {t:5.1}s of about {expected:.1}s "));
             }
         }))
     } else {
@@ -99,7 +102,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         e => anyhow::anyhow!("{e}"),
     })?;
     if std::io::stderr().is_terminal() && !args.json {
-        eprint!("\r{:60}\r", "");
+        crate::render::note(&format!("\r{:60}\r", ""));
     }
     if let Some(pending) = pcap {
         let mut bytes = Vec::new();
@@ -112,7 +115,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.json {
         json(&report)?;
     } else {
-        print!("{}", human(&report));
+        crate::render::out(&human(&report))?;
     }
     if report.as_expected() {
         Ok(())

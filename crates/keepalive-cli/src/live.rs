@@ -230,11 +230,17 @@ fn status_json(query: &Query) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// node-exporter textfile metrics, replaced atomically.
+/// node-exporter textfile metrics, replaced whole (keepalive::output: mode 0644, never through
+/// a planted name).
 fn prometheus(query: &Query, path: &std::path::Path) -> anyhow::Result<()> {
     let mut tally = Tally::default();
     let summary = status::status(query, |row| tally.add(row))?;
-    let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    // The text format's label values escape backslash, double quote and line feed.
+    let label = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     let mut text = String::new();
     text.push_str(
         "# HELP keepalive_tcp_connections TCP connections by owning command and keepalive state.\n",
@@ -270,27 +276,12 @@ fn prometheus(query: &Query, path: &std::path::Path) -> anyhow::Result<()> {
             label(command)
         );
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
+    keepalive::output::Pending::create(path)?.finish(text.as_bytes())?;
+    crate::render::note(&format!(
+        "wrote {} ({} sockets)\n",
+        path.display(),
+        summary.sockets
     ));
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow::Error::new(keepalive::Error::Io {
-                what: format!("writing {}", path.display()),
-                source: e,
-            })
-        })?;
-    eprintln!("wrote {} ({} sockets)", path.display(), summary.sockets);
     Ok(())
 }
 

@@ -56,7 +56,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("keepalive: {}", one_line(&e.render().to_string()));
+            render::note(&format!(
+                "keepalive: {}\n",
+                one_line(&e.render().to_string())
+            ));
             return ExitCode::from(2);
         }
     };
@@ -80,13 +83,10 @@ fn main() -> ExitCode {
         Command::Http(args) => http::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "keepalive",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            // Generated whole first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "keepalive", &mut script);
+            render::out(&String::from_utf8_lossy(&script))
         }
     };
     match result {
@@ -101,7 +101,7 @@ fn fail(e: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // The library's messages already name their cause; print only the outermost.
-    eprintln!("keepalive: {}", one_line(&e.to_string()));
+    render::note(&format!("keepalive: {}\n", one_line(&e.to_string())));
     ExitCode::from(exit_code(e))
 }
 

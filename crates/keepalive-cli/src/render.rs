@@ -29,10 +29,34 @@ pub fn duration_s(s: u64) -> String {
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    out(&text)
+}
+
+/// Writes `text` to standard output in one go and flushes it. A reader that went away
+/// (`| head`) is a broken pipe, which main ends quietly on; any other failure (/dev/full) is
+/// an error naming what failed, never a panic.
+pub fn out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let text = serde_json::to_string_pretty(value)?;
-    writeln!(std::io::stdout().lock(), "{text}")?;
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            let kind = e.kind();
+            anyhow::Error::new(std::io::Error::new(
+                kind,
+                format!("writing to standard output: {e}"),
+            ))
+        })
+}
+
+/// Writes `text` to standard error, for progress and notes; a failure there has nobody to
+/// be told to, and is ignored.
+pub fn note(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 #[cfg(test)]

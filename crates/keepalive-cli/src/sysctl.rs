@@ -1,10 +1,11 @@
 //! `keepalive sysctl show|set|persist|reset`, rendered.
 
 use crate::cli::{NetnsArg, SysctlCommand};
-use crate::render::{duration_ms, json};
+use crate::render::{duration_ms, json, out};
 use keepalive::netns::NetNs;
 use keepalive::sysctl::{self, Change, Defaults, Detection, Origin, Sysctls};
 use serde::Serialize;
+use std::fmt::Write;
 use std::path::Path;
 
 fn sysctls(target: &NetnsArg) -> anyhow::Result<Sysctls> {
@@ -37,15 +38,20 @@ pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
                 return json(&persisted);
             }
             let s = persisted.settings;
-            println!("wrote {}", persisted.path.display());
-            println!(
+            let mut o = String::new();
+            let _ = writeln!(o, "wrote {}", persisted.path.display());
+            let _ = writeln!(
+                o,
                 "  net.ipv4.tcp_keepalive_time = {}, _intvl = {}, _probes = {} (applied at boot)",
                 s.idle, s.interval, s.count
             );
             if persisted.live.settings() != s {
-                println!("  the live values differ; `keepalive sysctl set` applies them now");
+                let _ = writeln!(
+                    o,
+                    "  the live values differ; `keepalive sysctl set` applies them now"
+                );
             }
-            Ok(())
+            out(&o)
         }
     }
 }
@@ -70,8 +76,9 @@ fn show(target: &NetnsArg) -> anyhow::Result<()> {
             detect,
         });
     }
-    println!("Keepalive defaults in {}", s.scope());
-    println!("  {:<32}{:>9}{:>9}  set by", "sysctl", "value", "kernel");
+    let mut o = String::new();
+    let _ = writeln!(o, "Keepalive defaults in {}", s.scope());
+    let _ = writeln!(o, "  {:<32}{:>9}{:>9}  set by", "sysctl", "value", "kernel");
     for row in &rows {
         let origin = match &row.origin {
             Origin::KernelDefault => "kernel default".to_owned(),
@@ -86,20 +93,23 @@ fn show(target: &NetnsArg) -> anyhow::Result<()> {
                 )
             }
         };
-        println!(
+        let _ = writeln!(
+            o,
             "  {:<32}{:>9}{:>9}  {origin}",
             row.key, row.value, row.kernel_default
         );
     }
-    println!(
+    let _ = writeln!(
+        o,
         "A dead peer goes unnoticed for {} on an idle connection with keepalive on,",
         duration_ms(detect.idle_connection_ms)
     );
-    println!(
+    let _ = writeln!(
+        o,
         "and for {} while data is unacknowledged.",
         duration_ms(detect.unacked_data_ms)
     );
-    Ok(())
+    out(&o)
 }
 
 fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<()> {
@@ -115,11 +125,13 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
             change,
         });
     }
+    let mut o = String::new();
     if change.written.is_empty() {
-        println!("{}: already set, nothing written", s.scope());
+        let _ = writeln!(o, "{}: already set, nothing written", s.scope());
     }
     for key in &change.written {
-        println!(
+        let _ = writeln!(
+            o,
             "  {:<32}{:>7} -> {}",
             key.name(),
             change.before.get(*key),
@@ -127,14 +139,23 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
         );
     }
     let (before, after) = (change.before.detection(), change.after.detection());
-    println!(
+    let _ = writeln!(
+        o,
         "In {}, a silent peer on an idle connection is now detected after {} (was {}).",
         s.scope(),
         duration_ms(after.idle_connection_ms),
         duration_ms(before.idle_connection_ms)
     );
     if s.netns_name().is_none() && !change.written.is_empty() {
-        println!("Not kept across a reboot: `keepalive sysctl persist` writes a sysctl.d drop-in.");
+        let _ = writeln!(
+            o,
+            "Not kept across a reboot: `keepalive sysctl persist` writes a sysctl.d drop-in."
+        );
     }
-    Ok(())
+    // The change is made; a report that cannot be written says so (exit 1), and main keeps
+    // a broken pipe quiet.
+    out(&o).map_err(|e| {
+        let why = format!("the change was made, but its report could not be written: {e}");
+        e.context(why)
+    })
 }

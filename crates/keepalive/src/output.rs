@@ -1,10 +1,13 @@
-//! Files the tools write for the user (`lab --pcap`, `--svg`): made whole or not at all. The
-//! content goes to an unnamed file (`O_TMPFILE`, mode 0644) in the target's directory, which
-//! gets a name only when complete: linked under a fresh temporary name (`linkat` never follows
-//! or replaces what is there) and renamed over the target. The unnamed file is made when the
-//! output is asked for, so a path that cannot be written fails before any work is done, and a
-//! run that fails or is killed leaves nothing behind: an unnamed file vanishes with its last
-//! descriptor.
+//! Every file the tools write for the user (`lab --pcap`, `--svg`, `status --prometheus`,
+//! `sysctl persist`): made whole or not at all, through one path. The content goes to an
+//! unnamed file (`O_TMPFILE`) in the target's directory, given mode 0644 whatever the umask
+//! (fchmod: a file applied as root at boot must never be world-writable), which gets a name
+//! only when complete and synced: linked under a fresh temporary name (`linkat` never follows or
+//! replaces what is there, so a symlink or file planted at that name makes the write fail,
+//! naming the planted path, and is left alone) and renamed over the target, then the directory
+//! synced. The unnamed file is made when the output is asked for, so a path that cannot be
+//! written fails before any work is done, and a run that fails or is killed leaves nothing
+//! behind: an unnamed file vanishes with its last descriptor.
 
 use crate::error::Error;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
@@ -42,6 +45,8 @@ impl Pending {
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| output_error(path, e.into()))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))
+            .map_err(|e| output_error(path, e.into()))?;
         Ok(Pending {
             path: path.to_path_buf(),
             dir,
@@ -57,12 +62,20 @@ impl Pending {
         let name = self.path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-        rustix::fs::linkat(CWD, proc_path.as_str(), CWD, &tmp, AtFlags::SYMLINK_FOLLOW)
-            .map_err(|e| fail(e.into()))?;
+        rustix::fs::linkat(CWD, proc_path.as_str(), CWD, &tmp, AtFlags::SYMLINK_FOLLOW).map_err(
+            |e| {
+                // What is at the temporary name is not ours: say where it is, touch nothing.
+                output_error(&tmp, e.into())
+            },
+        )?;
         fs::rename(&tmp, &self.path).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             fail(e)
         })?;
+        // The rename itself survives a crash once the directory is synced.
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
         Ok(self.path.clone())
     }
 }
@@ -99,6 +112,35 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, ["out.svg"]);
+    }
+
+    #[test]
+    fn the_mode_is_0644_whatever_the_umask_and_planted_names_are_left_alone() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("90-keepalive.conf");
+        let old = rustix::process::umask(Mode::empty());
+        let pending = Pending::create(&target);
+        rustix::process::umask(old);
+        pending.unwrap().finish(b"x\n").unwrap();
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+        // A symlink planted at the temporary name: the write fails naming it, and neither it
+        // nor what it points to is touched.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!(".90-keepalive.conf.{}.tmp", std::process::id()));
+        symlink(&victim, &tmp).unwrap();
+        let e = Pending::create(&target)
+            .unwrap()
+            .finish(b"new")
+            .unwrap_err();
+        assert!(e.to_string().contains(&tmp.display().to_string()), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"x\n");
     }
 
     #[test]

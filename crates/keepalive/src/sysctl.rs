@@ -530,21 +530,19 @@ impl Sysctls {
     }
 }
 
-/// Writes the three keepalive sysctls to `dir/90-keepalive.conf`, atomically: a temporary
-/// file in the same directory, synced, then renamed over the old one. Returns the path.
+/// Writes the three keepalive sysctls to `dir/90-keepalive.conf`, whole or not at all, mode
+/// 0644 whatever the umask ([`crate::output::Pending`]). Returns the path.
 pub fn persist(dir: &Path, settings: &Settings) -> Result<PathBuf, Error> {
     let path = dir.join(DROP_IN);
-    let tmp = dir.join(format!(".{DROP_IN}.{}.tmp", std::process::id()));
-    let policy = Policy::from_settings(&Settings {
-        user_timeout_ms: 0,
-        ..*settings
-    })?;
     let detect = ProbeTimeline::silent_peer(settings).time_to_detect();
     let text = format!(
-        "# Written by `keepalive sysctl persist`: {policy}\n\
+        "# Written by `keepalive sysctl persist`: idle={}s,interval={}s,count={}\n\
          # A silent peer on an idle connection is detected after {} s.\n\
          # Applied at boot by systemd-sysctl or `sysctl --system`, in the initial network namespace.\n\
          {} = {}\n{} = {}\n{} = {}\n",
+        settings.idle,
+        settings.interval,
+        settings.count,
         detect.as_secs(),
         Key::KeepaliveTime.name(),
         settings.idle,
@@ -553,24 +551,12 @@ pub fn persist(dir: &Path, settings: &Settings) -> Result<PathBuf, Error> {
         Key::KeepaliveProbes.name(),
         settings.count,
     );
-    let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        Error::Persist {
-            path: path.clone(),
-            source,
-        }
-    })?;
-    Ok(path)
+    crate::output::Pending::create(&path)
+        .and_then(|pending| pending.finish(text.as_bytes()))
+        .map_err(|e| match e {
+            Error::Output { path, source } => Error::Persist { path, source },
+            e => e,
+        })
 }
 
 #[cfg(test)]
@@ -711,6 +697,35 @@ mod tests {
         fs::write(&conf, "# comment\nnet/ipv4/tcp_keepalive_time=45\n").unwrap();
         let found = boot_setting(Key::KeepaliveTime, &[etc.path()], &[&conf]).unwrap();
         assert_eq!((found.line, found.value.as_str()), (2, "45"));
+    }
+
+    #[test]
+    fn persist_takes_live_values_the_grammar_would_not_and_a_planted_name_is_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let etc = tempfile::tempdir().unwrap();
+        // tcp_keepalive_probes takes up to 255; TCP_KEEPCNT only 127.
+        let s = Settings {
+            idle: 60,
+            interval: 75,
+            count: 200,
+            user_timeout_ms: 0,
+        };
+        let path = persist(etc.path(), &s).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("net.ipv4.tcp_keepalive_probes = 200\n"),
+            "{text}"
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let tmp = etc
+            .path()
+            .join(format!(".{DROP_IN}.{}.tmp", std::process::id()));
+        fs::write(&tmp, b"someone else's").unwrap();
+        let e = persist(etc.path(), &Settings { idle: 30, ..s }).unwrap_err();
+        assert!(e.to_string().contains(&tmp.display().to_string()), "{e}");
+        assert_eq!(fs::read(&tmp).unwrap(), b"someone else's");
+        assert!(fs::read_to_string(&path).unwrap().contains("= 60\n"));
     }
 
     #[test]
