@@ -127,9 +127,9 @@ pub struct StatusArgs {
     /// Only sockets of this process (and look in its network namespace).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
-    /// Only sockets with this local or remote port.
-    #[arg(long, value_name = "PORT")]
-    pub port: Option<u16>,
+    /// Only sockets with this local or remote port (repeatable, or comma-separated).
+    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    pub port: Vec<u16>,
     /// Only these states (established, close-wait, listening, time-wait, ...; repeatable).
     #[arg(long, value_name = "STATE", value_delimiter = ',')]
     pub state: Vec<String>,
@@ -211,6 +211,10 @@ pub struct SetArgs {
     pub force: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// With --pid: switch keepalive on (with the policy's values, or the socket's own when none
+    /// is given) or off (SO_KEEPALIVE 0; the values stay).
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    pub keepalive: Option<String>,
     /// Show what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -10,7 +10,6 @@ use keepalive::retrofit::{self, ProcessSocket, Selection};
 use keepalive::socket::SocketKeepalive;
 use keepalive::status::{self, Query, Row, Summary, Tally};
 use std::fmt::Write as _;
-use std::io::Write;
 use std::net::SocketAddr;
 
 fn query(args: &StatusArgs) -> anyhow::Result<Query> {
@@ -36,7 +35,7 @@ fn query(args: &StatusArgs) -> anyhow::Result<Query> {
         netns: args.netns.as_deref().map(NetNs::named).transpose()?,
         states,
         pid: args.pid,
-        port: args.port,
+        ports: args.port.clone(),
         no_keepalive: args.no_keepalive,
         processes: args.processes || args.prometheus.is_some(),
         exact: args.exact,
@@ -52,41 +51,43 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     if args.json {
         return status_json(&query);
     }
+    let with_owner = query.processes || query.exact;
     let mut left = args.iterations;
     loop {
+        // Everything is gathered first: an error leaves no header or half a table behind.
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let summary = status::status(&query, |row| rows.push(cells(row, with_owner)))?;
         let mut out = String::new();
         if args.watch.is_some() {
             out.push_str("\x1b[H\x1b[2J");
         }
-        let _ = writeln!(
-            out,
-            "{:<11} {:<21} {:<21} {:<16} {:<12} {:>5}  PROCESS",
-            "STATE", "LOCAL", "PEER", "KEEPALIVE", "TIMER", "IDLE"
-        );
-        // Stdout itself (Send) behind a buffer: the listing may run on a namespace's thread.
-        let mut lock = std::io::BufWriter::new(std::io::stdout());
-        lock.write_all(out.as_bytes())?;
-        let summary = status::status(&query, |row| {
-            let _ = writeln!(lock, "{}", human_row(row, query.processes || query.exact));
-        })?;
-        writeln!(lock, "{}", human_summary(&summary, &args.idle_over))?;
+        let header = [
+            "STATE",
+            "LOCAL",
+            "PEER",
+            "KEEPALIVE",
+            "TIMER",
+            "IDLE",
+            "PROCESS",
+        ];
+        out.push_str(&table(&header, &rows, &[5]));
+        let _ = writeln!(out, "{}", human_summary(&summary, &args.idle_over));
         if summary.owner_unknown > 0 {
-            writeln!(
-                lock,
-                "owner unknown for {} sockets: the descriptors of {} processes were not readable \
-                 (another user's processes need CAP_SYS_PTRACE)",
-                summary.owner_unknown, summary.unreadable_processes
-            )?;
+            let _ = writeln!(
+                out,
+                "owner unknown for {} sockets: {}",
+                summary.owner_unknown,
+                owner_unknown_reason(&summary)
+            );
         }
         for n in &summary.not_traced {
-            writeln!(
-                lock,
+            let _ = writeln!(
+                out,
                 "not traced: pid {} ({}): {}",
                 n.pid, n.command, n.reason
-            )?;
+            );
         }
-        lock.flush()?;
-        drop(lock);
+        crate::render::out(&out)?;
         let Some(every) = args.watch else {
             return Ok(());
         };
@@ -100,13 +101,65 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Whole seconds past ten, tenths below.
-fn short(ms: u64) -> String {
-    if ms < 10_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
+/// Why owners are missing: unreadable processes (another user's) or sockets whose process
+/// exited between the socket dump and the /proc scan.
+fn owner_unknown_reason(summary: &Summary) -> String {
+    if summary.unreadable_processes > 0 {
+        format!(
+            "the descriptors of {} processes were not readable (another user's processes need \
+             CAP_SYS_PTRACE), or their processes exited meanwhile",
+            summary.unreadable_processes
+        )
     } else {
-        duration_ms(ms / 1000 * 1000)
+        "their processes exited, or passed the sockets on, between the kernel's list and the \
+         /proc scan"
+            .into()
     }
+}
+
+/// Columns as wide as their widest cell, two spaces apart; the columns in `right` aligned
+/// right; the last column unpadded.
+fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .filter_map(|r| r.get(i))
+            .map(|c| c.chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            let last = i + 1 == widths.len();
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if right.contains(&i) {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                if !last {
+                    text.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// A duration as every listing shows one: render::duration_ms, to a tenth of a second.
+fn short(ms: u64) -> String {
+    let tenths = (ms + 50) / 100 * 100;
+    duration_ms(tenths)
 }
 
 fn addr(a: &SocketAddr) -> String {
@@ -138,25 +191,39 @@ pub fn values(k: &SocketKeepalive) -> String {
     text
 }
 
-fn human_row(row: &Row, with_owner: bool) -> String {
+/// The cells of one row: state, local, peer, keepalive, timer, idle, process.
+fn cells(row: &Row, with_owner: bool) -> Vec<String> {
     let e = &row.socket;
     let keepalive = match (&row.exact, row.keepalive) {
         (Some(k), Verdict::On) => format!("on {}", values(k)),
         (Some(k), Verdict::NotApplicable) if k.enabled => format!("set {}", values(k)),
         (_, v) => v.name().to_owned(),
     };
+    // The kernel's timer, named for what it is; with --exact, when the next probe would go
+    // out if the peer stays silent (the keepalive timer re-arms itself until idle has passed).
     let timer = match e.timer {
         Timer::None => "-".to_owned(),
         Timer::Keepalive if e.probes_out > 0 => {
-            format!("{} out, {}", e.probes_out, short(e.timer_ms.into()))
+            format!(
+                "{} probes out, next {}",
+                e.probes_out,
+                short(e.timer_ms.into())
+            )
         }
-        Timer::Keepalive => format!("probe in {}", short(e.timer_ms.into())),
-        Timer::Retransmit => format!("retrans {}", short(e.timer_ms.into())),
-        Timer::ZeroWindowProbe => format!("0-window {}", short(e.timer_ms.into())),
+        Timer::Keepalive => match row.next_probe_ms {
+            Some(next) => format!(
+                "keepalive {}, probe in {}",
+                short(e.timer_ms.into()),
+                short(next)
+            ),
+            None => format!("keepalive {}", short(e.timer_ms.into())),
+        },
+        Timer::Retransmit => format!("retransmit {}", short(e.timer_ms.into())),
+        Timer::ZeroWindowProbe => format!("zero-window {}", short(e.timer_ms.into())),
         Timer::TimeWait => format!("time-wait {}", short(e.timer_ms.into())),
     };
     let idle = e.idle_ms.map_or("-".to_owned(), |ms| short(ms.into()));
-    let owner = if with_owner {
+    let mut process = if with_owner {
         row.owners
             .iter()
             .map(|o| format!("{}/{}", o.command, o.pid))
@@ -165,21 +232,21 @@ fn human_row(row: &Row, with_owner: bool) -> String {
     } else {
         String::new()
     };
-    let risk = if row.at_risk { "  AT RISK" } else { "" };
-    let risk = if row.cgroup_policy.is_some() {
-        format!("{risk}  cgroup policy")
-    } else {
-        risk.to_owned()
-    };
-    format!(
-        "{:<11} {:<21} {:<21} {:<16} {:<12} {:>5}  {owner}{risk}",
-        e.state.name(),
+    if row.at_risk {
+        process.push_str("  AT RISK");
+    }
+    if row.cgroup_policy.is_some() {
+        process.push_str("  cgroup policy");
+    }
+    vec![
+        e.state.name().to_owned(),
         addr(&e.local),
         addr(&e.peer),
         keepalive,
         timer,
-        idle
-    )
+        idle,
+        process.trim_start().to_owned(),
+    ]
 }
 
 fn human_summary(s: &Summary, idle_over: &str) -> String {
@@ -204,30 +271,21 @@ fn human_summary(s: &Summary, idle_over: &str) -> String {
     )
 }
 
-/// `{"sockets": [...], "summary": {...}}`, written as the rows arrive.
+/// `{"sockets": [...], "summary": {...}}`, written whole once the listing is complete: an
+/// error leaves no half document.
 fn status_json(query: &Query) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(std::io::stdout());
-    out.write_all(b"{\"sockets\":[")?;
-    let mut first = true;
-    let mut failed: Option<std::io::Error> = None;
-    let summary = status::status(query, |row| {
-        let sep: &[u8] = if first { b"\n" } else { b",\n" };
-        first = false;
-        let written = out
-            .write_all(sep)
-            .and_then(|()| serde_json::to_writer(&mut out, row).map_err(std::io::Error::other));
-        if let Err(e) = written {
+    let mut sockets = Vec::new();
+    let mut failed = None;
+    let summary = status::status(query, |row| match serde_json::to_value(row) {
+        Ok(v) => sockets.push(v),
+        Err(e) => {
             failed.get_or_insert(e);
         }
     })?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    out.write_all(b"\n],\"summary\":")?;
-    serde_json::to_writer(&mut out, &summary)?;
-    out.write_all(b"}\n")?;
-    out.flush()?;
-    Ok(())
+    json(&serde_json::json!({ "sockets": sockets, "summary": summary }))
 }
 
 /// node-exporter textfile metrics, replaced whole (keepalive::output: mode 0644, never through
@@ -285,18 +343,19 @@ fn prometheus(query: &Query, path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn socket_line(s: &ProcessSocket) -> String {
+/// Local and peer of a process's socket, as the listings show them.
+fn endpoints(s: &ProcessSocket) -> (String, String) {
     let local = s.local.as_ref().map_or("-".into(), addr);
     let peer = if s.listening {
         "(listening)".into()
     } else {
         s.peer.as_ref().map_or("-".into(), addr)
     };
-    format!("fd {:<4} {:<22} {:<22}", s.fd, local, peer)
+    (local, peer)
 }
 
 fn state(k: &SocketKeepalive) -> String {
-    format!("{} {}", if k.enabled { "on " } else { "off" }, values(k))
+    format!("{} {}", if k.enabled { "on" } else { "off" }, values(k))
 }
 
 pub fn get(args: &GetArgs) -> anyhow::Result<()> {
@@ -307,30 +366,52 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     if args.json {
         return json(&sockets);
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    writeln!(
-        out,
-        "{:<7} {:<22} {:<22} KEEPALIVE idle/interval/count",
-        "FD", "LOCAL", "PEER"
-    )?;
-    for s in &sockets {
-        writeln!(out, "{} {}", socket_line(s), state(&s.keepalive))?;
+    let rows: Vec<Vec<String>> = sockets
+        .iter()
+        .map(|s| {
+            let (local, peer) = endpoints(s);
+            vec![s.fd.to_string(), local, peer, state(&s.keepalive)]
+        })
+        .collect();
+    let mut out = if rows.is_empty() {
+        String::new()
+    } else {
+        table(
+            &["FD", "LOCAL", "PEER", "KEEPALIVE idle/interval/count"],
+            &rows,
+            &[0],
+        )
+    };
+    let _ = writeln!(out, "{} TCP sockets in pid {pid}", sockets.len());
+    crate::render::out(&out)
+}
+
+/// What `set --pid` is to do, from its flags.
+fn change(args: &SetArgs, policy: keepalive::Policy) -> anyhow::Result<retrofit::Change> {
+    match args.keepalive.as_deref() {
+        Some("off") if !policy.is_empty() => Err(UsageError::err(format!(
+            "--keepalive off and a policy ({policy}) contradict each other: give one"
+        ))),
+        Some("off") => Ok(retrofit::Change::Off),
+        Some(_) => Ok(retrofit::Change::On(policy)),
+        None if policy.is_empty() => Err(UsageError::err(
+            "nothing to set: give --idle, --interval, --count, --user-timeout, --policy or --keepalive on|off",
+        )),
+        None => Ok(retrofit::Change::On(policy)),
     }
-    writeln!(out, "{} TCP sockets in pid {pid}", sockets.len())?;
-    out.flush()?;
-    Ok(())
 }
 
 pub fn set(args: &SetArgs) -> anyhow::Result<()> {
     let policy = args.policy.to_policy(None)?;
     let Some(pid) = args.pid else {
+        if args.keepalive.is_some() {
+            return Err(UsageError::err(
+                "--keepalive on|off works with --pid; a cgroup's policy switches keepalive on, and `keepalive unset --cgroup` removes it",
+            ));
+        }
         return crate::cgroup::set(args, &policy);
     };
-    if policy.is_empty() {
-        return Err(UsageError::err(
-            "nothing to set: give --idle, --interval, --count, --user-timeout or --policy",
-        ));
-    }
+    let change = change(args, policy)?;
     if args.force {
         return Err(UsageError::err(
             "--force needs --cgroup or --cgroup-of: with --pid the program's own setsockopt calls always win",
@@ -345,37 +426,66 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let report = retrofit::apply(pid, selection, &policy, args.dry_run)?;
+    let report = retrofit::apply(pid, selection, &change, args.dry_run)?;
     let changes = &report.changes;
     if args.json {
         json(&report)?;
     } else {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for c in changes {
-            let after = match (&c.after, &c.skipped) {
-                (Some(after), _) => format!("-> {}", state(after)),
-                (None, Some(why)) if args.dry_run => format!("(would set {policy}; {why})"),
-                (None, Some(why)) => format!("unchanged: {why}"),
-                (None, None) => "unchanged".into(),
-            };
-            writeln!(
-                out,
-                "{} {} {after}",
-                socket_line(&c.socket),
-                state(&c.socket.keepalive)
-            )?;
-        }
+        let wanted = match change {
+            retrofit::Change::On(p) if p.is_empty() => "keepalive on".to_owned(),
+            retrofit::Change::On(p) => p.to_string(),
+            retrofit::Change::Off => "keepalive off".to_owned(),
+        };
+        let rows: Vec<Vec<String>> = changes
+            .iter()
+            .map(|c| {
+                let after = match (&c.after, &c.skipped) {
+                    (Some(after), _) => state(after),
+                    (None, Some(_)) if args.dry_run => format!("would set {wanted}"),
+                    (None, Some(why)) => format!("unchanged: {why}"),
+                    (None, None) => "unchanged".into(),
+                };
+                let (local, peer) = endpoints(&c.socket);
+                vec![
+                    c.socket.fd.to_string(),
+                    local,
+                    peer,
+                    state(&c.socket.keepalive),
+                    after,
+                ]
+            })
+            .collect();
+        let mut out = if rows.is_empty() {
+            String::new()
+        } else {
+            table(&["FD", "LOCAL", "PEER", "BEFORE", "AFTER"], &rows, &[0])
+        };
         let changed = changes.iter().filter(|c| c.after.is_some()).count();
-        writeln!(
+        let verb = if args.dry_run {
+            "would change"
+        } else {
+            "changed"
+        };
+        let _ = writeln!(
             out,
-            "{changed} of {} TCP sockets in pid {pid} changed",
+            "{} of {} TCP sockets in pid {pid} {verb}",
+            if args.dry_run { changes.len() } else { changed },
             changes.len(),
-        )?;
-        out.flush()?;
+        );
+        for port in &report.sets_its_own {
+            let _ = writeln!(
+                out,
+                "note: the connections pid {pid} accepted on port {port} carry keepalive settings \
+                 of their own, so the program sets them on each: new connections will not get \
+                 this from the listener. `keepalive set --cgroup-of {pid} --force` holds the \
+                 policy for every new connection."
+            );
+        }
+        crate::render::out(&out)?;
     }
     if report.exited {
         return Err(anyhow::anyhow!(
-            "pid {pid} exited while its sockets were being changed; the list above may be partial",
+            "pid {pid} exited while its sockets were being changed (or right after): the changes went with it",
         ));
     }
     if !args.dry_run && changes.iter().any(|c| c.after.is_none()) {

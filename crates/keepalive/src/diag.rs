@@ -121,6 +121,21 @@ impl TcpState {
     pub fn keepalive_applies(self) -> bool {
         matches!(self, TcpState::Established | TcpState::CloseWait)
     }
+
+    /// The states past the handshake, where tcp_info's "last received" times count from the
+    /// peer's last segment. Before it (SYN_SENT: `icsk_ack.lrcvtime` is still 0, so the kernel
+    /// reports the time since boot) and in a listener or TIME_WAIT they mean nothing.
+    pub fn peer_has_spoken(self) -> bool {
+        matches!(
+            self,
+            TcpState::Established
+                | TcpState::FinWait1
+                | TcpState::FinWait2
+                | TcpState::CloseWait
+                | TcpState::Closing
+                | TcpState::LastAck
+        )
+    }
 }
 
 /// The timer `inet_diag` reports for a socket.
@@ -365,11 +380,12 @@ fn parse(msg: &[u8]) -> Option<SocketEntry> {
         }
         let payload = &msg[at + 4..at + len];
         // struct tcp_info: tcpi_probes at 3, tcpi_last_data_recv at 52, tcpi_last_ack_recv at 56.
-        // A listener's tcp_info times mean nothing: it never receives data.
-        if kind == INET_DIAG_INFO && payload.len() >= 60 && entry.state != TcpState::Listen {
+        if kind == INET_DIAG_INFO && payload.len() >= 60 {
             let field =
                 |o: usize| u32::from_ne_bytes(payload[o..o + 4].try_into().unwrap_or_default());
-            entry.idle_ms = Some(field(52).min(field(56)));
+            if entry.state.peer_has_spoken() {
+                entry.idle_ms = Some(field(52).min(field(56)));
+            }
             if entry.timer == Timer::Keepalive {
                 entry.probes_out = payload[3];
             }

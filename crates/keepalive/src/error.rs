@@ -127,16 +127,49 @@ pub enum Error {
     /// No such process.
     #[error("process {0} not found")]
     NoSuchProcess(u32),
-    /// Reading another process's sockets is not allowed.
+    /// A number that cannot be a process id.
+    #[error("PID {pid} is not a process id: expected 1 to {} (kernel.pid_max)", max - 1)]
+    BadPid {
+        /// What was given.
+        pid: u64,
+        /// kernel.pid_max.
+        max: u64,
+    },
+    /// A thread id, not a process id.
+    #[error("{pid} is a thread of process {tgid}, not a process: give --pid {tgid}")]
+    Thread {
+        /// What was given.
+        pid: u32,
+        /// Its process.
+        tgid: u32,
+    },
+    /// A process that has exited and not been reaped.
     #[error(
-        "reading the sockets of pid {pid} needs ptrace-attach permission over it: run as the same user (and Yama's ptrace_scope must allow it{}) or with CAP_SYS_PTRACE ({source})",
-        yama_hint()
+        "process {pid} ({command}) has exited (a zombie waiting for its parent): it holds no sockets"
     )]
+    Zombie {
+        /// The process.
+        pid: u32,
+        /// Its name.
+        command: String,
+    },
+    /// A kernel thread.
+    #[error("pid {pid} ({command}) is a kernel thread: it has no sockets")]
+    KernelThread {
+        /// The thread.
+        pid: u32,
+        /// Its name.
+        command: String,
+    },
+    /// Reading another process's sockets is not allowed.
+    #[error("reading the sockets of pid {pid} needs ptrace-attach permission over it: {} ({source})", facts.advice())]
     Ptrace {
         /// The target.
         pid: u32,
         /// The system's error.
         source: io::Error,
+        /// What explains the refusal, gathered when it happened.
+        facts: PtraceFacts,
     },
     /// A chosen descriptor is not a TCP socket.
     #[error("fd {fd} of pid {pid} is {what}")]
@@ -244,6 +277,10 @@ impl Error {
             | Error::NetnsNotFound { .. }
             | Error::ProgramNotFound(_)
             | Error::NoSuchProcess(_)
+            | Error::BadPid { .. }
+            | Error::Thread { .. }
+            | Error::Zombie { .. }
+            | Error::KernelThread { .. }
             | Error::NotATcpSocket { .. }
             | Error::NotACgroup { .. }
             | Error::RootCgroup { .. } => Class::BadInput,
@@ -277,11 +314,28 @@ impl Error {
     }
 }
 
-fn yama_hint() -> String {
-    match crate::retrofit::ptrace_scope() {
-        Some(0) | None => String::new(),
-        Some(1) => "; it is 1 here: only for descendants".into(),
-        Some(n) => format!("; it is {n} here: CAP_SYS_PTRACE only"),
+/// Why a ptrace-attach was refused, as far as this process can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtraceFacts {
+    /// Yama's ptrace_scope, when Yama is built in.
+    pub ptrace_scope: Option<u8>,
+    /// The caller's effective uid is 0.
+    pub root: bool,
+    /// The caller holds CAP_SYS_PTRACE.
+    pub cap_sys_ptrace: bool,
+}
+
+impl PtraceFacts {
+    /// What to do about it, in words.
+    fn advice(&self) -> String {
+        match (self.ptrace_scope, self.cap_sys_ptrace, self.root) {
+            (Some(3), _, _) => "Yama's ptrace_scope is 3 here, which forbids it to everyone, root included, until reboot".into(),
+            (Some(2), false, _) => "Yama's ptrace_scope is 2 here: only with CAP_SYS_PTRACE".into(),
+            (_, true, _) => "this process holds CAP_SYS_PTRACE and was refused anyway: the target is protected (a security module, or a process of a user namespace this one does not own)".into(),
+            (_, false, true) => "this root lacks CAP_SYS_PTRACE (a container's root?): run where root holds it".into(),
+            (Some(1), false, false) => "Yama's ptrace_scope is 1 here: only for your own descendants, or with CAP_SYS_PTRACE".into(),
+            _ => "run as the same user, or with CAP_SYS_PTRACE".into(),
+        }
     }
 }
 

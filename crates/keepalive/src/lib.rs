@@ -37,6 +37,8 @@ pub mod netns;
 #[cfg(feature = "std")]
 pub mod output;
 #[cfg(feature = "std")]
+pub mod process;
+#[cfg(feature = "std")]
 pub mod reference;
 #[cfg(feature = "std")]
 pub mod retrofit;

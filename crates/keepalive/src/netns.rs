@@ -40,8 +40,14 @@ impl NetNs {
     /// The network namespace of process `pid`, or `None` when it is the caller's own.
     pub fn of_pid(pid: u32) -> Result<Option<NetNs>, Error> {
         use std::os::unix::fs::MetadataExt;
-        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net"))
-            .map_err(|_| Error::NoSuchProcess(pid))?;
+        crate::process::check(u64::from(pid))?;
+        let theirs =
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).map_err(|source| {
+                match source.kind() {
+                    std::io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
+                    _ => crate::process::ptrace_denied(pid, source),
+                }
+            })?;
         let ours = std::fs::metadata("/proc/self/ns/net").map_err(|source| Error::Io {
             what: "/proc/self/ns/net".into(),
             source,

@@ -41,9 +41,13 @@ pub struct Process {
 }
 
 impl Process {
-    /// Opens a pidfd for `pid`.
+    /// Opens a pidfd for `pid`, once [`crate::process::check`] says it is a process.
     pub fn open(pid: u32) -> Result<Process, Error> {
-        let target = Pid::from_raw(pid as i32).ok_or(Error::NoSuchProcess(pid))?;
+        crate::process::check(u64::from(pid))?;
+        let target = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or(Error::NoSuchProcess(pid))?;
         let pidfd = pidfd_open(target, PidfdFlags::empty()).map_err(|e| match e {
             rustix::io::Errno::SRCH => Error::NoSuchProcess(pid),
             e => Error::Io {
@@ -71,10 +75,10 @@ impl Process {
         match pidfd_getfd(&self.pidfd, fd, PidfdGetfdFlags::empty()) {
             Ok(dup) => Ok(Some(dup)),
             Err(rustix::io::Errno::BADF | rustix::io::Errno::SRCH) => Ok(None),
-            Err(rustix::io::Errno::PERM) => Err(Error::Ptrace {
-                pid: self.pid,
-                source: io::Error::from_raw_os_error(libc_eperm()),
-            }),
+            Err(rustix::io::Errno::PERM) => Err(crate::process::ptrace_denied(
+                self.pid,
+                io::Error::from_raw_os_error(libc_eperm()),
+            )),
             Err(e) => Err(Error::Io {
                 what: format!("pidfd_getfd(pid {}, fd {fd})", self.pid),
                 source: e.into(),
@@ -121,7 +125,7 @@ pub fn fd_numbers(pid: u32) -> Result<Vec<i32>, Error> {
     let dir = format!("/proc/{pid}/fd");
     let read = std::fs::read_dir(&dir).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
-        io::ErrorKind::PermissionDenied => Error::Ptrace { pid, source },
+        io::ErrorKind::PermissionDenied => crate::process::ptrace_denied(pid, source),
         _ => Error::Io {
             what: dir.clone(),
             source,
@@ -174,8 +178,23 @@ pub fn sockets(pid: u32) -> Result<Vec<ProcessSocket>, Error> {
 pub struct Report {
     /// One entry per TCP socket seen.
     pub changes: Vec<Retrofit>,
-    /// The process exited while its sockets were being changed: the list may be partial.
+    /// The process exited while its sockets were being changed, or right after: what was
+    /// changed went with it.
     pub exited: bool,
+    /// Ports of listeners changed whose accepted connections carry keepalive settings other
+    /// than the listener's: the kernel copies a listener's options to what it accepts, so the
+    /// program sets its own on each (Go's net.ListenConfig, redis's tcp-keepalive, haproxy's
+    /// clitcpka do), and new connections will not get the policy from the listener.
+    pub sets_its_own: Vec<u16>,
+}
+
+/// What `apply` does to each socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Keepalive on, with the policy's options (an empty policy keeps the socket's values).
+    On(Policy),
+    /// Keepalive off (SO_KEEPALIVE 0); the values stay for whoever turns it on again.
+    Off,
 }
 
 /// Which sockets `apply` changes.
@@ -200,12 +219,12 @@ pub struct Retrofit {
     pub skipped: Option<String>,
 }
 
-/// Applies `policy` to the selected sockets of `pid` (or, with `dry_run`, only reads them).
+/// Makes `change` to the selected sockets of `pid` (or, with `dry_run`, only reads them).
 /// A socket the process closes meanwhile is reported, not an error.
 pub fn apply(
     pid: u32,
     selection: Selection,
-    policy: &Policy,
+    change: &Change,
     dry_run: bool,
 ) -> Result<Report, Error> {
     let process = Process::open(pid)?;
@@ -249,7 +268,11 @@ pub fn apply(
             });
             continue;
         }
-        match socket::apply_over(&dup, &socket.keepalive, policy) {
+        let done = match change {
+            Change::On(policy) => socket::apply_over(&dup, &socket.keepalive, policy),
+            Change::Off => socket::switch_off(&dup),
+        };
+        match done {
             Ok(after) => out.push(Retrofit {
                 socket,
                 after: Some(after),
@@ -262,18 +285,47 @@ pub fn apply(
             }),
         }
     }
+    let sets_its_own = sets_its_own(pid, &process, &out);
     Ok(Report {
         changes: out,
         exited: !process.alive(),
+        sets_its_own,
     })
 }
 
-/// Yama's ptrace_scope, if Yama is built in: 0 classic, 1 descendants only, 2 admin only,
-/// 3 none.
-pub fn ptrace_scope() -> Option<u8> {
-    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The ports of the listeners in `changes` whose accepted connections (the process's sockets
+/// on the listener's local port) hold keepalive settings other than the listener had.
+fn sets_its_own(pid: u32, process: &Process, changes: &[Retrofit]) -> Vec<u16> {
+    let listeners: Vec<&ProcessSocket> = changes
+        .iter()
+        .map(|c| &c.socket)
+        .filter(|s| s.listening)
+        .collect();
+    if listeners.is_empty() {
+        return Vec::new();
+    }
+    let mut accepted: Vec<ProcessSocket> = Vec::new();
+    for fd in fd_numbers(pid).unwrap_or_default() {
+        if let Ok(Some(dup)) = process.duplicate(fd)
+            && is_tcp(&dup)
+            && let Ok(s) = describe(fd, &dup)
+            && !s.listening
+        {
+            accepted.push(s);
+        }
+    }
+    let mut ports: Vec<u16> = listeners
+        .iter()
+        .filter_map(|l| {
+            let port = l.local?.port();
+            accepted
+                .iter()
+                .filter(|a| a.local.is_some_and(|a| a.port() == port))
+                .any(|a| a.keepalive != l.keepalive)
+                .then_some(port)
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }

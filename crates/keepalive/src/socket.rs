@@ -113,6 +113,13 @@ pub fn apply_over(
     read(fd)
 }
 
+/// Switches keepalive off (SO_KEEPALIVE 0), leaving the values; returns the state after.
+pub fn switch_off(fd: impl AsFd) -> Result<SocketKeepalive, Error> {
+    let fd = fd.as_fd();
+    Opt::Keepalive.set(fd, 0)?;
+    read(fd)
+}
+
 /// One keepalive option.
 #[derive(Debug, Clone, Copy)]
 enum Opt {

@@ -17,8 +17,8 @@ pub struct Query {
     pub states: Vec<TcpState>,
     /// Only sockets of this process.
     pub pid: Option<u32>,
-    /// Only sockets with this local or remote port.
-    pub port: Option<u16>,
+    /// Only sockets with one of these local or remote ports (none: every port).
+    pub ports: Vec<u16>,
     /// Only connections with keepalive off.
     pub no_keepalive: bool,
     /// Find the owning processes.
@@ -49,6 +49,29 @@ pub struct Row {
     pub at_risk: bool,
     /// The cgroup whose keepalive policy covers the socket (`keepalive set --cgroup`), if any.
     pub cgroup_policy: Option<std::path::PathBuf>,
+    /// When the next keepalive probe goes out if the peer stays silent, in milliseconds from
+    /// now (with `exact`, where idle is known); see [`next_probe_ms`].
+    pub next_probe_ms: Option<u64>,
+}
+
+/// When `tcp_keepalive_timer()` (net/ipv4/tcp_timer.c) next sends a probe if nothing is
+/// received meanwhile. The timer shown by `inet_diag` is not that: when it fires it measures
+/// the time since the peer last spoke (`keepalive_time_elapsed()`, the lesser of the times
+/// since the last data and the last ACK received, which tcp_info reports), sends a probe only
+/// if that reached the idle time, and otherwise re-arms itself for what is left
+/// (`keepalive_time_when() - elapsed`). With probes out it fires every interval, each time
+/// sending one. So the next probe comes at the later of the timer and `idle - idle_ms`; a
+/// connection with traffic moves it on each time.
+pub fn next_probe_ms(entry: &SocketEntry, settings: &crate::Settings) -> Option<u64> {
+    if entry.timer != diag::Timer::Keepalive || !entry.state.keepalive_applies() {
+        return None;
+    }
+    let timer = u64::from(entry.timer_ms);
+    if entry.probes_out > 0 {
+        return Some(timer);
+    }
+    let left = (u64::from(settings.idle) * 1000).saturating_sub(u64::from(entry.idle_ms?));
+    Some(timer.max(left))
 }
 
 /// A process whose sockets could not be read exactly.
@@ -136,9 +159,11 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
     let covered = crate::cgroup::policy::coverage();
     let mut traced: HashMap<u32, Result<Process, String>> = HashMap::new();
     let mut emit = |entry: &SocketEntry| {
-        if let Some(port) = query.port
-            && entry.local.port() != port
-            && entry.peer.port() != port
+        if !query.ports.is_empty()
+            && !query
+                .ports
+                .iter()
+                .any(|&p| entry.local.port() == p || entry.peer.port() == p)
         {
             return;
         }
@@ -171,6 +196,10 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
             && entry
                 .idle_ms
                 .is_some_and(|ms| u64::from(ms) >= query.risk_idle_ms);
+        let next_probe_ms = exact
+            .as_ref()
+            .filter(|k| k.enabled)
+            .and_then(|k| next_probe_ms(entry, &k.settings));
         let row = Row {
             socket: entry.clone(),
             owners: holders,
@@ -178,6 +207,7 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
             keepalive,
             at_risk,
             cgroup_policy: entry.cgroup_id.and_then(|id| covered.get(&id).cloned()),
+            next_probe_ms,
         };
         summary.sockets += 1;
         match keepalive {

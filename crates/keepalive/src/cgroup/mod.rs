@@ -148,6 +148,7 @@ impl Cgroup {
 
     /// The cgroup process `pid` lives in (its `0::` line in /proc/PID/cgroup).
     pub fn of_pid(pid: u32) -> Result<Cgroup, Error> {
+        crate::process::check(u64::from(pid))?;
         let file = format!("/proc/{pid}/cgroup");
         let text = std::fs::read_to_string(&file).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => Error::NoSuchProcess(pid),

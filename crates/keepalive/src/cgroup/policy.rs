@@ -556,7 +556,8 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
             })
             .map(|&(fd, _)| fd)
             .collect();
-        match retrofit::apply(pid, retrofit::Selection::Fds(chosen), policy, dry_run) {
+        let change = retrofit::Change::On(*policy);
+        match retrofit::apply(pid, retrofit::Selection::Fds(chosen), &change, dry_run) {
             Ok(report) => {
                 // A socket that reads back without the policy was not changed, whatever the
                 // calls returned: a force program (this cgroup's or an ancestor's) answers

@@ -1,0 +1,469 @@
+//! What independent testing broke in status, get, set and the CLI's output, each case with
+//! the program it was found with: closed pipes and full disks for every subcommand, process
+//! ids that name no process, another user's processes, SYN-SENT sockets, listeners whose
+//! program sets its own values, files planted where the tools write.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use testkit::TempNetns;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
+
+fn keepalive(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Killed and reaped when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sleeper() -> Running {
+    Running(Command::new("/bin/sleep").arg("60").spawn().unwrap())
+}
+
+/// The subcommands, each with arguments that make it print something and change nothing
+/// outside `ns` and `dir`.
+fn every_subcommand(ns: &str, dir: &Path, me: &str) -> Vec<Vec<String>> {
+    let d = dir.to_str().unwrap();
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["explain", "--idle", "30"],
+        vec!["explain", "--idle", "30", "--json"],
+        vec!["sysctl", "show"],
+        vec!["sysctl", "show", "--json"],
+        vec!["sysctl", "persist", "--idle", "30", "--dir", d],
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["get", "--pid", me],
+        vec!["get", "--pid", me, "--json"],
+        vec!["get", "--cgroup-of", me],
+        vec!["set", "--pid", me, "--all", "--idle", "60", "--dry-run"],
+        vec!["lab", "--list"],
+        vec!["lab", "--list", "--json"],
+        vec!["completions", "bash"],
+        vec!["sysctl", "set", "--netns", ns, "--idle", "61"],
+        vec!["sysctl", "reset", "--netns", ns],
+    ];
+    cmds.into_iter()
+        .map(|c| c.into_iter().map(String::from).collect())
+        .collect()
+}
+
+/// Every subcommand with stdout a pipe nobody reads (EPIPE on the first write, as under
+/// `| head` once head has its line): exit 0, nothing on stderr. With stdout /dev/full: exit
+/// 1, one line naming the failure, never a panic; a change already made says so.
+#[test]
+fn every_subcommand_ends_quietly_on_a_closed_pipe_and_in_one_line_on_a_full_disk() {
+    let ns = TempNetns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id().to_string();
+    for args in every_subcommand(ns.name(), dir.path(), &me) {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        drop(read);
+        let out = keepalive(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdout(Stdio::from(write))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = keepalive(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdout(Stdio::from(full))
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("No space left on device") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        if args[0] == "sysctl" && (args[1] == "set" || args[1] == "reset") {
+            assert!(err.contains("the change was made"), "{args:?}: {err}");
+        }
+    }
+    // The change was made, and reported as made.
+    assert_eq!(ns.sysctl("net.ipv4.tcp_keepalive_time"), "7200");
+}
+
+/// A process id that names no process that could hold sockets: out of range, a thread, a
+/// zombie, a kernel thread. Each is bad input (exit 2) named in one line, for status, get and
+/// set alike, and status prints no header before saying so (and no half a JSON document).
+#[test]
+fn process_ids_that_are_not_processes_are_named_for_what_they_are() {
+    // A zombie: a child that exited, not reaped until `zombie` is dropped.
+    let mut zombie = Command::new("/bin/true").spawn().unwrap();
+    let zpid = zombie.id();
+    testkit::wait_for("the child to exit", Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{zpid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .trim_start()
+            .starts_with('Z')
+            .then_some(())
+    });
+    // A thread: one of python's.
+    let mut py = Command::new(testkit::python())
+        .args([
+            "-c",
+            "import threading,time\n\
+             t=threading.Thread(target=time.sleep,args=(60,),daemon=True); t.start()\n\
+             print(t.native_id, flush=True); time.sleep(60)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let py = Running(py);
+    let tid = line.trim().to_owned();
+    let ppid = py.0.id().to_string();
+    let zpid = zpid.to_string();
+    let cases: Vec<(String, String)> = vec![
+        ("2147483648".into(), "is not a process id".into()),
+        ("0".into(), "is not a process id".into()),
+        (zpid.clone(), "has exited (a zombie".into()),
+        (
+            tid.clone(),
+            format!("is a thread of process {ppid}, not a process: give --pid {ppid}"),
+        ),
+    ];
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let cases = cases
+        .into_iter()
+        .chain(kthreadd.then(|| ("2".to_owned(), "is a kernel thread".to_owned())));
+    for (pid, needle) in cases {
+        for args in [
+            vec!["status", "--pid", &pid],
+            vec!["status", "--pid", &pid, "--json"],
+            vec!["get", "--pid", &pid],
+            vec!["set", "--pid", &pid, "--all", "--idle", "60"],
+        ] {
+            let out = keepalive(&args).output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            assert!(err.contains(&needle), "{args:?}: {err}");
+            assert_eq!(text(&out.stdout), "", "{args:?}: nothing before the error");
+        }
+    }
+    drop(py);
+    zombie.wait().unwrap();
+}
+
+/// Another user's process, unprivileged: the same permission error (exit 3, with the ptrace
+/// reason) from status, get and set, and nothing on stdout.
+#[test]
+fn another_users_process_is_a_permission_error_everywhere() {
+    testkit::require_root();
+    let target = sleeper();
+    let pid = target.0.id().to_string();
+    for args in [
+        vec!["status", "--pid", &pid],
+        vec!["status", "--pid", &pid, "--json"],
+        vec!["get", "--pid", &pid],
+        vec!["set", "--pid", &pid, "--all", "--idle", "60"],
+    ] {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                BIN,
+            ])
+            .args(&args)
+            .current_dir("/")
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains("ptrace-attach permission"), "{args:?}: {err}");
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+    }
+}
+
+/// A socket still in SYN-SENT has never heard from its peer: no IDLE (the kernel's "last
+/// received" is the time since boot there). Made in a network namespace of the test's own,
+/// where 198.18.0.1 is routed to lo and never answers.
+#[test]
+fn a_syn_sent_socket_has_no_idle_time() {
+    let ns = TempNetns::new();
+    for cmd in [
+        &["link", "set", "lo", "up"][..],
+        &["route", "add", "198.18.0.1/32", "dev", "lo"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["-n", ns.name()])
+            .args(cmd)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let mut py = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(testkit::python())
+        .args([
+            "-c",
+            "import socket,time,os\n\
+             s=socket.socket(); s.setblocking(False)\n\
+             try: s.connect(('198.18.0.1', 9))\n\
+             except BlockingIOError: pass\n\
+             print(os.getpid(), flush=True); time.sleep(60)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let py = Running(py);
+    let pid = line.trim().to_owned();
+    let out = keepalive(&["status", "--pid", &pid, "--state", "syn-sent", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sockets = v["sockets"].as_array().unwrap();
+    assert_eq!(sockets.len(), 1, "{v:#}");
+    assert_eq!(sockets[0]["state"], "syn-sent", "{v:#}");
+    assert!(sockets[0]["idle_ms"].is_null(), "{v:#}");
+    let out = keepalive(&["status", "--pid", &pid, "--state", "syn-sent"])
+        .output()
+        .unwrap();
+    let table = text(&out.stdout);
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with("syn-sent"), "{table}");
+    drop(py);
+}
+
+/// A Go server (net.Listen sets 15 s keepalive on every connection it accepts): `set --pid`
+/// changes its listener, and says that new connections will not get the policy from it;
+/// `--keepalive off|on` switches without values; `status --port` takes several ports, and with
+/// --exact says when the next probe goes out.
+#[test]
+fn set_says_when_the_program_sets_its_own_and_switches_keepalive() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/cmdserver.go");
+    let exe = testkit::go_build(&src, dir.path());
+    let mut go = Command::new(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = go.stdin.take().unwrap();
+    let mut output = BufReader::new(go.stdout.take().unwrap());
+    let go = Running(go);
+    let mut ask = |cmd: &str| {
+        writeln!(input, "{cmd}").unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    };
+    let port = ask("listen");
+    let local = ask("dial");
+    let pid = go.0.id().to_string();
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--idle", "40"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains(&format!(
+            "accepted on port {port} carry keepalive settings of their own"
+        )) && said.contains("--force"),
+        "{said}"
+    );
+    for line in said.lines() {
+        assert!(
+            line.chars().count() <= 100 || line.starts_with("note:"),
+            "{line:?}"
+        );
+    }
+    // Off, then on again with the socket's own values.
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--keepalive", "off"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let get = |pid: &str| -> Vec<Value> {
+        let out = keepalive(&["get", "--pid", pid, "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        get(&pid).iter().all(|s| s["keepalive"]["enabled"] == false),
+        "{:#?}",
+        get(&pid)
+    );
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--keepalive", "on"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sockets = get(&pid);
+    assert!(sockets.iter().all(|s| s["keepalive"]["enabled"] == true));
+    assert!(
+        sockets
+            .iter()
+            .all(|s| s["keepalive"]["settings"]["idle"] == 40),
+        "the values stayed: {sockets:#?}"
+    );
+    let out = keepalive(&[
+        "set",
+        "--pid",
+        &pid,
+        "--all",
+        "--keepalive",
+        "off",
+        "--idle",
+        "5",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // Both connections' ports, and the next probe.
+    let out = keepalive(&["status", "--port", &port, "--port", &local, "--exact"])
+        .output()
+        .unwrap();
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{table}{}", text(&out.stderr));
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("established"))
+            .count(),
+        2,
+        "{table}"
+    );
+    assert!(table.contains("probe in"), "{table}");
+}
+
+/// `status --prometheus` into a shared directory where another user planted a symlink at the
+/// target: the symlink is replaced, what it pointed to is untouched; the file is 0644 whatever
+/// the umask; a command name with a line feed cannot inject a metric line.
+#[test]
+fn prometheus_file_is_written_safely() {
+    testkit::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let target = shared.join("keepalive.prom");
+    let planted = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "ln",
+            "-s",
+        ])
+        .arg(&victim)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(planted.success());
+    // A python process named "evil\nkeepalive_tcp_connections{...} 999" holding a connection.
+    let name = "ev\nka_x 999";
+    let mut py = Command::new(testkit::python())
+        .args([
+            "-c",
+            "import socket,time,ctypes,sys\n\
+             ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)\n\
+             l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+             c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+             print(l.getsockname()[1], flush=True); time.sleep(60)",
+            name,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let py = Running(py);
+    let out = Command::new("/bin/sh")
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", BIN])
+        .args(["status", "--port", line.trim(), "--prometheus"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let meta = std::fs::symlink_metadata(&target).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "the symlink was replaced by our file"
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o644
+    );
+    let metrics = std::fs::read_to_string(&target).unwrap();
+    assert!(!metrics.lines().any(|l| l.starts_with("ka_x")), "{metrics}");
+    assert!(metrics.contains("command=\"ev\\nka_x 999\""), "{metrics}");
+    drop(py);
+}
+
+/// `sysctl persist` under umask 000 still writes 0644: the file is applied as root at boot.
+#[test]
+fn persist_is_0644_under_any_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("/bin/sh")
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", BIN])
+        .args(["sysctl", "persist", "--idle", "45", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta = std::fs::metadata(dir.path().join("90-keepalive.conf")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o644
+    );
+}

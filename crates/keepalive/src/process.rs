@@ -1,0 +1,163 @@
+//! What a process id names, asked of /proc before anything is done to it: a running process,
+//! or a number that is out of range, a thread of another process, a zombie or a kernel thread,
+//! each refused with what to give instead. And the facts behind a ptrace refusal, gathered
+//! where it happens so that the error only has to word them.
+
+use crate::error::{Error, PtraceFacts};
+use std::io;
+
+/// The kernel's largest process id (`PID_MAX_LIMIT` on 64-bit, 4194304): `kernel.pid_max`
+/// can be set no higher.
+pub const PID_MAX_LIMIT: u64 = 4_194_304;
+
+/// Checks that `pid` is a process that may hold sockets: in range, existing, the leader of
+/// its thread group, not a zombie, not a kernel thread.
+pub fn check(pid: u64) -> Result<u32, Error> {
+    let max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(PID_MAX_LIMIT);
+    let Some(pid32) = u32::try_from(pid)
+        .ok()
+        .filter(|&p| p >= 1 && u64::from(p) < max)
+    else {
+        return Err(Error::BadPid { pid, max });
+    };
+    // /proc/TID exists for a thread too (unlisted), with its process's Tgid.
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NoSuchProcess(pid32)),
+        Err(source) => return Err(ptrace_denied(pid32, source)),
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    if let Some(tgid) = field("Tgid:").and_then(|t| t.parse::<u32>().ok())
+        && tgid != pid32
+    {
+        return Err(Error::Thread { pid: pid32, tgid });
+    }
+    let command = field("Name:").unwrap_or("").to_owned();
+    if field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
+        return Err(Error::Zombie {
+            pid: pid32,
+            command,
+        });
+    }
+    if kernel_thread(pid32) {
+        return Err(Error::KernelThread {
+            pid: pid32,
+            command,
+        });
+    }
+    Ok(pid32)
+}
+
+/// PF_KTHREAD (include/linux/sched.h) in the flags field of /proc/PID/stat (the 9th, counted
+/// after the command, which may itself hold spaces and parentheses).
+fn kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let after_command = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // Fields after the command: state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9).
+    after_command
+        .split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// A ptrace-attach refusal for `pid`, with the facts that explain it: Yama's ptrace_scope,
+/// whether we are root, and whether we hold CAP_SYS_PTRACE.
+pub(crate) fn ptrace_denied(pid: u32, source: io::Error) -> Error {
+    Error::Ptrace {
+        pid,
+        source,
+        facts: PtraceFacts {
+            ptrace_scope: ptrace_scope(),
+            root: rustix::process::geteuid().is_root(),
+            cap_sys_ptrace: has_cap_sys_ptrace(),
+        },
+    }
+}
+
+/// Yama's ptrace_scope, if Yama is built in: 0 classic, 1 descendants only, 2 admin only,
+/// 3 none.
+pub fn ptrace_scope() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CAP_SYS_PTRACE (19) in this process's effective set.
+fn has_cap_sys_ptrace() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 19) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_number_names() {
+        let me = std::process::id();
+        assert_eq!(check(u64::from(me)).unwrap(), me);
+        assert!(matches!(check(0), Err(Error::BadPid { .. })));
+        let e = check(2_147_483_648).unwrap_err();
+        assert_eq!(e.class(), crate::Class::BadInput);
+        assert!(e.to_string().contains("2147483648"), "{e}");
+        assert!(matches!(
+            check(4_194_303),
+            Err(Error::NoSuchProcess(_)) | Err(Error::BadPid { .. })
+        ));
+        // A thread of this process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get() as u64)
+                .unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let e = check(tid).unwrap_err();
+        assert!(matches!(e, Error::Thread { tgid, .. } if tgid == me), "{e}");
+        assert!(e.to_string().contains(&format!("--pid {me}")), "{e}");
+        drop(done_tx);
+        t.join().unwrap();
+        // kthreadd.
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            assert!(matches!(check(2), Err(Error::KernelThread { .. })));
+        }
+        // A zombie: a child that exited and was not reaped yet.
+        let child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = u64::from(child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let e = check(pid).unwrap_err();
+        assert!(matches!(e, Error::Zombie { .. }), "{e}");
+        drop(child);
+    }
+}
