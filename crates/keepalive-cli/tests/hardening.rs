@@ -38,9 +38,11 @@ fn sleeper() -> Running {
 
 /// The subcommands, each with arguments that make it print something and change nothing
 /// outside `ns` and `dir`.
-fn every_subcommand(ns: &str, dir: &Path, me: &str) -> Vec<Vec<String>> {
+fn every_subcommand(ns: &str, dir: &Path, me: &str, url: &str) -> Vec<Vec<String>> {
     let d = dir.to_str().unwrap();
     let cmds: Vec<Vec<&str>> = vec![
+        vec!["http", url, "--max-wait", "2s"],
+        vec!["lab", "reboot"],
         vec!["explain", "--idle", "30"],
         vec!["explain", "--idle", "30", "--json"],
         vec!["sysctl", "show"],
@@ -71,7 +73,26 @@ fn every_subcommand_ends_quietly_on_a_closed_pipe_and_in_one_line_on_a_full_disk
     let ns = TempNetns::new();
     let dir = tempfile::tempdir().unwrap();
     let me = std::process::id().to_string();
-    for args in every_subcommand(ns.name(), dir.path(), &me) {
+    // Python's HTTP/1.0 file server: one response per connection, then it closes.
+    let mut server = Command::new(testkit::python())
+        .args([
+            "-c",
+            "import http.server,sys\n\
+             s=http.server.HTTPServer(('127.0.0.1',0),http.server.SimpleHTTPRequestHandler)\n\
+             print(s.server_address[1],flush=True); s.serve_forever()",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let _server = Running(server);
+    let url = format!("http://127.0.0.1:{}/", port.trim());
+    for args in every_subcommand(ns.name(), dir.path(), &me, &url) {
         let (read, write) = rustix::pipe::pipe().unwrap();
         drop(read);
         let out = keepalive(&args.iter().map(String::as_str).collect::<Vec<_>>())

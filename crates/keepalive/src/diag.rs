@@ -478,7 +478,18 @@ pub fn owners() -> Owners {
         let fd_dir = match openat(&proc_fd, path.as_slice(), dir_flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::ACCESS) => {
-                owners.unreadable += 1;
+                // A process exiting meanwhile can refuse too: count only one still there.
+                let gone = rustix::fs::statat(&proc_fd, name, rustix::fs::AtFlags::empty())
+                    .is_err()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|s| {
+                            Some(s.rsplit_once(')')?.1.trim_start().starts_with(['Z', 'X']))
+                        })
+                        .unwrap_or(true);
+                if !gone {
+                    owners.unreadable += 1;
+                }
                 continue;
             }
             Err(_) => continue,
