@@ -328,6 +328,41 @@ fn set_says_when_the_program_sets_its_own_and_switches_keepalive() {
             "{line:?}"
         );
     }
+    // A program that leaves accepted connections alone (python's socket module) gets no note.
+    let mut py = Command::new(testkit::python())
+        .args([
+            "-c",
+            "import socket,time\n\
+             l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+             c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+             print(1, flush=True); time.sleep(60)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let py = Running(py);
+    let out = keepalive(&[
+        "set",
+        "--pid",
+        &py.0.id().to_string(),
+        "--all",
+        "--idle",
+        "40",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("note:"),
+        "{}",
+        text(&out.stdout)
+    );
+    drop(py);
+
     // Off, then on again with the socket's own values.
     let out = keepalive(&["set", "--pid", &pid, "--all", "--keepalive", "off"])
         .output()

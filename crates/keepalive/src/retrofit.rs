@@ -304,8 +304,17 @@ fn sets_its_own(pid: u32, process: &Process, changes: &[Retrofit]) -> Vec<u16> {
     if listeners.is_empty() {
         return Vec::new();
     }
-    let mut accepted: Vec<ProcessSocket> = Vec::new();
+    // Every connection as it was before the change: from `changes` where it was changed,
+    // read now where it was not selected.
+    let mut accepted: Vec<ProcessSocket> = changes
+        .iter()
+        .map(|c| c.socket.clone())
+        .filter(|s| !s.listening)
+        .collect();
     for fd in fd_numbers(pid).unwrap_or_default() {
+        if changes.iter().any(|c| c.socket.fd == fd) {
+            continue;
+        }
         if let Ok(Some(dup)) = process.duplicate(fd)
             && is_tcp(&dup)
             && let Ok(s) = describe(fd, &dup)
