@@ -1,0 +1,11 @@
+//! `Injection::parse` on arbitrary text: see `check_parse` in
+//! crates/keepalive/tests/fuzz_checks.rs, which `cargo test` also runs over fuzz/corpus/.
+#![no_main]
+
+#[path = "../../crates/keepalive/tests/fuzz_checks.rs"]
+#[allow(dead_code)]
+mod fuzz_checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = fuzz_checks::check_parse(data);
+});
