@@ -2,11 +2,11 @@
 
 use crate::cli::ExplainArgs;
 use crate::render::{duration_ms, duration_s, json};
-use keepalive::explain::Explanation;
-use keepalive::policy::timeline::Decider;
+use keepalive::explain::{Detected, Explanation};
+use keepalive::netns::NetNs;
+use keepalive::policy::timeline::{Decider, ProbeTimeline};
 use keepalive::reference::{self, OsDefaults};
 use keepalive::sysctl::Sysctls;
-use keepalive::{Policy, netns::NetNs};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -51,8 +51,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         }
     };
     let report = Report {
-        policy: Policy::from_settings(&explanation.settings)
-            .map_or_else(|_| raw(&explanation), |p| p.to_string()),
+        policy: explanation.policy_text(),
         given: (!policy.is_empty()).then(|| policy.to_string()),
         defaults_from,
         given_is_complete: policy.idle().is_some()
@@ -67,15 +66,6 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     }
     crate::render::out(&human(&report))?;
     Ok(())
-}
-
-/// Settings outside the grammar's limits (a sysctl may hold 255 probes) still print.
-fn raw(e: &Explanation) -> String {
-    let s = &e.settings;
-    format!(
-        "idle={}s,interval={}s,count={}",
-        s.idle, s.interval, s.count
-    )
 }
 
 fn human(r: &Report<'_>) -> String {
@@ -103,14 +93,14 @@ fn human(r: &Report<'_>) -> String {
         ));
         for o in &r.os_defaults {
             let s = &o.settings;
-            let detect = u64::from(s.idle) + u64::from(s.interval) * u64::from(s.count);
+            let detect = ProbeTimeline::silent_peer(s).reset_ms;
             line(format!(
                 "  {:<9}{:>7}{:>10}{:>8}{:>16}",
                 o.os,
                 duration_s(s.idle.into()),
                 duration_s(s.interval.into()),
                 s.count,
-                duration_s(detect)
+                duration_ms(detect)
             ));
         }
         line("  (sources: docs/os-defaults.tsv; other systems' timers are modelled with Linux's rule)".into());
@@ -169,12 +159,18 @@ fn human(r: &Report<'_>) -> String {
     line(String::new());
     line("Every state the peer can be in:".into());
     for p in &e.peer_states {
-        let outcome = match (p.error, p.after_ms) {
-            (Some(err), Some(ms)) => format!("{err} after {}", duration_ms(ms)),
-            _ if p.state == "hung" => "never; needs an app heartbeat".into(),
-            _ => "stays open".into(),
+        let outcome = match p.detected() {
+            Detected::After { error, after_ms } => {
+                format!("{error} after {}", duration_ms(after_ms))
+            }
+            Detected::Never => "never; needs an app heartbeat".into(),
+            Detected::NothingToDetect => "stays open".into(),
         };
-        line(format!("  {:<12}{:<50}{outcome}", p.state, p.peer_does));
+        line(format!(
+            "  {:<12}{:<50}{outcome}",
+            p.state.name(),
+            p.peer_does
+        ));
     }
     if let Some(u) = &e.unacked_data {
         line(String::new());

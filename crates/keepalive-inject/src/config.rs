@@ -252,23 +252,70 @@ fn find_env(envp: *const *mut c_char, name: &str) -> Option<*mut c_char> {
     }
 }
 
-/// `inherit=no`: blank this library out of LD_PRELOAD, in place, so that programs this one
-/// starts run without it. The loader has already read LD_PRELOAD for this process.
+/// `inherit=no`: take this library out of LD_PRELOAD so that programs this one starts run
+/// without it; the loader has already read LD_PRELOAD for this process. The other entries are
+/// kept, joined by ':', in place in the variable's own string (it only gets shorter, so it
+/// fits); when none is left the variable is removed, because an `LD_PRELOAD=` of blanks is
+/// still a variable every child sees (and a program that tests whether it is set, or copies
+/// the environment somewhere, is not left alone).
+///
+/// Removal is glibc's (or musl's) `unsetenv`: this runs once, from the constructor, before
+/// `main` and before any hook, where the hooks' rules (no allocation, no locks) do not apply;
+/// and `unsetenv` allocates nothing anyway: it moves the later pointers of `environ` down one
+/// place, in the array itself. It acts on `environ`, which is the array the program's `main`
+/// and `getenv` see, even if another library's constructor replaced it by a `setenv` before
+/// this one ran; shifting `envp` ourselves would miss that case.
 fn leave_children_alone(envp: *const *mut c_char) {
     let Some(entry) = find_env(envp, "LD_PRELOAD") else {
         return;
     };
     // SAFETY: the entry is a NUL-terminated string in the process's writable environment block.
     let len = unsafe { CStr::from_ptr(entry) }.to_bytes().len();
-    // SAFETY: `len` bytes starting at `entry` are that string.
+    // SAFETY: `len` bytes starting at `entry` are that string; the byte after them is its NUL,
+    // also ours to write.
     let bytes = unsafe { core::slice::from_raw_parts_mut(entry.cast::<u8>(), len) };
     let Some(value) = bytes.get_mut("LD_PRELOAD=".len()..) else {
         return;
     };
-    for token in value.split_mut(|b| *b == b':' || *b == b' ') {
-        let base = token.rsplit(|b| *b == b'/').next().unwrap_or(&[]);
-        if base == b"libkeepalive_inject.so" {
-            token.fill(b' ');
-        }
+    let kept = keep_others(value);
+    if kept == 0 {
+        // SAFETY: a NUL-terminated name; see above for why unsetenv is safe to call here.
+        unsafe { libc::unsetenv(c"LD_PRELOAD".as_ptr()) };
+    } else if let Some(end) = value.get_mut(kept) {
+        // The value ends after the entries kept; the bytes after the new NUL are unused.
+        *end = 0;
     }
+}
+
+/// Rewrites an LD_PRELOAD value in place, leaving out this library and empty entries, the
+/// others joined by ':'. Returns the new length, which is at most the old one. Separators are
+/// ':' and ' ', as for the loader.
+fn keep_others(value: &mut [u8]) -> usize {
+    let mut write = 0usize;
+    let mut read = 0usize;
+    while read < value.len() {
+        let start = read;
+        while value.get(read).is_some_and(|b| *b != b':' && *b != b' ') {
+            read = read.saturating_add(1);
+        }
+        let end = read;
+        read = read.saturating_add(1);
+        let Some(token) = value.get(start..end) else {
+            break;
+        };
+        let base = token.rsplit(|b| *b == b'/').next().unwrap_or(&[]);
+        if token.is_empty() || base == b"libkeepalive_inject.so" {
+            continue;
+        }
+        if write > 0 {
+            if let Some(b) = value.get_mut(write) {
+                *b = b':';
+            }
+            write = write.saturating_add(1);
+        }
+        // The token moves left (or stays): `write` never passes `start`.
+        value.copy_within(start..end, write);
+        write = write.saturating_add(end.saturating_sub(start));
+    }
+    write
 }
