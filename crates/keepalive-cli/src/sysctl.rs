@@ -6,7 +6,6 @@ use keepalive::netns::NetNs;
 use keepalive::sysctl::{self, Change, Defaults, Detection, Origin, Sysctls};
 use serde::Serialize;
 use std::fmt::Write;
-use std::path::Path;
 
 fn sysctls(target: &NetnsArg) -> anyhow::Result<Sysctls> {
     Ok(match &target.netns {
@@ -58,8 +57,7 @@ pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
 
 fn show(target: &NetnsArg) -> anyhow::Result<()> {
     let s = sysctls(target)?;
-    let dirs: Vec<&Path> = sysctl::SYSCTL_D_DIRS.iter().map(Path::new).collect();
-    let (values, rows) = s.show(&dirs, &[Path::new("/etc/sysctl.conf")])?;
+    let (values, rows) = s.show()?;
     let detect = values.detection();
     if target.json {
         #[derive(Serialize)]

@@ -367,6 +367,9 @@ pub const SYSCTL_D_DIRS: [&str; 5] = [
     "/lib/sysctl.d",
 ];
 
+/// The file systemd-sysctl and `sysctl --system` read after every drop-in.
+pub const SYSCTL_CONF: &str = "/etc/sysctl.conf";
+
 /// The file `persist` writes in a sysctl.d directory.
 pub const DROP_IN: &str = "90-keepalive.conf";
 
@@ -464,10 +467,22 @@ pub struct Row {
 }
 
 impl Sysctls {
-    /// The current values with where each comes from. Boot files are looked up in `dirs` and
-    /// `extra` (see [`boot_setting`]) only for the initial namespace: nothing applies them to
+    /// The current values with where each comes from, the boot files looked up where
+    /// systemd-sysctl and `sysctl --system` read them ([`SYSCTL_D_DIRS`], then
+    /// [`SYSCTL_CONF`]).
+    pub fn show(&self) -> Result<(Defaults, Vec<Row>), Error> {
+        let dirs: Vec<&Path> = SYSCTL_D_DIRS.iter().map(Path::new).collect();
+        self.show_with_boot_files(&dirs, &[Path::new(SYSCTL_CONF)])
+    }
+
+    /// [`Sysctls::show`] with the boot files looked up in `dirs` and `extra` instead (see
+    /// [`boot_setting`]). They count only for the initial namespace: nothing applies them to
     /// other namespaces, which start from the kernel defaults.
-    pub fn show(&self, dirs: &[&Path], extra: &[&Path]) -> Result<(Defaults, Vec<Row>), Error> {
+    pub fn show_with_boot_files(
+        &self,
+        dirs: &[&Path],
+        extra: &[&Path],
+    ) -> Result<(Defaults, Vec<Row>), Error> {
         let values = self.read()?;
         let rows = Key::ALL
             .into_iter()
@@ -697,6 +712,55 @@ mod tests {
         fs::write(&conf, "# comment\nnet/ipv4/tcp_keepalive_time=45\n").unwrap();
         let found = boot_setting(Key::KeepaliveTime, &[etc.path()], &[&conf]).unwrap();
         assert_eq!((found.line, found.value.as_str()), (2, "45"));
+    }
+
+    #[test]
+    fn show_says_where_each_value_comes_from() {
+        let dir = fake_proc();
+        fs::write(dir.path().join(Key::KeepaliveTime.path()), "600\n").unwrap();
+        fs::write(dir.path().join(Key::KeepaliveIntvl.path()), "30\n").unwrap();
+        let etc = tempfile::tempdir().unwrap();
+        fs::write(
+            etc.path().join("50-ka.conf"),
+            "net.ipv4.tcp_keepalive_time = 600\nnet.ipv4.tcp_keepalive_intvl = 60\n",
+        )
+        .unwrap();
+        let (values, rows) = Sysctls::at(dir.path())
+            .show_with_boot_files(&[etc.path()], &[])
+            .unwrap();
+        assert_eq!((values.keepalive_time, values.keepalive_intvl), (600, 30));
+        let origin = |key: Key| &rows.iter().find(|r| r.key == key.name()).unwrap().origin;
+        let boot = |line: usize, value: &str| BootSetting {
+            file: etc.path().join("50-ka.conf"),
+            line,
+            value: value.to_owned(),
+        };
+        assert_eq!(
+            origin(Key::KeepaliveTime),
+            &Origin::BootFile(boot(1, "600"))
+        );
+        assert_eq!(
+            origin(Key::KeepaliveIntvl),
+            &Origin::Runtime {
+                boot: Some(boot(2, "60"))
+            }
+        );
+        assert_eq!(origin(Key::KeepaliveProbes), &Origin::KernelDefault);
+        assert_eq!(rows.len(), Key::ALL.len());
+    }
+
+    #[test]
+    fn show_reads_the_system_locations() {
+        assert!(SYSCTL_D_DIRS.contains(&"/etc/sysctl.d"));
+        assert!(SYSCTL_D_DIRS.contains(&"/usr/lib/sysctl.d"));
+        let dir = fake_proc();
+        let s = Sysctls::at(dir.path());
+        let dirs: Vec<&Path> = SYSCTL_D_DIRS.iter().map(Path::new).collect();
+        assert_eq!(
+            s.show().unwrap(),
+            s.show_with_boot_files(&dirs, &[Path::new(SYSCTL_CONF)])
+                .unwrap()
+        );
     }
 
     #[test]
