@@ -20,6 +20,11 @@ pub enum Command {
     #[command(subcommand)]
     Sysctl(SysctlCommand),
     /// Start an unmodified program with keepalive injected (LD_PRELOAD shim or seccomp).
+    ///
+    /// Exits with the program's own status. As with env(1), 127 means the program was not
+    /// found (not in PATH, no such file, or its interpreter missing) and 126 that it was found
+    /// but cannot be run (no execute permission, a directory, an exec format error); either
+    /// comes with one line on stderr naming the program and what is wrong.
     Run(RunArgs),
     /// Every TCP connection with its keepalive state, timer, idle time and owner.
     Status(StatusArgs),

@@ -1,22 +1,67 @@
-//! `keepalive run`: validate everything, then exec the program with the shim preloaded, or
-//! run it under the library's seccomp supervisor.
+//! `keepalive run`: the arguments become a [`Request`]; [`launch::run`] decides and starts the
+//! program (exec'd with the shim preloaded, or under the seccomp supervisor); this renders what
+//! comes back.
 
 use crate::cli::{RunArgs, Via};
-use keepalive::Error;
-use keepalive::launch::{self, Mechanism, SHIM_ENV};
+use crate::render;
+use keepalive::launch::{self, Exit, LaunchError, Request};
 use keepalive::policy::Key;
 use keepalive::policy::injection::Injection;
-use keepalive::supervise::{self, Exit};
-use keepalive::sysctl::Sysctls;
-use std::env;
-use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
-/// Returns the exit status for keepalive itself: 0 after --print-env, the program's own
-/// after a seccomp run.
+/// Returns the exit status for keepalive itself: 0 after --print-env, the program's own after
+/// a seccomp run, 127 for a program not found and 126 for one that cannot run (as env(1)).
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let injection = injection(args)?;
+    if args.print_env {
+        if args.via == Via::Seccomp {
+            return Err(crate::UsageError::err(
+                "--print-env prints the LD_PRELOAD shim's settings; it does not go with --via seccomp, which has nothing to print",
+            ));
+        }
+        let mut text = String::new();
+        for (key, value) in launch::shim_variables(&injection)? {
+            text.push_str(&format!(
+                "{}={}\n",
+                key.to_string_lossy(),
+                shell_quote(&value.to_string_lossy())
+            ));
+        }
+        render::out(&text)?;
+        return Ok(0);
+    }
+
+    let Some((program, rest)) = args.command.split_first() else {
+        return Err(crate::UsageError::err(
+            "no command given: keepalive run [POLICY] -- CMD ARGS",
+        ));
+    };
+    let request = Request {
+        injection,
+        via: match args.via {
+            Via::Shim => launch::Via::Shim,
+            Via::Seccomp => launch::Via::Seccomp,
+            Via::Auto => launch::Via::Auto,
+        },
+        program: program.clone(),
+        args: rest.to_vec(),
+    };
+    let mut warn = |warning: &str| render::note(&format!("keepalive: warning: {warning}\n"));
+    match launch::run(&request, &mut warn) {
+        Ok(Exit::Code(code)) => Ok(u8::try_from(code).unwrap_or(1)),
+        Ok(Exit::Signal(signal)) => {
+            keepalive::supervise::die_by(signal);
+            Ok(u8::try_from(128 + signal).unwrap_or(1))
+        }
+        Err(LaunchError::Other(e)) => Err(e.into()),
+        Err(e) => {
+            render::note(&format!("keepalive: {e}\n"));
+            Ok(e.exit_status().unwrap_or(1))
+        }
+    }
+}
+
+/// The policy and the flags that are the shim's options, as one injection.
+fn injection(args: &RunArgs) -> anyhow::Result<Injection> {
     let mut injection = Injection::default();
     injection.policy = args.policy_args.to_policy(args.policy_text.as_deref())?;
     let flags = [
@@ -31,88 +76,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             injection.set(key, value)?;
         }
     }
-    // `auto` is worked out in the program against these same sysctls; refuse it here if it
-    // cannot be, rather than let the shim warn later.
-    injection
-        .policy
-        .resolve(&Sysctls::current().read()?.settings())?;
-
-    if args.print_env {
-        if args.via == Via::Seccomp {
-            return Err(crate::UsageError::err(
-                "--print-env prints the LD_PRELOAD shim's settings; it does not go with --via seccomp, which has nothing to print",
-            ));
-        }
-        let vars = shim_environment(&injection)?;
-        let mut out = std::io::stdout().lock();
-        for (key, value) in &vars {
-            let written = writeln!(
-                out,
-                "{}={}",
-                key.to_string_lossy(),
-                shell_quote(&value.to_string_lossy())
-            );
-            match written {
-                Ok(()) => {}
-                // A closed pipe ends quietly.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        return Ok(0);
-    }
-
-    let Some((name, rest)) = args.command.split_first() else {
-        return Err(crate::UsageError::err(
-            "no command given: keepalive run [POLICY] -- CMD ARGS",
-        ));
-    };
-    let program = launch::resolve_program(name, env::var_os("PATH").as_deref())
-        .ok_or_else(|| Error::ProgramNotFound(name.to_string_lossy().into_owned()))?;
-    let via = match args.via {
-        Via::Shim => launch::Via::Shim,
-        Via::Seccomp => launch::Via::Seccomp,
-        Via::Auto => launch::Via::Auto,
-    };
-    let plan = launch::plan(&program, via)?;
-    match plan.mechanism {
-        Mechanism::Shim => {
-            let vars = shim_environment(&injection)?;
-            let failure = Command::new(&program)
-                .arg0(name)
-                .args(rest)
-                .envs(vars)
-                .exec();
-            Err(Error::Io {
-                what: format!("starting {}", program.display()),
-                source: failure,
-            }
-            .into())
-        }
-        Mechanism::Seccomp => {
-            if let Some(warning) = plan.warning(&injection) {
-                let _ = writeln!(std::io::stderr(), "keepalive: warning: {warning}");
-            }
-            match supervise::run(&program, name, rest, &injection)? {
-                Exit::Code(code) => Ok(u8::try_from(code).unwrap_or(1)),
-                Exit::Signal(signal) => {
-                    supervise::die_by(signal);
-                    Ok(u8::try_from(128 + signal).unwrap_or(1))
-                }
-            }
-        }
-    }
-}
-
-/// LD_PRELOAD with the shim and KEEPALIVE_POLICY, for the shim's ways of starting a program.
-fn shim_environment(injection: &Injection) -> anyhow::Result<[(OsString, OsString); 2]> {
-    let exe = env::current_exe()?;
-    let shim = launch::find_shim(&exe, env::var_os(SHIM_ENV).as_deref())?;
-    Ok(launch::environment(
-        &shim,
-        env::var_os("LD_PRELOAD").as_deref(),
-        injection,
-    ))
+    Ok(injection)
 }
 
 /// Single quotes for a POSIX shell, when needed.

@@ -1,6 +1,8 @@
-//! Starting a program with keepalive injected: choosing the mechanism (the LD_PRELOAD shim, or
-//! the seccomp supervisor of [`crate::supervise`] for what the shim cannot reach), finding the
-//! shim, and the environment to exec it with.
+//! Starting a program with keepalive injected ([`run`], all of `keepalive run`): finding the
+//! program and checking that it can run, choosing the mechanism (the LD_PRELOAD shim, or the
+//! seccomp supervisor of [`crate::supervise`] for what the shim cannot reach), finding the
+//! shim, and the environment to exec it with. A program that is not there or cannot run is a
+//! [`LaunchError`] with env(1)'s exit status, 127 or 126.
 //!
 //! The dynamic loader honours LD_PRELOAD only for dynamically linked programs, and in secure
 //! execution (a setuid or setgid program run by someone else, or one with file capabilities;
@@ -17,6 +19,9 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+pub use crate::supervise::Exit;
+pub use elf::Go;
 
 /// The shim's file name, as cargo builds it.
 pub const SHIM_FILE: &str = "libkeepalive_inject.so";
@@ -136,19 +141,41 @@ pub enum Via {
 pub struct Plan {
     /// The mechanism.
     pub mechanism: Mechanism,
-    /// The program (or a script's interpreter) is a Go program.
-    pub go: bool,
+    /// Whether the program (or a script's interpreter) is a Go program.
+    pub go: Go,
+    /// The file judged: the program, or a script's interpreter.
+    pub judged: PathBuf,
 }
 
 impl Plan {
-    /// A warning for the user, if the policy will not have the last word: Go's net package
+    /// A warning for the user, if the policy may not have the last word. Go's net package
     /// turns keepalive on with 15 s idle and interval on every TCP connection it dials or
     /// accepts (net.Dialer.KeepAlive, net.ListenConfig.KeepAlive; `defaultTCPKeepAlive`), after
-    /// connect and accept, so in default mode Go's values replace the policy's.
-    pub fn warning(&self, injection: &Injection) -> Option<&'static str> {
-        (self.go && self.mechanism == Mechanism::Seccomp && injection.mode != Mode::Force).then_some(
-            "Go sets its own keepalive (15 s idle and interval) on every connection it dials or accepts, so Go's values win over the policy's; use --force to keep the policy",
-        )
+    /// connect and accept, so in default mode Go's values replace the policy's; and a Go
+    /// program's sockets bypass the shim. A program that may be Go ([`Go::Unknown`]) is
+    /// mentioned only where that would change the outcome.
+    pub fn warning(&self, injection: &Injection) -> Option<String> {
+        let unsure = || {
+            format!(
+                "cannot tell whether {} is a Go program (it has no Go build-ID note, and its section headers are missing or cannot be read)",
+                self.judged.display()
+            )
+        };
+        let overridden = injection.mode != Mode::Force;
+        match (self.go, self.mechanism) {
+            (Go::Yes, Mechanism::Seccomp) if overridden => Some(
+                "Go sets its own keepalive (15 s idle and interval) on every connection it dials or accepts, so Go's values win over the policy's; use --force to keep the policy".into(),
+            ),
+            (Go::Unknown, Mechanism::Seccomp) if overridden => Some(format!(
+                "{}; if it is, Go's own keepalive (15 s idle and interval) wins over the policy's: use --force to keep the policy",
+                unsure()
+            )),
+            (Go::Unknown, Mechanism::Shim) => Some(format!(
+                "{}; if it is, its sockets bypass the shim: use --via seccomp",
+                unsure()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -156,32 +183,33 @@ impl Plan {
 /// whatever `via` says: the loader ignores LD_PRELOAD for them, and the no_new_privs that a
 /// seccomp filter needs would start them without their privileges.
 pub fn plan(program: &Path, via: Via) -> Result<Plan, Error> {
-    let blocked = reach(program)?;
-    let seccomp = |go| Plan {
-        mechanism: Mechanism::Seccomp,
+    let Examined {
+        judged,
+        blocked,
         go,
+    } = examine(program)?;
+    let plan = |mechanism| Plan {
+        mechanism,
+        go,
+        judged: judged.clone(),
     };
     match (blocked, via) {
-        (Some((program, why @ (Unreachable::SetId(_) | Unreachable::FileCapabilities))), _) => {
+        (Some(why @ (Unreachable::SetId(_) | Unreachable::FileCapabilities)), _) => {
             Err(Error::Privileged {
-                program,
+                program: judged,
                 why: why.reason(),
             })
         }
-        (Some((program, why)), Via::Shim) => Err(Error::Unreachable {
-            program,
+        (Some(why), Via::Shim) => Err(Error::Unreachable {
+            program: judged,
             why: why.reason(),
         }),
-        (Some((_, why)), Via::Seccomp | Via::Auto) => Ok(seccomp(why == Unreachable::Go)),
-        (None, Via::Seccomp) => Ok(seccomp(false)),
+        (Some(_), Via::Seccomp | Via::Auto) | (None, Via::Seccomp) => Ok(plan(Mechanism::Seccomp)),
         // A script may exec anything, a Go or static program among them (a wrapper that ends in
         // `exec ./server`), and the shim would silently miss it: the supervisor reaches every
         // program the script starts.
-        (None, Via::Auto) if is_script(program) => Ok(seccomp(false)),
-        (None, Via::Shim | Via::Auto) => Ok(Plan {
-            mechanism: Mechanism::Shim,
-            go: false,
-        }),
+        (None, Via::Auto) if is_script(program) => Ok(plan(Mechanism::Seccomp)),
+        (None, Via::Shim | Via::Auto) => Ok(plan(Mechanism::Shim)),
     }
 }
 
@@ -196,18 +224,42 @@ fn is_script(program: &Path) -> bool {
 /// Whether the shim can act inside `program`; a script is judged by its interpreter.
 /// `None` means nothing stands in the way.
 pub fn reach(program: &Path) -> Result<Option<(PathBuf, Unreachable)>, Error> {
+    let examined = examine(program)?;
+    Ok(examined.blocked.map(|why| (examined.judged, why)))
+}
+
+/// What [`examine`] found.
+struct Examined {
+    /// The program, or a script's interpreter.
+    judged: PathBuf,
+    /// What keeps the shim out, if anything.
+    blocked: Option<Unreachable>,
+    go: Go,
+}
+
+fn examine(program: &Path) -> Result<Examined, Error> {
     let mut current = program.to_path_buf();
-    for _ in 0..4 {
+    let found = |judged, blocked, go| Examined {
+        judged,
+        blocked,
+        go,
+    };
+    for depth in 0..4 {
+        // An interpreter that is missing or unreadable decides nothing here: exec reports it
+        // (ENOENT, EACCES) as the kernel sees it.
+        if depth > 0 && File::open(&current).is_err() {
+            return Ok(found(program.to_path_buf(), None, Go::No));
+        }
         let io = |source| Error::Io {
             what: current.display().to_string(),
             source,
         };
         let meta = current.metadata().map_err(io)?;
         if let Some(why) = setid(&meta) {
-            return Ok(Some((current, why)));
+            return Ok(found(current, Some(why), Go::No));
         }
         if !rustix::process::getuid().is_root() && has_file_caps(&current) {
-            return Ok(Some((current, Unreachable::FileCapabilities)));
+            return Ok(found(current, Some(Unreachable::FileCapabilities), Go::No));
         }
         let mut file = File::open(&current).map_err(io)?;
         let mut head = [0u8; 256];
@@ -218,17 +270,23 @@ pub fn reach(program: &Path) -> Result<Option<(PathBuf, Unreachable)>, Error> {
             continue;
         }
         if head.starts_with(b"\x7fELF") {
-            let elf = elf::inspect(&file).map_err(io)?;
-            if elf.go {
-                return Ok(Some((current, Unreachable::Go)));
-            }
-            if !elf.dynamic {
-                return Ok(Some((current, Unreachable::Static)));
-            }
+            // ELF headers we cannot read are headers the kernel cannot read either: nothing is
+            // decided here, and exec reports the kernel's verdict (exec format error).
+            let Ok(elf) = elf::inspect(&file) else {
+                return Ok(found(current, None, Go::No));
+            };
+            let blocked = if elf.go == Go::Yes {
+                Some(Unreachable::Go)
+            } else if elf.interpreter.is_none() {
+                Some(Unreachable::Static)
+            } else {
+                None
+            };
+            return Ok(found(current, blocked, elf.go));
         }
-        return Ok(None);
+        return Ok(found(current, None, Go::No));
     }
-    Ok(None)
+    Ok(found(current, None, Go::No))
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -306,19 +364,348 @@ pub fn environment(
     ]
 }
 
-/// Just enough ELF to answer two questions: dynamically linked (a PT_INTERP program header)?
-/// Go (a `.go.buildinfo` or `.note.go.buildid` section)?
-mod elf {
-    use std::fs::File;
-    use std::io;
-    use std::os::unix::fs::FileExt;
+/// What `keepalive run` is asked to do: start `program` (as typed: a path, or a name looked up
+/// in PATH) with `args`, and `injection` reaching it through `via`.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The policy and the shim's options.
+    pub injection: Injection,
+    /// The mechanism asked for.
+    pub via: Via,
+    /// The program, as typed; it is also its `argv[0]`.
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
 
-    pub struct Facts {
-        pub dynamic: bool,
-        pub go: bool,
+/// Why a program was not started. A program that is not there or cannot be run gets env(1)'s
+/// exit statuses, 127 and 126, so that they cannot be taken for one of the program's own.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// No such program (exit status 127): not in PATH, no such file, or the interpreter it
+    /// names (`#!`, or an ELF's PT_INTERP) does not exist.
+    #[error("cannot run {program}: {why}")]
+    NotFound {
+        /// The program, as typed.
+        program: String,
+        /// What is missing.
+        why: String,
+    },
+    /// The program is there but cannot be run (exit status 126): no execute permission, a
+    /// directory, an exec format error.
+    #[error("cannot run {program}: {why}")]
+    CannotRun {
+        /// The program, as typed.
+        program: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Anything else: a bad policy, no shim, no seccomp, a program the mechanism cannot reach.
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+/// env(1)'s exit status for a program it cannot find.
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// env(1)'s exit status for a program it finds but cannot run.
+pub const EXIT_CANNOT_RUN: u8 = 126;
+
+impl LaunchError {
+    /// The exit status for a program that was not found (127) or cannot be run (126); `None`
+    /// for [`LaunchError::Other`], whose [`Error::class`] decides.
+    pub fn exit_status(&self) -> Option<u8> {
+        match self {
+            LaunchError::NotFound { .. } => Some(EXIT_NOT_FOUND),
+            LaunchError::CannotRun { .. } => Some(EXIT_CANNOT_RUN),
+            LaunchError::Other(_) => None,
+        }
+    }
+}
+
+/// `keepalive run`: checks the policy against this network namespace's sysctls (so that
+/// `user-timeout=auto` cannot fail later in the program), finds the program and checks that it
+/// can run, chooses the mechanism ([`plan`]), then starts it. Through the shim the program
+/// replaces this process (same pid, exit status and signals) and this returns only on failure;
+/// through seccomp this process stays its parent, and the result is how the program ended.
+/// `warn` hears anything the user should know before the program starts ([`Plan::warning`]).
+pub fn run(request: &Request, warn: &mut dyn FnMut(&str)) -> Result<Exit, LaunchError> {
+    check(&request.injection)?;
+    let program = locate(&request.program)?;
+    let plan = plan(&program, request.via)?;
+    if let Some(warning) = plan.warning(&request.injection) {
+        warn(&warning);
+    }
+    match plan.mechanism {
+        Mechanism::Shim => {
+            let vars = shim_environment(&request.injection)?;
+            let env: Vec<_> = std::env::vars_os()
+                .filter(|(key, _)| vars.iter().all(|(ours, _)| ours != key))
+                .chain(vars.clone())
+                .collect();
+            let exec = Exec::new(&program, &request.program, &request.args, env)
+                .map_err(|source| starting(&program, source))?;
+            Err(exec_failure(
+                &request.program,
+                &program,
+                exec.replace_process(),
+            ))
+        }
+        Mechanism::Seccomp => crate::supervise::run(
+            &program,
+            &request.program,
+            &request.args,
+            &request.injection,
+        ),
+    }
+}
+
+/// The LD_PRELOAD and KEEPALIVE_POLICY that [`run`] would start a program with through the
+/// shim, for other launchers (`keepalive run --print-env`), after the same checks.
+pub fn shim_variables(injection: &Injection) -> Result<[(OsString, OsString); 2], Error> {
+    check(injection)?;
+    shim_environment(injection)
+}
+
+/// `user-timeout=auto` is worked out in the program against these same sysctls; refuse it here
+/// if it cannot be, rather than let the shim warn later.
+fn check(injection: &Injection) -> Result<(), Error> {
+    let defaults = crate::sysctl::Sysctls::current().read()?;
+    injection.policy.resolve(&defaults.settings())?;
+    Ok(())
+}
+
+/// The shim found from this executable, appended to this process's LD_PRELOAD.
+fn shim_environment(injection: &Injection) -> Result<[(OsString, OsString); 2], Error> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        what: "finding the keepalive executable".into(),
+        source,
+    })?;
+    let shim = find_shim(&exe, std::env::var_os(SHIM_ENV).as_deref())?;
+    Ok(environment(
+        &shim,
+        std::env::var_os("LD_PRELOAD").as_deref(),
+        injection,
+    ))
+}
+
+/// The program `name` names, checked as execve(2) would before anything starts: there (or
+/// [`LaunchError::NotFound`]), a regular file this process may execute (or
+/// [`LaunchError::CannotRun`]).
+fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
+    let shown = name.to_string_lossy().into_owned();
+    let path_var = std::env::var_os("PATH");
+    let Some(program) = resolve_program(name, path_var.as_deref()) else {
+        return Err(LaunchError::NotFound {
+            program: shown,
+            why: format!(
+                "no such command in PATH ({})",
+                path_var.as_deref().unwrap_or_default().to_string_lossy()
+            ),
+        });
+    };
+    let cannot = |why: String| LaunchError::CannotRun {
+        program: shown.clone(),
+        why,
+    };
+    let meta = match program.metadata() {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LaunchError::NotFound {
+                program: shown.clone(),
+                why: "no such file or directory".into(),
+            });
+        }
+        Err(e) => return Err(cannot(e.to_string())),
+    };
+    if meta.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    if !meta.is_file() {
+        return Err(cannot("it is not a regular file".into()));
+    }
+    if rustix::fs::access(&program, rustix::fs::Access::EXEC_OK).is_err() {
+        return Err(cannot(format!(
+            "it has no execute permission for this user (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(program)
+}
+
+fn starting(program: &Path, source: std::io::Error) -> LaunchError {
+    LaunchError::Other(Error::Io {
+        what: format!("starting {}", program.display()),
+        source,
+    })
+}
+
+/// What a failed execve(2) of `program` (typed as `name`) means, in env(1)'s terms: ENOENT
+/// after [`locate`] found the file is its interpreter missing (127), anything else is a program
+/// that cannot run (126).
+pub(crate) fn exec_failure(name: &OsStr, program: &Path, error: std::io::Error) -> LaunchError {
+    let program_shown = name.to_string_lossy().into_owned();
+    match rustix::io::Errno::from_io_error(&error) {
+        Some(rustix::io::Errno::NOENT) => LaunchError::NotFound {
+            program: program_shown,
+            why: match interpreter_of(program) {
+                Some(interpreter) => {
+                    format!("its interpreter {} does not exist", interpreter.display())
+                }
+                None => "no such file or directory".into(),
+            },
+        },
+        errno => LaunchError::CannotRun {
+            program: program_shown,
+            why: match errno {
+                Some(rustix::io::Errno::NOEXEC) => "exec format error: the kernel cannot run it (not a program for this machine, or a script without a #! line)".into(),
+                Some(rustix::io::Errno::ACCESS) => "permission denied (no execute permission for it or its interpreter, or its file system is mounted noexec)".into(),
+                Some(rustix::io::Errno::TXTBSY) => "it is open for writing (text file busy)".into(),
+                _ => error.to_string(),
+            },
+        },
+    }
+}
+
+/// The interpreter the kernel would start for `program`: a `#!` line's, or an ELF's PT_INTERP.
+fn interpreter_of(program: &Path) -> Option<PathBuf> {
+    let mut file = File::open(program).ok()?;
+    let mut head = [0u8; 256];
+    let n = read_up_to(&mut file, &mut head).ok()?;
+    let head = head.get(..n)?;
+    if let Some(line) = head.strip_prefix(b"#!") {
+        let line = line.split(|b| *b == b'\n').next()?;
+        let word = line
+            .split(|b| *b == b' ' || *b == b'\t')
+            .find(|w| !w.is_empty())?;
+        return Some(PathBuf::from(OsStr::from_bytes(word)));
+    }
+    elf::inspect(&file).ok()?.interpreter
+}
+
+/// An execve(2) made ready before any fork: the path, `argv` and `envp` as C strings and the
+/// pointer arrays over them, so that [`Exec::exec`] allocates nothing and may run in a forked
+/// child. It execs exactly `path`: no PATH search, and none of execvp(3)'s retry with /bin/sh
+/// on ENOEXEC, so a file the kernel cannot run is reported as such (126).
+pub(crate) struct Exec {
+    path: std::ffi::CString,
+    /// Owns the strings `argv` and `envp` point into (a CString's bytes never move).
+    _strings: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into the CStrings the struct owns, which are never changed or
+// freed while it lives; sharing or sending them is sharing or sending read-only bytes.
+unsafe impl Send for Exec {}
+// SAFETY: as for Send; nothing is ever written through the pointers.
+unsafe impl Sync for Exec {}
+
+impl Exec {
+    /// `arg0` is `argv[0]`; `env` the whole environment, as `KEY=VALUE`.
+    pub(crate) fn new(
+        path: &Path,
+        arg0: &OsStr,
+        args: &[OsString],
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> std::io::Result<Exec> {
+        use std::ffi::CString;
+        let c = |bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "an argument or environment variable contains a NUL byte",
+                )
+            })
+        };
+        let argv: Vec<CString> = std::iter::once(arg0)
+            .chain(args.iter().map(OsString::as_os_str))
+            .map(|a| c(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = env
+            .into_iter()
+            .map(|(key, value)| c(&[key.as_bytes(), b"=", value.as_bytes()].concat()))
+            .collect::<Result<_, _>>()?;
+        let pointers = |strings: &[CString]| {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&envp));
+        Ok(Exec {
+            path: c(path.as_os_str().as_bytes())?,
+            _strings: argv.into_iter().chain(envp).collect(),
+            argv: argv_ptrs,
+            envp: envp_ptrs,
+        })
     }
 
-    const PT_INTERP: u32 = 3;
+    /// execve(2); returns only if it failed, with why. Async-signal-safe: no allocation.
+    pub(crate) fn exec(&self) -> std::io::Error {
+        // SAFETY: a NUL-terminated path and NULL-terminated arrays of NUL-terminated strings,
+        // all owned by `self`, which outlives the call.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        std::io::Error::last_os_error()
+    }
+
+    /// Replaces this process with the program, as `Command::exec` does: the signal mask
+    /// emptied and SIGPIPE back to its default action (Rust ignores it; the program must not
+    /// inherit that), both restored if the exec fails.
+    pub(crate) fn replace_process(&self) -> std::io::Error {
+        // SAFETY: sigset_t is plain data, filled by sigemptyset before use; pthread_sigmask and
+        // signal change only this thread's mask and the process's SIGPIPE disposition, and are
+        // given valid pointers.
+        unsafe {
+            let mut empty = std::mem::zeroed::<libc::sigset_t>();
+            let mut old = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, &mut old);
+            let pipe = libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let error = self.exec();
+            libc::signal(libc::SIGPIPE, pipe);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            error
+        }
+    }
+}
+
+/// Just enough ELF to answer two questions, from the program headers first, as the kernel and
+/// the loader do (they never look at section headers): dynamically linked (a PT_INTERP program
+/// header names the loader; a static-pie program has PT_DYNAMIC but no PT_INTERP, relocates
+/// itself, and no loader reads LD_PRELOAD for it)? Go (a PT_NOTE segment with Go's build-ID
+/// note, which the Go linker always writes, or else a `.go.buildinfo` or `.note.go.buildid`
+/// section)? Section headers are optional in an executable (a truncated or `sstrip`ped file
+/// runs without them), so when they are missing or cannot be read, Go is [`Go::Unknown`].
+mod elf {
+    use std::ffi::OsStr;
+    use std::fs::File;
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileExt;
+    use std::path::PathBuf;
+
+    /// Whether a program is written in Go.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Go {
+        /// It carries Go's build-ID note or Go's sections.
+        Yes,
+        /// Its section headers say it is not.
+        No,
+        /// No Go note in its program headers, and no section headers that could be read.
+        Unknown,
+    }
+
+    pub struct Facts {
+        /// PT_INTERP: the dynamic loader the kernel starts for it; `None` is static.
+        pub interpreter: Option<PathBuf>,
+        pub go: Go,
+    }
+
+    const PT_INTERP: u64 = 3;
+    const PT_NOTE: u64 = 4;
+    /// ELF_NOTE_GOBUILDID_TAG in Go's cmd/link (`.note.go.buildid`, owner "Go").
+    const NT_GO_BUILDID: u64 = 4;
 
     fn bad() -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, "malformed ELF headers")
@@ -331,16 +718,20 @@ mod elf {
     }
 
     impl Reader<'_> {
-        fn bytes(&self, at: u64, n: usize) -> io::Result<Vec<u8>> {
+        fn bytes(&self, at: u64, n: u64) -> io::Result<Vec<u8>> {
             if n > 1 << 24 {
                 return Err(bad());
             }
-            let mut buf = vec![0; n];
+            let mut buf = vec![0; n as usize];
             self.file.read_exact_at(&mut buf, at)?;
             Ok(buf)
         }
-        fn uint(&self, at: u64, n: usize) -> io::Result<u64> {
-            let b = self.bytes(at, n)?;
+        /// An `n`-byte integer at `at` in `buf`, in the file's byte order.
+        fn uint(&self, buf: &[u8], at: u64, n: usize) -> io::Result<u64> {
+            let at = usize::try_from(at).map_err(|_| bad())?;
+            let b = buf
+                .get(at..at.checked_add(n).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
             let mut v = 0u64;
             for i in 0..n {
                 let byte = if self.le { b[n - 1 - i] } else { b[i] };
@@ -349,54 +740,136 @@ mod elf {
             Ok(v)
         }
         /// An address-sized field: 8 bytes in ELF64, 4 in ELF32.
-        fn addr(&self, at: u64) -> io::Result<u64> {
-            self.uint(at, if self.wide { 8 } else { 4 })
+        fn addr(&self, buf: &[u8], at: u64) -> io::Result<u64> {
+            self.uint(buf, at, if self.wide { 8 } else { 4 })
         }
     }
 
+    /// Fails only when the ELF header or the program headers cannot be read: then the kernel
+    /// cannot start the program either.
     pub fn inspect(file: &File) -> io::Result<Facts> {
-        let mut ident = [0u8; 6];
-        file.read_exact_at(&mut ident, 0)?;
+        let mut header = [0u8; 64];
+        let n = file.read_at(&mut header, 0)?;
+        let header = &header[..n];
         let r = Reader {
             file,
-            wide: ident[4] == 2,
-            le: ident[5] == 1,
+            wide: match header.get(4) {
+                Some(1) => false,
+                Some(2) => true,
+                _ => return Err(bad()),
+            },
+            le: match header.get(5) {
+                Some(1) => true,
+                Some(2) => false,
+                _ => return Err(bad()),
+            },
         };
-        let (phoff, shoff) = if r.wide {
-            (r.addr(0x20)?, r.addr(0x28)?)
+        let (phoff_at, shoff_at, base) = if r.wide {
+            (0x20, 0x28, 0x36)
         } else {
-            (r.addr(0x1c)?, r.addr(0x20)?)
+            (0x1c, 0x20, 0x2a)
         };
-        let base = if r.wide { 0x36 } else { 0x2a };
-        let phentsize = r.uint(base, 2)?;
-        let phnum = r.uint(base + 2, 2)?;
-        let shentsize = r.uint(base + 4, 2)?;
-        let shnum = r.uint(base + 6, 2)?;
-        let shstrndx = r.uint(base + 8, 2)?;
-
-        let mut dynamic = false;
+        let phoff = r.addr(header, phoff_at)?;
+        let phentsize = r.uint(header, base, 2)?;
+        let phnum = r.uint(header, base + 2, 2)?;
+        let table = r.bytes(phoff, phnum * phentsize)?;
+        // p_offset, p_filesz and p_align in a program header.
+        let (off_at, size_at, align_at) = if r.wide {
+            (0x08, 0x20, 0x30)
+        } else {
+            (0x04, 0x10, 0x1c)
+        };
+        let mut interpreter = None;
+        let mut go_note = false;
         for i in 0..phnum {
-            if r.uint(phoff + i * phentsize, 4)? as u32 == PT_INTERP {
-                dynamic = true;
-            }
-        }
-
-        let mut go = false;
-        if shoff != 0 && shnum != 0 && shstrndx < shnum {
-            // sh_offset and sh_size of the section-name string table.
-            let (off_at, size_at) = if r.wide { (0x18, 0x20) } else { (0x10, 0x14) };
-            let strtab = shoff + shstrndx * shentsize;
-            let names = r.bytes(r.addr(strtab + off_at)?, r.addr(strtab + size_at)? as usize)?;
-            for i in 0..shnum {
-                let name_at = r.uint(shoff + i * shentsize, 4)? as usize;
-                let name = names.get(name_at..).unwrap_or(&[]);
-                let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
-                if name == b".go.buildinfo" || name == b".note.go.buildid" {
-                    go = true;
+            let ph = i * phentsize;
+            let kind = r.uint(&table, ph, 4)?;
+            let (offset, size) = (r.addr(&table, ph + off_at)?, r.addr(&table, ph + size_at)?);
+            if kind == PT_INTERP {
+                let path = r.bytes(offset, size.min(4096))?;
+                let path = path.split(|b| *b == 0).next().unwrap_or(&[]);
+                interpreter = Some(PathBuf::from(OsStr::from_bytes(path)));
+            } else if kind == PT_NOTE && !go_note {
+                let align = if r.addr(&table, ph + align_at)? == 8 {
+                    8
+                } else {
+                    4
+                };
+                // A note segment that cannot be read holds no note we can use.
+                if let Ok(notes) = r.bytes(offset, size.min(1 << 16)) {
+                    go_note = has_go_note(&r, &notes, align);
                 }
             }
         }
-        Ok(Facts { dynamic, go })
+        let go = if go_note {
+            Go::Yes
+        } else {
+            match go_sections(&r, header, shoff_at, base) {
+                Ok(true) => Go::Yes,
+                Ok(false) => Go::No,
+                Err(_) => Go::Unknown,
+            }
+        };
+        Ok(Facts { interpreter, go })
+    }
+
+    /// Whether a note segment holds Go's build ID: entries of namesz, descsz and type (4 bytes
+    /// each), then the name and the description, each padded to `align`.
+    fn has_go_note(r: &Reader<'_>, notes: &[u8], align: u64) -> bool {
+        let pad = |n: u64| n.checked_add(align - 1).map(|n| n & !(align - 1));
+        let mut at = 0u64;
+        while let (Ok(namesz), Ok(descsz), Ok(kind)) = (
+            r.uint(notes, at, 4),
+            r.uint(notes, at + 4, 4),
+            r.uint(notes, at + 8, 4),
+        ) {
+            let name_at = at + 12;
+            let name = usize::try_from(name_at)
+                .ok()
+                .and_then(|from| notes.get(from..from.checked_add(namesz as usize)?));
+            if kind == NT_GO_BUILDID
+                && name.is_some_and(|n| n.split(|b| *b == 0).next() == Some(b"Go"))
+            {
+                return true;
+            }
+            let next = pad(namesz)
+                .and_then(|n| n.checked_add(pad(descsz)?))
+                .and_then(|n| n.checked_add(name_at));
+            match next {
+                Some(next) if next > at => at = next,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether the section headers name a Go section; an error when there are none or they
+    /// cannot be read (a truncated file, an offset past its end).
+    fn go_sections(r: &Reader<'_>, header: &[u8], shoff_at: u64, base: u64) -> io::Result<bool> {
+        let shoff = r.addr(header, shoff_at)?;
+        let shentsize = r.uint(header, base + 4, 2)?;
+        let shnum = r.uint(header, base + 6, 2)?;
+        let shstrndx = r.uint(header, base + 8, 2)?;
+        if shoff == 0 || shnum == 0 || shstrndx >= shnum {
+            return Err(bad());
+        }
+        let table = r.bytes(shoff, shnum * shentsize)?;
+        // sh_offset and sh_size of the section-name string table.
+        let (off_at, size_at) = if r.wide { (0x18, 0x20) } else { (0x10, 0x14) };
+        let strtab = shstrndx * shentsize;
+        let names = r.bytes(
+            r.addr(&table, strtab + off_at)?,
+            r.addr(&table, strtab + size_at)?,
+        )?;
+        for i in 0..shnum {
+            let name_at = r.uint(&table, i * shentsize, 4)? as usize;
+            let name = names.get(name_at..).unwrap_or(&[]);
+            let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
+            if name == b".go.buildinfo" || name == b".note.go.buildid" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -446,5 +919,42 @@ mod tests {
     fn this_test_binary_is_dynamic_and_not_go() {
         let me = std::env::current_exe().unwrap();
         assert_eq!(reach(&me).unwrap(), None);
+        let elf = elf::inspect(&File::open(&me).unwrap()).unwrap();
+        assert!(elf.interpreter.is_some());
+        assert_eq!(elf.go, Go::No);
+    }
+
+    #[test]
+    fn program_headers_answer_without_section_headers() {
+        let bytes = std::fs::read("/bin/true").unwrap();
+        let shoff = u64::from_le_bytes(bytes[0x28..0x30].try_into().unwrap()) as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("true");
+        std::fs::write(&cut, &bytes[..shoff]).unwrap();
+        let elf = elf::inspect(&File::open(&cut).unwrap()).unwrap();
+        assert!(elf.interpreter.is_some_and(|i| i.is_absolute()));
+        assert_eq!(elf.go, Go::Unknown);
+        assert_eq!(reach(&cut).unwrap(), None);
+        // Not even program headers: nothing decided, the kernel will say ENOEXEC.
+        std::fs::write(&cut, &bytes[..0x40]).unwrap();
+        assert!(elf::inspect(&File::open(&cut).unwrap()).is_err());
+        assert_eq!(reach(&cut).unwrap(), None);
+    }
+
+    #[test]
+    fn exec_failures_in_env_terms() {
+        let name = OsStr::new("prog");
+        let status = |errno: i32| {
+            exec_failure(
+                name,
+                Path::new("/nonexistent"),
+                std::io::Error::from_raw_os_error(errno),
+            )
+            .exit_status()
+        };
+        assert_eq!(status(libc::ENOENT), Some(EXIT_NOT_FOUND));
+        for errno in [libc::EACCES, libc::ENOEXEC, libc::ETXTBSY, libc::E2BIG] {
+            assert_eq!(status(errno), Some(EXIT_CANNOT_RUN), "errno {errno}");
+        }
     }
 }

@@ -35,6 +35,7 @@ mod supervisor;
 mod sys;
 
 use crate::error::Error;
+use crate::launch::{Exec, LaunchError, exec_failure};
 use crate::policy::injection::Injection;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -99,13 +100,14 @@ pub fn available() -> Result<(), Error> {
 /// Runs `program` (named `arg0`, with `args`) under the supervisor with `injection`, passes
 /// signals on, and returns how it ended once it and every process it started are gone. A
 /// terminating signal (SIGTERM, SIGINT, SIGHUP) that arrives after the program exited, while
-/// processes it started still run, ends the wait early.
+/// processes it started still run, ends the wait early. A program the kernel will not exec is
+/// [`LaunchError::NotFound`] or [`LaunchError::CannotRun`], as in [`crate::launch::run`].
 pub fn run(
     program: &Path,
     arg0: &OsStr,
     args: &[OsString],
     injection: &Injection,
-) -> Result<Exit, Error> {
+) -> Result<Exit, LaunchError> {
     available()?;
     let filter = filter::program(injection).ok_or(Error::SeccompUnavailable {
         why: "no filter for this architecture".into(),
@@ -128,19 +130,33 @@ pub fn run(
     sys::block(&signals).map_err(io_err("blocking signals"))?;
     let sigfd = sys::signalfd(&signals).map_err(io_err("signalfd"))?;
 
+    // The child execs the program itself, at the end of `child_setup`: exactly `program`,
+    // without execvp's retry through /bin/sh on ENOEXEC (see [`Exec`]). Command still forks,
+    // sets up stdio and the signal state, and reports the exec's error.
+    let exec = Exec::new(program, arg0, args, std::env::vars_os())
+        .map_err(io_err(&format!("starting {}", program.display())))?;
     let mut cmd = Command::new(program);
-    cmd.arg0(arg0).args(args);
     let theirs_fd = theirs.as_raw_fd();
     // SAFETY: the closure runs in the forked child between fork and exec, where only
     // async-signal-safe work is allowed: it makes system calls (prctl, seccomp, sendmsg,
-    // close, sigprocmask) on stack data and the filter built before the fork, and allocates
-    // nothing.
+    // close, sigprocmask, execve) on stack data, the filter and the exec's strings built
+    // before the fork, and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || child_setup(theirs_fd, &filter));
+        cmd.pre_exec(move || {
+            child_setup(theirs_fd, &filter)?;
+            Err(exec.exec())
+        });
     }
     let spawned = cmd.spawn();
     drop(theirs);
-    let mut child = spawned.map_err(io_err(&format!("starting {}", program.display())))?;
+    let mut child = match spawned {
+        Ok(child) => child,
+        // The child handed the listener over just before its execve: the exec itself failed.
+        Err(e) if receive_listener(ours.as_fd(), RecvFlags::DONTWAIT).is_ok() => {
+            return Err(exec_failure(arg0, program, e));
+        }
+        Err(e) => return Err(io_err(&format!("starting {}", program.display()))(e).into()),
+    };
     let group = child.id() as i32;
     sys::own_group(group);
     if let Some(tty) = tty {
@@ -161,7 +177,7 @@ pub fn run(
             let _ = child.kill();
             let _ = child.wait();
             take_back();
-            return Err(e);
+            return Err(e.into());
         }
     };
 
@@ -177,7 +193,7 @@ pub fn run(
         }
         match poll(&mut fds, None) {
             Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(io_err("poll")(e.into())),
+            Err(e) => return Err(io_err("poll")(e.into()).into()),
         }
         let ready: Vec<PollFlags> = fds.iter().map(PollFd::revents).collect();
         if ready[1].intersects(PollFlags::HUP | PollFlags::ERR) {
@@ -232,7 +248,8 @@ fn start_supervisor(
         what: what.to_owned(),
         source: e,
     };
-    let listener = receive_listener(ours.as_fd()).map_err(|e| fail("receiving the listener", e))?;
+    let listener = receive_listener(ours.as_fd(), RecvFlags::empty())
+        .map_err(|e| fail("receiving the listener", e))?;
     let hup = listener
         .try_clone()
         .map_err(|e| fail("duplicating the listener", e))?;
@@ -268,8 +285,9 @@ fn child_setup(to_parent: RawFd, filter: &[libc::sock_filter]) -> io::Result<()>
     Ok(())
 }
 
-/// The listener the child sent; EOF (the child died first) is an error.
-fn receive_listener(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// The listener the child sent; EOF (the child died first) is an error, and so is nothing
+/// there yet with `flags` DONTWAIT.
+fn receive_listener(sock: BorrowedFd<'_>, flags: RecvFlags) -> io::Result<OwnedFd> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
@@ -277,7 +295,7 @@ fn receive_listener(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
         sock,
         &mut [IoSliceMut::new(&mut byte)],
         &mut cmsg,
-        RecvFlags::CMSG_CLOEXEC,
+        RecvFlags::CMSG_CLOEXEC | flags,
     )?;
     for msg in cmsg.drain() {
         if let RecvAncillaryMessage::ScmRights(mut fds) = msg

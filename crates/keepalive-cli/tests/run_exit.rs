@@ -1,0 +1,297 @@
+//! `keepalive run` against programs that are not there, cannot run, or are odd but run: env(1)'s
+//! exit statuses (127 not found, 126 cannot run) through every mechanism; `--no-inherit`
+//! leaving no LD_PRELOAD behind; and ELF files whose section headers are cut off, which run
+//! and must not be refused.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use testkit::{assert_one_line_failure, bounded_output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepalive");
+const LIMIT: Duration = Duration::from_secs(30);
+const VIAS: [&str; 3] = ["shim", "seccomp", "auto"];
+
+fn keepalive() -> Command {
+    testkit::shim_next_to(Path::new(BIN));
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("LD_PRELOAD")
+        .env_remove("KEEPALIVE_POLICY");
+    cmd
+}
+
+/// `keepalive run --via VIA ARGS`, to its end (bounded).
+fn run(via: &str, args: &[&str]) -> Output {
+    bounded_output(keepalive().args(["run", "--via", via]).args(args), LIMIT)
+}
+
+fn write_program(path: &Path, content: &[u8], mode: u32) -> String {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_missing_program_exits_127_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_program(
+        &dir.path().join("no-interpreter"),
+        b"#!/nonexistent/keepalive-test/sh\necho ran\n",
+        0o755,
+    );
+    for via in VIAS {
+        let out = run(via, &["--", "/nonexistent/keepalive-test/prog"]);
+        assert_one_line_failure(
+            &out,
+            127,
+            &["/nonexistent/keepalive-test/prog", "no such file"],
+        );
+        // The interpreter is what is missing: execve says ENOENT, env(1) says 127.
+        let out = run(via, &["--", &script]);
+        assert_one_line_failure(
+            &out,
+            127,
+            &[&script, "interpreter /nonexistent/keepalive-test/sh"],
+        );
+        assert!(out.stdout.is_empty(), "--via {via}: {out:?}");
+        // Looked up in PATH (an empty directory here) and not there.
+        let out = bounded_output(
+            keepalive()
+                .args(["run", "--via", via, "--", "keepalive-test-no-such-command"])
+                .env("PATH", dir.path()),
+            LIMIT,
+        );
+        assert_one_line_failure(
+            &out,
+            127,
+            &["keepalive-test-no-such-command", "not", "PATH"],
+        );
+    }
+}
+
+#[test]
+fn a_program_that_cannot_run_exits_126_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let no_x = write_program(
+        &dir.path().join("not-executable"),
+        format!("#!/bin/sh\ntouch {}\n", marker.display()).as_bytes(),
+        0o644,
+    );
+    let a_dir = dir.path().join("a-directory");
+    std::fs::create_dir(&a_dir).unwrap();
+    let a_dir = a_dir.to_str().unwrap();
+    // Bytes the kernel recognises as no format it knows; execvp(3) would hand them to /bin/sh.
+    let garbage = write_program(
+        &dir.path().join("garbage"),
+        b"\x01\x02\x03\x04 not a program\n",
+        0o755,
+    );
+    // A well-formed ELF for another machine: e_machine changed in a copy of /bin/true.
+    let mut elf = std::fs::read("/bin/true").unwrap();
+    let other = if cfg!(target_arch = "aarch64") {
+        62u16
+    } else {
+        183
+    };
+    elf[0x12..0x14].copy_from_slice(&other.to_le_bytes());
+    let foreign = write_program(&dir.path().join("foreign-elf"), &elf, 0o755);
+    for via in VIAS {
+        for (program, needle) in [
+            (&no_x[..], "execute permission"),
+            (a_dir, "directory"),
+            (&garbage[..], "exec format error"),
+            (&foreign[..], "exec format error"),
+        ] {
+            let out = run(via, &["--", program]);
+            assert_one_line_failure(&out, 126, &[program, needle]);
+            assert!(out.stdout.is_empty(), "--via {via} {program}: {out:?}");
+        }
+        assert!(!marker.exists(), "--via {via}: the program ran");
+    }
+}
+
+#[test]
+fn a_programs_own_126_and_127_pass_through() {
+    for via in VIAS {
+        for code in ["126", "127"] {
+            let out = run(via, &["--", "/bin/sh", "-c", &format!("exit {code}")]);
+            assert_eq!(
+                out.status.code(),
+                Some(code.parse().unwrap()),
+                "--via {via}: {out:?}"
+            );
+            assert!(out.stderr.is_empty(), "--via {via}: {out:?}");
+        }
+    }
+}
+
+/// `env` started by the program shows the environment the program's children get.
+fn childrens_environment(preload: Option<&str>) -> Vec<String> {
+    let mut cmd = keepalive();
+    cmd.args([
+        "run",
+        "--via",
+        "shim",
+        "--no-inherit",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec /usr/bin/env",
+    ]);
+    if let Some(preload) = preload {
+        cmd.env("LD_PRELOAD", preload);
+    }
+    let out = bounded_output(&mut cmd, LIMIT);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("LD_PRELOAD"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_inherit_leaves_no_ld_preload_in_the_childrens_environment() {
+    assert_eq!(childrens_environment(None), Vec::<String>::new());
+    // Blanks left over from the user's own value do not keep it either.
+    assert_eq!(childrens_environment(Some(" : ")), Vec::<String>::new());
+    // Another library stays, and only it.
+    assert_eq!(
+        childrens_environment(Some("libc.so.6")),
+        vec!["LD_PRELOAD=libc.so.6".to_owned()]
+    );
+    assert_eq!(
+        childrens_environment(Some("libc.so.6 libm.so.6")),
+        vec!["LD_PRELOAD=libc.so.6:libm.so.6".to_owned()]
+    );
+    // Without --no-inherit the children keep the shim, as before.
+    let out = bounded_output(
+        keepalive().args([
+            "run",
+            "--via",
+            "shim",
+            "--",
+            "/bin/sh",
+            "-c",
+            "exec /usr/bin/env",
+        ]),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("LD_PRELOAD=/") && l.ends_with("/libkeepalive_inject.so")),
+        "{text}"
+    );
+}
+
+/// Copies of `src` named `dir/*/NAME` whose section headers cannot be read: one with e_shoff
+/// pointing past the end of the file, and one cut off where the section header table begins
+/// when that table ends the file (as GCC lays it out), or else (Go puts it first) with the
+/// table overwritten by 0xff bytes. Each still runs, and exits with `status`.
+fn without_section_headers(src: &Path, dir: &Path, name: &str, status: i32) -> [PathBuf; 2] {
+    let bytes = std::fs::read(src).unwrap();
+    assert!(
+        bytes.starts_with(b"\x7fELF\x02\x01"),
+        "{} is not a little-endian ELF64",
+        src.display()
+    );
+    let field = |at: usize, n: usize| {
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(&bytes[at..at + n]);
+        u64::from_le_bytes(v) as usize
+    };
+    let (shoff, shentsize, shnum) = (field(0x28, 8), field(0x3a, 2), field(0x3c, 2));
+    let table_end = shoff + shentsize * shnum;
+    assert!(shoff > 0 && table_end <= bytes.len(), "{}", src.display());
+    let copy = |kind: &str, content: &[u8]| {
+        let path = dir.join(kind);
+        std::fs::create_dir_all(&path).unwrap();
+        let path = path.join(name);
+        write_program(&path, content, 0o755);
+        path
+    };
+    let mut moved = bytes.clone();
+    moved[0x28..0x30].copy_from_slice(&(bytes.len() as u64 + 4096).to_le_bytes());
+    let past = copy("past", &moved);
+    let broken = if table_end == bytes.len() {
+        copy("cut", &bytes[..shoff])
+    } else {
+        let mut spoiled = bytes.clone();
+        spoiled[shoff..table_end].fill(0xff);
+        copy("spoiled", &spoiled)
+    };
+    for copy in [&past, &broken] {
+        let out = bounded_output(&mut Command::new(copy), LIMIT);
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{}: {out:?}",
+            copy.display()
+        );
+    }
+    [past, broken]
+}
+
+#[test]
+fn a_dynamic_program_without_section_headers_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for copy in without_section_headers(Path::new("/bin/true"), dir.path(), "true", 0) {
+        let copy = copy.to_str().unwrap();
+        for via in VIAS {
+            let out = run(via, &["--", copy]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "--via {via} {copy}: {err}");
+            // It may be Go, for all its headers say; that matters to the shim, which is told.
+            if via != "seccomp" {
+                assert!(
+                    err.contains("cannot tell whether") && err.contains("--via seccomp"),
+                    "--via {via} {copy}: {err}"
+                );
+            }
+        }
+        // Under force mode seccomp wins whatever it is: nothing to say.
+        let out = run("seccomp", &["--force", "--", copy]);
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    }
+}
+
+#[test]
+fn a_static_program_without_section_headers_is_still_static() {
+    let busybox = Path::new("/bin/busybox");
+    testkit::require_program("busybox", "busybox-static");
+    let dir = tempfile::tempdir().unwrap();
+    // Named `true`, busybox runs its `true` applet.
+    for copy in without_section_headers(busybox, dir.path(), "true", 0) {
+        let copy = copy.to_str().unwrap();
+        for via in ["seccomp", "auto"] {
+            let out = run(via, &["--force", "--", copy]);
+            assert!(out.status.success(), "--via {via} {copy}: {out:?}");
+        }
+        // The program headers alone say it is static (no PT_INTERP).
+        let out = run("shim", &["--", copy]);
+        assert_one_line_failure(&out, 1, &[copy, "statically linked", "--via seccomp"]);
+    }
+}
+
+#[test]
+fn a_go_program_without_section_headers_is_still_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/client.go");
+    let go = testkit::go_build(&src, dir.path());
+    for copy in without_section_headers(&go, dir.path(), "client", 2) {
+        let copy = copy.to_str().unwrap();
+        // Go's build-ID note is in a PT_NOTE segment: no section header is needed to see it.
+        let out = run("shim", &["--", copy]);
+        assert_one_line_failure(&out, 1, &[copy, "Go program", "--via seccomp"]);
+        // Through seccomp it runs (and exits 2: Go's panic for its missing argument), with
+        // the warning Go programs get.
+        let out = run("auto", &["--", copy]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("Go sets its own keepalive"), "{err}");
+    }
+}
