@@ -14,7 +14,7 @@
 //!   call is queued on the listener.
 //! - The supervisor, a thread of the launcher, receives each call, duplicates the socket with
 //!   pidfd_getfd (Linux 5.6), applies the policy to the duplicate (the same socket), and lets
-//!   the call run with SECCOMP_USER_NOTIF_FLAG_CONTINUE (Linux 5.5). See [`supervisor`].
+//!   the call run with SECCOMP_USER_NOTIF_FLAG_CONTINUE (Linux 5.5). See the `supervisor` module.
 //! - When no task uses the filter any more the listener reports POLLHUP and the supervisor
 //!   ends. The launcher waits for the program, passes on its exit status (re-raising a signal
 //!   that killed it), and passes signals sent to the launcher on to the program.
