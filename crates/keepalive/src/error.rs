@@ -97,9 +97,6 @@ pub enum Error {
     /// The shim's path cannot go into LD_PRELOAD.
     #[error("the shim's path {} contains ':' or ' ', which LD_PRELOAD treats as separators; move it", .0.display())]
     ShimPath(PathBuf),
-    /// The program to run was not found.
-    #[error("command '{0}' not found in PATH")]
-    ProgramNotFound(String),
     /// The shim cannot act inside the program (which seccomp can reach).
     #[error("the shim cannot reach {}: {why}; start it as it is and use `keepalive set --pid PID` on its sockets instead, or use --via seccomp", program.display())]
     Unreachable {
@@ -275,7 +272,6 @@ impl Error {
             | Error::NotASysctl(_)
             | Error::BadNetnsName(_)
             | Error::NetnsNotFound { .. }
-            | Error::ProgramNotFound(_)
             | Error::NoSuchProcess(_)
             | Error::BadPid { .. }
             | Error::Thread { .. }
