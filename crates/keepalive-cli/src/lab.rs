@@ -117,14 +117,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     } else {
         crate::render::out(&human(&report))?;
     }
-    if report.as_expected() {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!(
-            "the run did not go as the kernel's rules say: ended {:?}, expected {:?}",
-            report.ending,
-            report.expected
-        ))
+    match report.failure() {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!("not as the kernel's rules predict: {why}")),
     }
 }
 
@@ -172,10 +167,15 @@ fn human(r: &Report) -> String {
         ));
     }
     if r.retransmissions > 0 {
+        let tlp = if r.tail_loss_probe.is_some() {
+            ", the first a tail-loss probe, the rest the retransmission timer's"
+        } else {
+            ""
+        };
         lines.push((
             f64::MAX,
             format!(
-                "({} retransmissions of the unacknowledged data)",
+                "({} resends of the unacknowledged data{tlp})",
                 r.retransmissions
             ),
         ));
@@ -192,7 +192,7 @@ fn human(r: &Report) -> String {
     let result = match (&r.detection, r.ending) {
         (Some(d), _) => format!(
             "{} {:.3}s after {}; theory {:.3}s ({:+.3}s, {} {:.1}s)",
-            r.error.clone().unwrap_or_else(|| format!("{:?}", r.ending)),
+            r.error.clone().unwrap_or_else(|| r.ending.words().to_owned()),
             d.measured_s,
             d.from,
             d.theory_s,
@@ -204,22 +204,35 @@ fn human(r: &Report) -> String {
         (None, Ending::BlackHole) => {
             "black hole: the server still thinks the connection is open, but the client's data no longer arrives".into()
         }
-        (None, e) => format!("ended: {e:?} {}", r.error.clone().unwrap_or_default()),
+        (None, e) => match &r.error {
+            Some(error) => format!("{} ({error})", e.words()),
+            None => e.words().to_owned(),
+        },
     };
     let _ = writeln!(out, "Result: {result}");
     if let Some(missed) = r.heartbeats_unanswered {
         let answered = r.probes.iter().filter(|p| p.answered).count();
+        let tcp = if answered > 0 {
+            format!("TCP keepalive says alive ({answered} probes answered by the peer's kernel)")
+        } else {
+            "TCP sees nothing wrong (no keepalive probe went out in this run)".to_owned()
+        };
         let _ = writeln!(
             out,
-            "        TCP keepalive says alive ({answered} probes answered by the peer's kernel), yet \
-             {missed} application heartbeats went unanswered: only a heartbeat sees a hung peer"
+            "        {tcp}, yet {missed} application heartbeats went unanswered: only a heartbeat \
+             sees a hung peer"
         );
     }
     if let Some(h) = &r.heartbeat {
         let declared = match (h.declared_s, h.theory_s) {
             (Some(d), Some(t)) => format!(
-                "declared the peer dead {d:.3}s after the fault; theory {t:.3}s ({:+.3}s, within {:.2}s)",
+                "declared the peer dead {d:.3}s after the fault; theory {t:.3}s ({:+.3}s, {} {:.3}s)",
                 d - t,
+                if h.within_tolerance {
+                    "within"
+                } else {
+                    "outside"
+                },
                 h.tolerance_s
             ),
             (Some(d), None) => format!("declared the peer dead {d:.3}s after the fault"),
@@ -236,7 +249,7 @@ fn human(r: &Report) -> String {
     } else {
         "NOT as predicted"
     };
-    let _ = writeln!(out, "        expected {:?}: {verdict}", r.expected);
+    let _ = writeln!(out, "        expected {}: {verdict}", r.expected.words());
     out
 }
 
@@ -293,6 +306,8 @@ fn event_text(what: &What) -> String {
         }
         What::ServerReset => "server → client: RST, the server gives up".into(),
         What::ServerError { errno } => format!("server's read() fails: {errno}"),
+        What::PeerClosed => "server's read() returns 0: the client closed its end (FIN)".into(),
+        What::ProgramExited { end, status } => format!("the {end}'s program exited ({status})"),
         What::HeartbeatDead { misses } => format!(
             "server's application: {misses} heartbeats in a row unanswered, the peer is dead to it"
         ),

@@ -525,7 +525,14 @@ fn a_scenario_file_of_the_tests_own_runs_and_bad_ones_name_the_key() {
 
     for (body, needle) in [
         ("fault = \"explode\"", "(fault): unknown variant `explode`"),
-        ("fault_after = \"soon\"", "fault_after = \"soon\""),
+        (
+            "fault_after = \"soon\"",
+            "line 6 (fault_after): \"soon\": expected a duration",
+        ),
+        (
+            "firewall_timeout = \"5s\"",
+            "line 6 (firewall_timeout): the firewall runs in a router",
+        ),
         ("colour = \"red\"", "unknown field `colour`"),
     ] {
         let text = std::fs::read_to_string(&file)
@@ -737,7 +744,7 @@ fn real_programs_at_both_ends() {
         .find(|e| e["kind"] == "connected")
         .cloned()
         .unwrap();
-    assert_eq!(connected["program"], "socat - TCP:{server}:{port}", "{v:#}");
+    assert_eq!(connected["program"], "socat - TCP:198.18.0.2:8080", "{v:#}");
 
     // reboot: the program is killed and its socket goes with a reset the fault discards, so
     // the server's first probe meets the rebooted host's RST.
@@ -776,13 +783,13 @@ fn a_client_program_that_never_connects_is_named_with_its_status() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(
-            "`nc -z 198.18.0.9 1` exited (exit status: 1) without connecting to 198.18.0.2:8080"
+            "`nc -z 198.18.0.9 1` exited (exit status: 1) before the lab found it connected to 198.18.0.2:8080"
         ),
         "{err}"
     );
     usage_error(
         &["lab", "--client-cmd", "/nonexistent/prog {server}"],
-        "--client-cmd '/nonexistent/prog {server}': program '/nonexistent/prog' not found",
+        "--client-cmd '/nonexistent/prog {server}': cannot run /nonexistent/prog",
     );
 }
 

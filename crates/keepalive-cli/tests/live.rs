@@ -357,9 +357,9 @@ fn set_one_descriptor_and_refuse_the_wrong_ones() {
         (
             &["set", "--pid", "999999999", "--all", "--idle", "5"],
             2,
-            "not found",
+            "is not a process id",
         ),
-        (&["get", "--pid", "999999999"], 2, "not found"),
+        (&["get", "--pid", "999999999"], 2, "is not a process id"),
         (&["set", "--pid", &pid, "--all"], 2, "nothing to set"),
         (&["set", "--pid", &pid, "--idle", "5"], 2, "--fd"),
         (&["status", "--state", "bogus"], 2, "not a TCP state"),

@@ -138,6 +138,10 @@ pub struct Findings {
     pub server_rst: Option<f64>,
     /// The client reset it.
     pub client_rst: Option<f64>,
+    /// The server's first FIN.
+    pub server_fin: Option<f64>,
+    /// The client's first FIN.
+    pub client_fin: Option<f64>,
     /// Last segment from the client before the first probe or retransmission.
     pub last_rx: Option<f64>,
 }
@@ -158,6 +162,9 @@ pub fn findings(wire: &Wire) -> Findings {
                 if s.has(RST) {
                     out.server_rst.get_or_insert(s.t);
                     continue;
+                }
+                if s.has(FIN) {
+                    out.server_fin.get_or_insert(s.t);
                 }
                 let probe = s.has(ACK)
                     && !s.has(SYN | FIN)
@@ -204,6 +211,9 @@ pub fn findings(wire: &Wire) -> Findings {
                 }
                 if s.has(RST) {
                     out.client_rst.get_or_insert(s.t);
+                }
+                if s.has(FIN) {
+                    out.client_fin.get_or_insert(s.t);
                 }
                 last_rx = Some(s.t);
                 run = 0;

@@ -17,8 +17,9 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
 /// The client end of the lab's connection.
 pub(crate) struct Client {
-    /// The connected socket: the lab's own, or a duplicate of the program's descriptor (the
-    /// same socket, not a copy). `None` once a fault took it away.
+    /// The lab's own connected socket. `None` once a fault took it away, and for a program of
+    /// the user's, whose socket the lab duplicates only for the moment it acts on it (a
+    /// duplicate held longer would keep the connection open after the program closed it).
     socket: Option<TcpStream>,
     process: Option<Process>,
     /// When the connection was found up.
@@ -34,10 +35,22 @@ enum Process {
     /// The user's program, started and reaped by a thread in the client's namespace.
     User {
         pgid: libc::pid_t,
+        /// The program's descriptor for its connection (in the process `owner`).
+        owner: u32,
+        fd: i32,
         /// Dropping it tells the thread to kill the program; it answers on `gone`.
         kill: Option<mpsc::Sender<()>>,
         gone: mpsc::Receiver<()>,
+        /// When the program exited by itself, and how.
+        exited: std::sync::Arc<std::sync::Mutex<Option<(u128, String)>>>,
     },
+}
+
+/// A program's connection, found: its owner's pid and descriptor, and when it was seen.
+struct Found {
+    owner: u32,
+    fd: i32,
+    at: u128,
 }
 
 impl Client {
@@ -75,53 +88,86 @@ impl Client {
     }
 
     /// A `--client-cmd` program as the client: started in `host`, watched until a socket of
-    /// it is connected to `server`, whose descriptor the lab then duplicates (pidfd_getfd).
-    /// A program that exits first, or does not connect within 10 s, is an error naming its
-    /// exit status.
+    /// it is connected to `server`. A program that exits first, or does not connect within
+    /// 10 s, is an error naming its exit status; one that exits later is noted
+    /// ([`Client::program_exit`]).
     pub(crate) fn program(
         host: &Host,
         server: SocketAddrV4,
         program: Program,
     ) -> Result<Client, LabError> {
         let text = program.text.clone();
-        let (found_tx, found_rx) =
-            mpsc::channel::<Result<(TcpStream, libc::pid_t, u128), String>>();
+        let (found_tx, found_rx) = mpsc::channel::<Result<(Found, libc::pid_t), String>>();
         let (kill_tx, kill_rx) = mpsc::channel::<()>();
         let (gone_tx, gone_rx) = mpsc::channel::<()>();
+        let exited = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let exit_note = exited.clone();
         host.spawn(move || {
             let cmd = &program.text;
             let mut child = match program.start() {
                 Ok(child) => child,
                 Err(e) => {
-                    let _ = found_tx.send(Err(format!("`{cmd}`: {e}")));
+                    let _ = found_tx.send(Err(format!("--client-cmd `{cmd}`: {e}")));
                     return;
                 }
             };
             let found = find_connection(&mut child, server, cmd);
             let failed = found.is_err();
-            let _ = found_tx.send(found.map(|(s, at)| (s, child.id() as libc::pid_t, at)));
+            let _ = found_tx.send(found.map(|f| (f, child.id() as libc::pid_t)));
+            // Until the lab is done with it (or gone: the sender dropped), noting when the
+            // program ends by itself.
             if !failed {
-                // Until the lab is done with it (or gone: the sender dropped).
-                let _ = kill_rx.recv();
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    kill_rx.recv_timeout(Duration::from_millis(20))
+                {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        if let Ok(mut note) = exit_note.lock() {
+                            *note = Some((now_ns(), status.to_string()));
+                        }
+                        let _ = kill_rx.recv();
+                        break;
+                    }
+                }
             }
             let _ = child.kill();
             let _ = child.wait();
             let _ = gone_tx.send(());
         })?;
-        let (socket, pgid, connected_ns) = found_rx
+        let (found, pgid) = found_rx
             .recv_timeout(CONNECT_WITHIN + Duration::from_secs(5))
             .map_err(|_| LabError::Run(format!("`{text}`: the client's thread did not answer")))?
             .map_err(LabError::Run)?;
         Ok(Client {
-            socket: Some(socket),
+            socket: None,
             process: Some(Process::User {
                 pgid,
+                owner: found.owner,
+                fd: found.fd,
                 kill: Some(kill_tx),
                 gone: gone_rx,
+                exited,
             }),
-            connected_ns,
+            connected_ns: found.at,
             program: Some(text),
         })
+    }
+
+    /// When the user's program exited by itself during the run, and its status.
+    pub(crate) fn program_exit(&self) -> Option<(u128, String)> {
+        match &self.process {
+            Some(Process::User { exited, .. }) => exited.lock().ok()?.clone(),
+            _ => None,
+        }
+    }
+
+    /// A duplicate of the program's connection, for the moment the lab acts on it.
+    fn program_socket(&self) -> Option<TcpStream> {
+        match &self.process {
+            Some(Process::User { owner, fd, .. }) => keepalive::retrofit::duplicate(*owner, *fd)
+                .ok()
+                .map(TcpStream::from),
+            _ => None,
+        }
     }
 
     /// The client's program hangs: SIGSTOP to it (its whole process group, for a program of
@@ -137,10 +183,11 @@ impl Client {
     }
 
     /// The client's socket goes away with a reset instead of a FIN (linger 0), as a reboot
-    /// loses it: the program holding it is killed and reaped first, so the lab's duplicate is
-    /// the last reference and closing it aborts the connection.
+    /// loses it: for a program, the lab takes a duplicate, kills and reaps the program, so the
+    /// duplicate is the last reference and closing it aborts the connection.
     pub(crate) fn vanish(&mut self) {
-        if let Some(s) = &self.socket {
+        let socket = self.socket.take().or_else(|| self.program_socket());
+        if let Some(s) = &socket {
             let _ = rustix::net::sockopt::set_socket_linger(s, Some(Duration::ZERO));
         }
         match self.process.take() {
@@ -151,14 +198,16 @@ impl Client {
             Some(Process::Responder(r)) => drop(r),
             None => {}
         }
-        self.socket = None;
+        drop(socket);
     }
 
     /// Writes `data` on the client's socket (the program's, for a program).
     pub(crate) fn send(&mut self, data: &[u8]) -> bool {
-        self.socket
-            .as_mut()
-            .is_some_and(|s| s.write_all(data).is_ok())
+        if let Some(s) = self.socket.as_mut() {
+            return s.write_all(data).is_ok();
+        }
+        self.program_socket()
+            .is_some_and(|mut s| s.write_all(data).is_ok())
     }
 }
 
@@ -172,12 +221,12 @@ impl Drop for Client {
 }
 
 /// Waits until `child` (or a process it started) holds a TCP socket connected to `server`
-/// in this thread's namespace, and duplicates it.
+/// in this thread's namespace: its owner and descriptor.
 fn find_connection(
     child: &mut std::process::Child,
     server: SocketAddrV4,
     cmd: &str,
-) -> Result<(TcpStream, u128), String> {
+) -> Result<Found, String> {
     use keepalive::diag::{self, TcpState};
     let deadline = Instant::now() + CONNECT_WITHIN;
     loop {
@@ -189,21 +238,23 @@ fn find_connection(
         });
         if let Some(inode) = inode {
             let at = now_ns();
-            let owners = diag::owners();
-            for o in owners.holders(inode) {
-                if let Ok(fd) = keepalive::retrofit::duplicate(o.pid, o.fd) {
-                    return Ok((TcpStream::from(fd), at));
-                }
+            if let Some(o) = diag::owners().holders(inode).first() {
+                return Ok(Found {
+                    owner: o.pid,
+                    fd: o.fd,
+                    at,
+                });
             }
         }
         if let Some(status) = exited(child) {
             return Err(format!(
-                "`{cmd}` exited ({status}) without connecting to {server}"
+                "--client-cmd `{cmd}` exited ({status}) before the lab found it connected to \
+                 {server}: the client must stay connected for the run"
             ));
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "`{cmd}` did not connect to {server} within {} s",
+                "--client-cmd `{cmd}` did not connect to {server} within {} s",
                 CONNECT_WITHIN.as_secs()
             ));
         }

@@ -115,10 +115,11 @@ pub(crate) fn connect(
             start_ns,
         ),
     })?;
-    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+    // A program's own deadline is 10 s, after which it is named with what it did not do.
+    match ready_rx.recv_timeout(Duration::from_secs(15)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(LabError::Run(format!("server: {e}"))),
-        Err(_) => return Err(LabError::Run("the server did not start within 10 s".into())),
+        Err(_) => return Err(LabError::Run("the server did not start within 15 s".into())),
     }
     let client = match programs.client {
         Some(program) => Client::program(&net.client, server_addr, program)?,

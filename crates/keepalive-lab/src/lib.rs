@@ -69,7 +69,8 @@ pub enum LabError {
 /// What to run.
 pub struct Options {
     pub scenario: Scenario,
-    /// The server's policy; `None` takes the scenario's.
+    /// Keys over the scenario's policy (each one given replaces the scenario's); `None` runs
+    /// the scenario's as it is.
     pub policy: Option<Policy>,
     /// The server leaves keepalive off (for `firewall`: the silent black hole).
     pub no_keepalive: bool,
@@ -131,16 +132,20 @@ pub fn enter_user_namespace() -> Result<(), LabError> {
 /// Runs a scenario. Blocks for its duration (seconds, for the built-in policies).
 pub fn run(options: Options) -> Result<Report, LabError> {
     let scenario = &options.scenario;
-    let policy = match &options.policy {
-        Some(p) => *p,
-        None => Policy::parse(&scenario.policy)?,
-    };
+    // The command line's keys over the scenario's: `--idle 7` changes idle and nothing else.
+    let base = Policy::parse(&scenario.policy)?;
+    let policy = options.policy.map_or(base, |p| p.over(&base));
     let keepalive_on = !options.no_keepalive;
     let window = watch_window(scenario, &policy, keepalive_on, options.duration)?;
     if window > options.max_duration.as_secs_f64() {
         return Err(LabError::BadInput(format!(
-            "this run would take about {:.0} s, more than --max-duration {:.0} s allows; raise \
-             --max-duration to run it",
+            "this run ({}) would take about {:.0} s, more than --max-duration {:.0} s allows; \
+             raise --max-duration to run it",
+            if keepalive_on {
+                format!("policy {policy}")
+            } else {
+                "keepalive off".to_owned()
+            },
             window.ceil(),
             options.max_duration.as_secs_f64()
         )));
@@ -192,10 +197,37 @@ pub fn run(options: Options) -> Result<Report, LabError> {
         live: options.live.as_deref(),
     };
     let watched = wait::watch(&watch, window, &mut ends, firewall_s.is_some());
+    if ends.server_done() {
+        // The client's program may be why: give its watcher (20 ms) time to see it exit.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some((at, status)) = ends.client.program_exit() {
+        note(
+            secs(at),
+            What::ProgramExited {
+                end: "client".into(),
+                status,
+            },
+        );
+    }
     let (side, client) = ends.stop_server()?;
     // Stop capturing before the client's socket goes: closing it with unread data sends RST.
     let frames = capture.stop()?;
     drop(client);
+    // hung needs a client that answers: one that never did cannot show a heartbeat noticing
+    // it stop.
+    if let Some(cmd) = &options.client_cmd
+        && connect::heartbeat(scenario).is_some()
+        && side.heartbeats_sent > 0
+        && side.heartbeats_answered == 0
+    {
+        return Err(LabError::BadInput(format!(
+            "--client-cmd '{cmd}' never answered the server's \"ping\" with \"pong\" before the \
+             fault: in scenario '{}' the client must, e.g. 'socat TCP:{{server}}:{{port}} \
+             EXEC:\"sed -u s/ping/pong/\"'",
+            scenario.name
+        )));
+    }
     let seen = report::Seen {
         events,
         side,

@@ -44,6 +44,10 @@ pub enum What {
     ServerError { errno: String },
     /// The application's heartbeat declared the peer dead after `misses` unanswered pings.
     HeartbeatDead { misses: usize },
+    /// The server's read returned 0: the client closed its end.
+    PeerClosed,
+    /// A program of the user's at this end (`client` or `server`) exited by itself.
+    ProgramExited { end: String, status: String },
 }
 
 /// One line of the timeline.
@@ -70,6 +74,9 @@ pub struct Report {
     pub events: Vec<Event>,
     pub probes: Vec<ProbeReport>,
     pub retransmissions: usize,
+    /// When the first resend was a tail-loss probe (net.ipv4.tcp_early_retrans 3 or 4,
+    /// tcp_schedule_loss_probe()), not the retransmission timer's: its time.
+    pub tail_loss_probe: Option<f64>,
     pub ending: Ending,
     /// The error the server's program saw, if any.
     pub error: Option<String>,
@@ -100,18 +107,47 @@ pub struct ProbeReport {
     pub theory: f64,
     pub seq: u32,
     pub answered: bool,
+    /// The answer was a reset (the peer no longer knows the connection).
+    pub reset: bool,
 }
 
 impl Report {
     /// The outcome is the one the scenario and policy call for, and every time is within
     /// tolerance of theory.
     pub fn as_expected(&self) -> bool {
-        self.ending == self.expected
-            && self.detection.as_ref().is_none_or(|d| d.within_tolerance)
-            && self
-                .heartbeat
-                .as_ref()
-                .is_none_or(HeartbeatReport::as_theory_says)
+        self.failure().is_none()
+    }
+
+    /// Why the run is not as the kernel's rules predict, in words; `None` when it is.
+    pub fn failure(&self) -> Option<String> {
+        if self.ending != self.expected {
+            return Some(format!(
+                "it ended {}, where the kernel's rules predict {}",
+                self.ending.words(),
+                self.expected.words()
+            ));
+        }
+        if let Some(d) = self.detection.as_ref().filter(|d| !d.within_tolerance) {
+            return Some(format!(
+                "{} came {:.3}s after {}, where theory says {:.3}s ± {:.3}s",
+                self.ending.words(),
+                d.measured_s,
+                d.from,
+                d.theory_s,
+                d.tolerance_s
+            ));
+        }
+        if let Some(h) = self.heartbeat.as_ref().filter(|h| !h.as_theory_says()) {
+            return Some(match (h.declared_s, h.theory_s) {
+                (Some(d), Some(t)) => format!(
+                    "the heartbeat declared the peer dead {d:.3}s after the fault, where theory \
+                     says {t:.3}s ± {:.3}s",
+                    h.tolerance_s
+                ),
+                _ => "the heartbeat never declared the hung peer dead".to_owned(),
+            });
+        }
+        None
     }
 }
 
@@ -188,6 +224,21 @@ pub(crate) fn report(scenario: &Scenario, net: &Net, keepalive_on: bool, seen: S
             what: What::HeartbeatDead { misses },
         });
     }
+    if let Some(t) = side.peer_closed {
+        events.push(Event {
+            t,
+            what: What::PeerClosed,
+        });
+    }
+    if let Some((t, status)) = &side.program_exit {
+        events.push(Event {
+            t: *t,
+            what: What::ProgramExited {
+                end: "server".into(),
+                status: status.clone(),
+            },
+        });
+    }
     if let Some((t, e)) = &side.error {
         events.push(Event {
             t: *t,
@@ -208,8 +259,22 @@ pub(crate) fn report(scenario: &Scenario, net: &Net, keepalive_on: bool, seen: S
             theory: timeline.probe_at(p.in_run as u64).as_secs_f64(),
             seq: p.seq,
             answered: p.answered,
+            reset: p.reset,
         })
         .collect();
+    let tlp = scenario.send_after_fault
+        && crate::verdict::read_sysctl_u32(net, "net.ipv4.tcp_early_retrans")
+            .is_some_and(|v| v == 3 || v == 4);
+    let tail_loss_probe = found.retransmissions.first().copied().filter(|_| tlp);
+    // The server's data as it crossed the wire, not when the lab asked for it.
+    if let (Some(wire_t), Some(e)) = (
+        found.first_unacked,
+        events
+            .iter_mut()
+            .find(|e| matches!(e.what, What::ServerSends { .. })),
+    ) {
+        e.t = wire_t;
+    }
     // Conntrack refreshes an entry's timeout with every segment it accepts
     // (nf_conntrack_tcp_packet() → nf_ct_refresh_acct() with the state's timeout), so the
     // router forgets the connection at the first silence longer than its timeout.
@@ -242,6 +307,7 @@ pub(crate) fn report(scenario: &Scenario, net: &Net, keepalive_on: bool, seen: S
         events,
         probes,
         retransmissions: found.retransmissions.len(),
+        tail_loss_probe,
         ending,
         error,
         expected,
@@ -249,12 +315,18 @@ pub(crate) fn report(scenario: &Scenario, net: &Net, keepalive_on: bool, seen: S
         heartbeat: heartbeat.map(|(ms, misses)| {
             let interval = ms as f64 / 1000.0;
             let first_after = side.pings.iter().copied().find(|&p| p > fault_t);
+            let declared_s = side.declared_dead.map(|t| t - fault_t);
+            let theory_s = first_after.map(|p| p + misses as f64 * interval - fault_t);
+            // The loop notices a due ping within its poll, and as late as it was seen to wake
+            // in this run (a loaded machine schedules it late): measured, not assumed.
+            let tolerance_s = crate::verdict::HEARTBEAT_POLL_S.max(side.loop_late_s) + 1.0 / HZ as f64;
             HeartbeatReport {
                 interval_s: interval,
                 misses,
-                declared_s: side.declared_dead.map(|t| t - fault_t),
-                theory_s: first_after.map(|p| p + misses as f64 * interval - fault_t),
-                tolerance_s: 0.05 + 1.0 / HZ as f64,
+                declared_s,
+                theory_s,
+                tolerance_s,
+                within_tolerance: matches!((declared_s, theory_s), (Some(d), Some(t)) if (d - t).abs() <= tolerance_s),
             }
         }),
         heartbeats_unanswered: heartbeat.map(|_| {

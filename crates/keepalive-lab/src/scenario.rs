@@ -42,8 +42,24 @@ pub enum Ending {
     Reset,
     /// Open as far as the server knows, but the client's data no longer arrives.
     BlackHole,
+    /// The peer closed its end (FIN; the server's read returned 0).
+    Closed,
     /// Another error.
     Other,
+}
+
+impl Ending {
+    /// In words, for a person.
+    pub fn words(self) -> &'static str {
+        match self {
+            Ending::Alive => "still open",
+            Ending::Timeout => "ETIMEDOUT",
+            Ending::Reset => "ECONNRESET",
+            Ending::BlackHole => "a black hole",
+            Ending::Closed => "closed by the peer",
+            Ending::Other => "another ending",
+        }
+    }
 }
 
 /// The endings the kernel's rules predict, by kind of policy: the scenario file's `[expect]`.
@@ -154,15 +170,25 @@ impl Scenario {
                 None => format!("{}: {msg}", path.display()),
             }
         })?;
-        scenario
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        scenario.check().map_err(|(key, e)| {
+            // The line that sets the key (or the file, for a key that is missing).
+            let line = text.lines().position(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            match line {
+                Some(n) => format!("{}, line {} ({key}): {e}", path.display(), n + 1),
+                None => format!("{} ({key}): {e}", path.display()),
+            }
+        })?;
         Ok(scenario)
     }
 
-    /// What the types cannot say: values in the grammar, faults the topology can play.
-    pub fn check(&self) -> Result<(), String> {
-        keepalive::Policy::parse(&self.policy).map_err(|e| format!("policy: {e}"))?;
+    /// What the types cannot say: values in the grammar, faults the topology can play. An
+    /// error names the key it is about.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        keepalive::Policy::parse(&self.policy).map_err(|e| ("policy", e.to_string()))?;
         for (key, value) in [
             ("firewall_timeout", &self.firewall_timeout),
             ("heartbeat", &self.heartbeat),
@@ -171,22 +197,32 @@ impl Scenario {
             if let Some(v) = value
                 && parse_duration_ms(v).is_none()
             {
-                return Err(format!(
-                    "{key} = \"{v}\": expected a duration such as 5s or 300ms"
+                return Err((
+                    key,
+                    format!("\"{v}\": expected a duration such as 5s or 300ms"),
                 ));
             }
         }
-        let needs_router = self.fault == Fault::Reject || self.firewall_timeout.is_some();
-        if needs_router && self.topology != Topology::Router {
-            return Err(
-                "fault \"reject\" and firewall_timeout happen in a router: give topology = \"router\""
-                    .into(),
-            );
+        if self.topology != Topology::Router {
+            if self.fault == Fault::Reject {
+                return Err((
+                    "fault",
+                    "\"reject\" happens in a router (it answers with ICMP): give topology = \"router\""
+                        .into(),
+                ));
+            }
+            if self.firewall_timeout.is_some() {
+                return Err((
+                    "firewall_timeout",
+                    "the firewall runs in a router: give topology = \"router\"".into(),
+                ));
+            }
         }
         if self.fault == Fault::Freeze && self.heartbeat.is_none() {
-            return Err(
+            return Err((
+                "heartbeat",
                 "fault \"freeze\" is seen only by a heartbeat: give heartbeat = \"1s\"".into(),
-            );
+            ));
         }
         Ok(())
     }

@@ -16,16 +16,22 @@ pub(crate) struct ServerSide {
     pub(crate) received: Vec<(f64, Vec<u8>)>,
     pub(crate) heartbeats_sent: usize,
     pub(crate) heartbeats_answered: usize,
-    /// When each heartbeat ping went out.
+    /// When each heartbeat ping was due (it goes out at the loop's next wake-up).
     pub(crate) pings: Vec<f64>,
     /// When the application declared the peer dead: `heartbeat_misses` pings in a row went
     /// unanswered.
     pub(crate) declared_dead: Option<f64>,
+    /// The latest the heartbeat loop woke after a ping was due, in seconds.
+    pub(crate) loop_late_s: f64,
     /// The connection's retransmission timeout when the unanswered data went out.
     pub(crate) rto_ms: Option<u64>,
     /// A `--server-cmd` program's connection went away at this time (its errno is not ours to
     /// see; the capture tells which).
     pub(crate) program_lost: Option<f64>,
+    /// The server's read returned 0: the peer closed its end.
+    pub(crate) peer_closed: Option<f64>,
+    /// A `--server-cmd` program exited by itself, then, with this status.
+    pub(crate) program_exit: Option<(f64, String)>,
 }
 
 impl ServerSide {
@@ -39,7 +45,10 @@ impl ServerSide {
             pings: Vec::new(),
             declared_dead: None,
             rto_ms: None,
+            loop_late_s: 0.0,
             program_lost: None,
+            peer_closed: None,
+            program_exit: None,
         }
     }
 }
@@ -98,11 +107,16 @@ pub(crate) fn serve(
     let settings = keepalive::socket::read(&conn)
         .map_err(|e| e.to_string())?
         .settings;
-    conn.set_read_timeout(Some(Duration::from_millis(50)))
-        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs_f64(
+        crate::verdict::HEARTBEAT_POLL_S,
+    )))
+    .map_err(|e| e.to_string())?;
     let mut side = ServerSide::new(settings);
     let mut buf = [0u8; 4096];
     let mut next_beat = heartbeat_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    // The clocks side by side, to put the pings' schedule on the lab's time line.
+    let (epoch, epoch_ns) = (Instant::now(), now_ns());
+    let scheduled = |at: Instant| secs(epoch_ns + at.saturating_duration_since(epoch).as_nanos());
     loop {
         match commands.try_recv() {
             Ok(ToServer::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(side),
@@ -128,15 +142,20 @@ pub(crate) fn serve(
             } else {
                 misses = 0;
             }
+            // How late the loop woke for this one: the same lateness delays a declaration.
+            side.loop_late_s = side.loop_late_s.max(at.elapsed().as_secs_f64());
             if conn.write_all(b"ping\n").is_ok() {
                 side.heartbeats_sent += 1;
-                side.pings.push(secs(now_ns()));
+                side.pings.push(scheduled(at));
                 answered_since_ping = false;
             }
             next_beat = Some(at + Duration::from_millis(ms));
         }
         match conn.read(&mut buf) {
-            Ok(0) => return Ok(side),
+            Ok(0) => {
+                side.peer_closed = Some(secs(now_ns()));
+                return Ok(side);
+            }
             Ok(n) => {
                 let data = buf[..n].to_vec();
                 let pongs = data.windows(4).filter(|w| w == b"pong").count();
@@ -191,9 +210,11 @@ pub(crate) fn serve_program(
             let _ = child.wait();
             let why = match exited {
                 Some(status) => {
-                    format!("`{cmd}` exited ({status}) without listening on port {port}")
+                    format!(
+                        "--server-cmd `{cmd}` exited ({status}) without listening on port {port}"
+                    )
                 }
-                None => format!("`{cmd}` did not listen on port {port} within 10 s"),
+                None => format!("--server-cmd `{cmd}` did not listen on port {port} within 10 s"),
             };
             let _ = ready.send(Err(why.clone()));
             return Err(why);
@@ -209,6 +230,17 @@ pub(crate) fn serve_program(
             Ok(ToServer::Stop) | Err(mpsc::TryRecvError::Disconnected)
         ) {
             break;
+        }
+        if side.program_exit.is_none()
+            && let Some(status) = exited(&mut child)
+        {
+            if !read {
+                return Err(format!(
+                    "--server-cmd `{cmd}` exited ({status}) before the lab could read its \
+                     connection's options: the server must keep its connection for the run"
+                ));
+            }
+            side.program_exit = Some((secs(now_ns()), status));
         }
         match find(TcpState::Established) {
             Some(inode) => {

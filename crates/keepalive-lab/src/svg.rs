@@ -104,7 +104,7 @@ impl Picture {
         };
         let _ = writeln!(
             self.out,
-            r#"<text x="{x:.1}" y="{y:.1}" fill="{color}" text-anchor="{anchor}">{}</text>"#,
+            r#"<text x="{x:.1}" y="{y:.1}" fill="{color}" text-anchor="{anchor}" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"#,
             esc(text)
         );
     }
@@ -112,7 +112,8 @@ impl Picture {
     /// A vertical marker across both lanes at `t`, labelled in row `row` above the lanes.
     fn marker(&mut self, t: f64, row: usize, color: &str, dashed: bool, text: &str) {
         let x = self.x(t);
-        let y = 88.0 + 14.0 * row as f64;
+        // Four rows between the title and the client's lane; more wrap around.
+        let y = 88.0 + 14.0 * (row % 4) as f64;
         let dash = if dashed {
             r#" stroke-dasharray="4,3""#
         } else {
@@ -224,15 +225,11 @@ pub fn render(report: &Report) -> String {
         report.scenario,
         format!("{:?}", report.ending).to_lowercase()
     );
-    let policy = format!(
-        "server policy {}{}",
-        report.policy,
-        if report.keepalive {
-            ""
-        } else {
-            " (keepalive off)"
-        }
-    );
+    let policy = if report.keepalive {
+        format!("server policy {}", report.policy)
+    } else {
+        "server keepalive off".to_owned()
+    };
     let _ = writeln!(
         p.out,
         r##"</defs>
@@ -300,23 +297,30 @@ pub fn render(report: &Report) -> String {
     // Numbered probes, retransmissions and resets by their sender's lane: the server's below
     // it, the client's above it (a label is left out where it would overlap the one before in
     // its lane; the arrow's tooltip still says it).
-    let mut last_label_x = [f64::MIN, f64::MIN];
+    // Two rows of labels per lane, so that labels close in time stand one above the other;
+    // only a third in the same place is left to the arrow's tooltip.
+    let mut last_label_x = [[f64::MIN; 2]; 2];
+    let tlp = report.tail_loss_probe;
     for (seg, &kind) in wire.segments.iter().zip(&kinds) {
         p.arrow(seg, kind);
         let text = match kind {
             Kind::Probe(n) => format!("P{n}"),
-            Kind::Retransmission(n) => format!("R{n}"),
+            Kind::Retransmission(_) if tlp.is_some_and(|t| (t - seg.t).abs() < 1e-9) => {
+                "TLP".into()
+            }
+            Kind::Retransmission(n) => format!("R{}", n - usize::from(tlp.is_some())),
             Kind::Reset => "RST".into(),
             _ => continue,
         };
-        let (lane, y) = match seg.dir {
-            Dir::ToClient => (0, SERVER_Y + 16.0),
-            Dir::ToServer => (1, CLIENT_Y - 8.0),
+        let (lane, y, step) = match seg.dir {
+            Dir::ToClient => (0, SERVER_Y + 16.0, 12.0),
+            Dir::ToServer => (1, CLIENT_Y - 8.0, -12.0),
         };
         let x = p.x(seg.t);
-        if x - last_label_x[lane] >= text.len() as f64 * CHAR_W + 2.0 {
-            p.label(x, y, kind.color(), &text);
-            last_label_x[lane] = x;
+        let room = text.len() as f64 * CHAR_W + 2.0;
+        if let Some(row) = (0..2).find(|&r| x - last_label_x[lane][r] >= room) {
+            p.label(x, y + step * row as f64, kind.color(), &text);
+            last_label_x[lane][row] = x;
         }
     }
     handshake(&mut p, &wire.segments, &kinds);
@@ -358,6 +362,43 @@ pub fn render(report: &Report) -> String {
             What::HeartbeatDead { misses } => {
                 let text = format!("heartbeat: dead after {misses} missed");
                 p.marker(e.t, row, "#2a7d7d", false, &text);
+                row += 1;
+            }
+            What::ServerError { errno } => {
+                p.marker(
+                    e.t,
+                    row,
+                    "#c00000",
+                    false,
+                    &format!("server's read(): {errno}"),
+                );
+                row += 1;
+            }
+            What::ClientSends { text } => {
+                let arrived = report
+                    .events
+                    .iter()
+                    .any(|r| matches!(&r.what, What::ServerReads { text: t } if t == text));
+                let what = if arrived {
+                    format!("client sends \"{text}\"")
+                } else {
+                    format!("client sends \"{text}\": it never arrives")
+                };
+                p.marker(e.t, row, "#1f5fbf", false, &what);
+                row += 1;
+            }
+            What::PeerClosed => {
+                p.marker(e.t, row, "#333333", false, "client closed its end (FIN)");
+                row += 1;
+            }
+            What::ProgramExited { end, status } => {
+                p.marker(
+                    e.t,
+                    row,
+                    "#333333",
+                    false,
+                    &format!("{end}'s program exited ({status})"),
+                );
                 row += 1;
             }
             _ => {}
@@ -404,7 +445,11 @@ pub fn render(report: &Report) -> String {
             d.tolerance_s
         ),
         (None, Ending::Alive) => "still alive at the end of the run".into(),
-        (None, e) => format!("{e:?}"),
+        (None, Ending::BlackHole) => {
+            "a black hole: the server thinks the connection open, the client's data no longer arrives"
+                .into()
+        }
+        (None, e) => format!("ended: {}", e.words()),
     };
     let heartbeat = report.heartbeat.as_ref().map_or(String::new(), |h| {
         match (h.declared_s, h.theory_s) {
@@ -444,7 +489,7 @@ fn handshake(p: &mut Picture, segments: &[Segment], kinds: &[Kind]) {
     let color = Kind::Handshake.color();
     let _ = writeln!(
         p.out,
-        r##"<text x="{left}" y="12" fill="{color}">handshake at {t:.3}s (zoomed)</text>
+        r##"<text x="{left}" y="12" fill="{color}">handshake at {t:.3}s (zoomed, not to scale)</text>
 <line x1="{lane}" y1="{top}" x2="{end}" y2="{top}" stroke="#bbb"/><text x="{left}" y="{ct}" fill="#666">client</text>
 <line x1="{lane}" y1="{bottom}" x2="{end}" y2="{bottom}" stroke="#bbb"/><text x="{left}" y="{st}" fill="#666">server</text>"##,
         t = first.t,

@@ -44,6 +44,12 @@ impl Host {
                 rustix::fs::Mode::empty(),
             )?;
             Rtnl::open()?.set_up("lo", true)?;
+            // No IPv6 in the lab: its router solicitations and multicast reports would only
+            // add frames to the capture. /proc/sys/net is this thread's namespace's. A kernel
+            // without IPv6 has no such file, which is as good.
+            for conf in ["all", "default"] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
+            }
             Ok(ns)
         })
         .join()

@@ -21,7 +21,7 @@ pub enum Live {
     Retransmission { n: usize, t: f64 },
     /// A reset crossed the wire.
     Reset { t: f64, by_server: bool },
-    /// Still watching: `t` of about `expected` seconds.
+    /// Still watching at `t`; the watch ends at about `expected`.
     Waiting { t: f64, expected: f64 },
 }
 
@@ -58,9 +58,11 @@ pub(crate) fn watch(
     while Instant::now() < deadline && !ends.server_done() {
         if let Some(live) = watch.live {
             told.tell(watch, live);
+            // On the events' clock: seconds since the lab started.
+            let started = secs(now_ns()) - begin.elapsed().as_secs_f64();
             live(Live::Waiting {
-                t: begin.elapsed().as_secs_f64(),
-                expected: window,
+                t: secs(now_ns()),
+                expected: started + window,
             });
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -491,7 +491,7 @@ fn shim_environment(injection: &Injection) -> Result<[(OsString, OsString); 2], 
 /// The program `name` names, checked as execve(2) would before anything starts: there (or
 /// [`LaunchError::NotFound`]), a regular file this process may execute (or
 /// [`LaunchError::CannotRun`]).
-fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
+pub fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
     let shown = name.to_string_lossy().into_owned();
     let path_var = std::env::var_os("PATH");
     let Some(program) = resolve_program(name, path_var.as_deref()) else {

@@ -384,7 +384,7 @@ impl fmt::Display for PolicyError {
             ErrorKind::Duplicate => write!(f, "policy key '{key}' is given twice"),
             ErrorKind::NotANumber => write!(
                 f,
-                "{key}={v}: not a whole number; {key} must be {allowed}, units ms, s, m, h (bare = seconds)"
+                "{key}={v}: not a whole number (fractions of a second are written in ms, 1500ms, where {key} takes them); {key} must be {allowed}, units ms, s, m, h (bare = seconds)"
             ),
             ErrorKind::Negative => write!(f, "{key}={v}: negative; {key} must be {allowed}"),
             ErrorKind::BadUnit => write!(
@@ -748,6 +748,15 @@ fn millis(key: Key, value: &str) -> Result<Option<u64>, PolicyError> {
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
+        // 1.5s: a fraction, not a unit (1500ms says it).
+        _ if unit.starts_with('.') => {
+            return Err(PolicyError::new(
+                ErrorKind::NotANumber,
+                Some(key),
+                key.name(),
+                value,
+            ));
+        }
         _ => {
             return Err(PolicyError::new(
                 ErrorKind::BadUnit,
@@ -844,7 +853,7 @@ mod tests {
         assert_eq!(kind("idle=-5"), ErrorKind::Negative);
         assert_eq!(kind("idle=5x"), ErrorKind::BadUnit);
         assert_eq!(kind("idle=5 s"), ErrorKind::BadUnit);
-        assert_eq!(kind("idle=1.5s"), ErrorKind::BadUnit);
+        assert_eq!(kind("idle=1.5s"), ErrorKind::NotANumber);
         assert_eq!(kind("idle=abc"), ErrorKind::NotANumber);
         assert_eq!(kind("idle=+5"), ErrorKind::NotANumber);
         assert_eq!(kind("idle=1500ms"), ErrorKind::NotWholeSeconds);

@@ -145,6 +145,17 @@ impl Policy {
         self.user_timeout
     }
 
+    /// This policy's keys, and `base`'s where this one gives none (a scenario's policy with the
+    /// command line's flags over it).
+    pub fn over(&self, base: &Policy) -> Policy {
+        Policy {
+            idle: self.idle.or(base.idle),
+            interval: self.interval.or(base.interval),
+            count: self.count.or(base.count),
+            user_timeout: self.user_timeout.or(base.user_timeout),
+        }
+    }
+
     /// True when the policy sets no key.
     pub fn is_empty(&self) -> bool {
         *self == Policy::empty()
