@@ -32,6 +32,22 @@ impl Drop for Running {
     }
 }
 
+/// A python3 program running `code`, and the first line it prints (a pid, a port, "ready").
+fn python_says(code: &str, args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(testkit::python())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Running(child), line.trim().to_owned())
+}
+
 fn sleeper() -> Running {
     Running(Command::new("/bin/sleep").arg("60").spawn().unwrap())
 }
@@ -147,21 +163,12 @@ fn process_ids_that_are_not_processes_are_named_for_what_they_are() {
             .then_some(())
     });
     // A thread: one of python's.
-    let mut py = Command::new(testkit::python())
-        .args([
-            "-c",
-            "import threading,time\n\
+    let (py, line) = python_says(
+        "import threading,time\n\
              t=threading.Thread(target=time.sleep,args=(60,),daemon=True); t.start()\n\
              print(t.native_id, flush=True); time.sleep(60)",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(py.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let py = Running(py);
+        &[],
+    );
     let tid = line.trim().to_owned();
     let ppid = py.0.id().to_string();
     let zpid = zpid.to_string();
@@ -329,22 +336,13 @@ fn set_says_when_the_program_sets_its_own_and_switches_keepalive() {
         );
     }
     // A program that leaves accepted connections alone (python's socket module) gets no note.
-    let mut py = Command::new(testkit::python())
-        .args([
-            "-c",
-            "import socket,time\n\
+    let (py, _ready) = python_says(
+        "import socket,time\n\
              l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
              c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
              print(1, flush=True); time.sleep(60)",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(py.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let py = Running(py);
+        &[],
+    );
     let out = keepalive(&[
         "set",
         "--pid",
@@ -465,24 +463,14 @@ fn prometheus_file_is_written_safely() {
     assert!(planted.success());
     // A python process named "evil\nkeepalive_tcp_connections{...} 999" holding a connection.
     let name = "ev\nka_x 999";
-    let mut py = Command::new(testkit::python())
-        .args([
-            "-c",
-            "import socket,time,ctypes,sys\n\
+    let (py, line) = python_says(
+        "import socket,time,ctypes,sys\n\
              ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)\n\
              l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
              c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
              print(l.getsockname()[1], flush=True); time.sleep(60)",
-            name,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(py.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let py = Running(py);
+        &[name],
+    );
     let out = Command::new("/bin/sh")
         .args(["-c", "umask 000; exec \"$0\" \"$@\"", BIN])
         .args(["status", "--port", line.trim(), "--prometheus"])
