@@ -223,7 +223,7 @@ pub fn render(report: &Report) -> String {
     let title = format!(
         "keepalive lab: {} ({})",
         report.scenario,
-        format!("{:?}", report.ending).to_lowercase()
+        report.ending.words()
     );
     let policy = if report.keepalive {
         format!("server policy {}", report.policy)
