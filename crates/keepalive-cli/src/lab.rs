@@ -39,9 +39,14 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         }
     };
     let policy = args.policy.to_policy(None)?;
-    if args.no_keepalive && !policy.is_empty() {
+    // A user timeout stands without keepalive (it bounds retransmission); the rest does not.
+    let timer_keys = policy.idle().is_some()
+        || policy.interval().is_some()
+        || policy.count().is_some()
+        || policy.user_timeout() == Some(keepalive::policy::UserTimeout::Auto);
+    if args.no_keepalive && timer_keys {
         return Err(UsageError::err(
-            "--no-keepalive and a policy contradict each other; give one",
+            "--no-keepalive and keepalive's idle, interval, count or user-timeout=auto contradict each other; give one (a user timeout in ms or s may go with --no-keepalive)",
         ));
     }
     // Without root, become root of a user namespace of our own.

@@ -901,3 +901,18 @@ fn programs_that_end_the_connection_themselves_are_seen_for_what_they_did() {
         "{err}"
     );
 }
+
+/// A user timeout bounds retransmission with keepalive off too: busy ends after it.
+#[test]
+fn a_user_timeout_without_keepalive_still_decides_busy() {
+    let (v, _dir) = assert_as_expected(
+        &["busy", "--no-keepalive", "--user-timeout", "2500ms"],
+        "timeout",
+    );
+    assert_eq!(v["keepalive"], false, "{v:#}");
+    assert_eq!(v["settings"]["user_timeout_ms"], 2500, "{v:#}");
+    usage_error(
+        &["lab", "crash", "--no-keepalive", "--idle", "3"],
+        "contradict",
+    );
+}

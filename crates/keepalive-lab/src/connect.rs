@@ -34,6 +34,11 @@ pub(crate) fn programs(
             scenario.name
         )));
     }
+    if !keepalive_on && policy.user_timeout().is_some() && options.server_cmd.is_some() {
+        return Err(LabError::BadInput(
+            "--server-cmd with --no-keepalive runs the program untouched: a user timeout needs the built-in server".into(),
+        ));
+    }
     let inject = keepalive_on.then_some(policy);
     Ok(Programs {
         server: options

@@ -98,9 +98,23 @@ pub(crate) fn serve(
             return Err(e.to_string());
         }
     };
-    if keepalive_on && let Err(e) = keepalive::socket::apply(&listener, &policy) {
-        let _ = ready.send(Err(e.to_string()));
-        return Err(e.to_string());
+    // Keepalive off may still carry a user timeout, which bounds retransmission on its own.
+    let applied = if keepalive_on {
+        keepalive::socket::apply(&listener, &policy)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    } else {
+        match policy.user_timeout() {
+            Some(keepalive::policy::UserTimeout::Millis(ms)) => {
+                rustix::net::sockopt::set_tcp_user_timeout(&listener, ms)
+                    .map_err(|e| format!("TCP_USER_TIMEOUT: {e}"))
+            }
+            _ => Ok(()),
+        }
+    };
+    if let Err(e) = applied {
+        let _ = ready.send(Err(e.clone()));
+        return Err(e);
     }
     let _ = ready.send(Ok(()));
     let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
