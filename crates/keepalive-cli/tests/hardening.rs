@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -425,8 +426,9 @@ fn set_says_when_the_program_sets_its_own_and_switches_keepalive() {
 }
 
 /// `status --prometheus` into a shared directory where another user planted a symlink at the
-/// target: the symlink is replaced, what it pointed to is untouched; the file is 0644 whatever
-/// the umask; a command name with a line feed cannot inject a metric line.
+/// target: refused (exit 2), what it points to untouched; then the file is 0644 whatever the
+/// umask; a command name with a line feed cannot inject a metric line. A device node is
+/// refused too (the rename would replace /dev/full with a file).
 #[test]
 fn prometheus_file_is_written_safely() {
     testkit::require_root();
@@ -477,13 +479,39 @@ fn prometheus_file_is_written_safely() {
         .arg(&target)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-    let meta = std::fs::symlink_metadata(&target).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        meta.file_type().is_file(),
-        "the symlink was replaced by our file"
+        text(&out.stderr).contains("is a symbolic link"),
+        "{}",
+        text(&out.stderr)
     );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(
+        std::fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let out = keepalive(&["status", "--prometheus", "/dev/full"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        std::fs::symlink_metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    std::fs::remove_file(&target).unwrap();
+    let out = Command::new("/bin/sh")
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", BIN])
+        .args(["status", "--port", line.trim(), "--prometheus"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta = std::fs::symlink_metadata(&target).unwrap();
+    assert!(meta.file_type().is_file());
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
         0o644

@@ -33,6 +33,7 @@ impl Pending {
                 io::Error::from(io::ErrorKind::InvalidInput),
             ));
         }
+        refuse_non_file(path)?;
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -78,6 +79,31 @@ impl Pending {
         }
         Ok(self.path.clone())
     }
+}
+
+/// A target that exists must be a regular file: the rename that puts the output in place would
+/// replace a device node (`/dev/full`), a FIFO or a symbolic link (`/dev/stdout`) with a file.
+fn refuse_non_file(path: &Path) -> Result<(), Error> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a device, FIFO or socket"
+    };
+    Err(output_error(
+        path,
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it exists and is {what}, which the output would replace: give a file's path"),
+        ),
+    ))
 }
 
 fn output_error(path: &Path, source: io::Error) -> Error {
@@ -141,6 +167,32 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(&target).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn devices_fifos_and_symlinks_at_the_target_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("stdout");
+        std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+        for target in [
+            Path::new("/dev/full"),
+            Path::new("/dev/null"),
+            &link,
+            dir.path(),
+        ] {
+            let e = Pending::create(target).unwrap_err();
+            assert_eq!(e.class(), crate::Class::BadInput, "{e}");
+            assert!(
+                e.to_string().contains("which the output would replace"),
+                "{e}"
+            );
+        }
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     #[test]
