@@ -207,6 +207,7 @@ fn marks_follow_the_descriptor_not_its_number() {
     for (mode, policy) in [
         ("force", "idle=30,mode=force"),
         ("threads", "idle=30,mode=force"),
+        ("racing", "idle=30,mode=force"),
         ("udp", "dest=127.0.0.0/8"),
     ] {
         let out = under_shim(&exe, policy).arg(mode).output().unwrap();
@@ -316,6 +317,15 @@ fn the_log_names_options_and_stamps_each_line() {
             "{line}"
         );
     }
+    // A symlink planted at the log's path is not followed.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let planted = dir.path().join("planted.log");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let policy = format!("idle=30,mode=force,log={}", planted.display());
+    let out = under_shim(&exe, &policy).arg("force").output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     // The stamp is today's date, as the system clock says.
     let today = Command::new("date")
         .args(["-u", "+%Y-%m-%d"])

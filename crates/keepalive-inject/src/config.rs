@@ -32,6 +32,20 @@ impl Config {
         self.options.get(..self.n_options).unwrap_or(&[])
     }
 
+    /// Whether setsockopt(level, name) is a keepalive option (SO_KEEPALIVE, TCP_KEEPIDLE,
+    /// TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT), set by the policy or not.
+    pub fn owns(&self, level: c_int, name: c_int) -> bool {
+        (level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE)
+            || (level == libc::IPPROTO_TCP
+                && matches!(
+                    name,
+                    libc::TCP_KEEPIDLE
+                        | libc::TCP_KEEPINTVL
+                        | libc::TCP_KEEPCNT
+                        | libc::TCP_USER_TIMEOUT
+                ))
+    }
+
     /// In force mode, the option the program's setsockopt(level, name) would change, when the
     /// policy owns it.
     pub fn guarded(&self, level: c_int, name: c_int) -> Option<&SockOpt> {

@@ -11,15 +11,16 @@
 //!   these only carry the shim's bookkeeping over, so force mode guards them too.
 //! - `setsockopt`: in force mode, calls that would change an option the policy sets report
 //!   success and do nothing; every other call goes straight through.
-//! - `close`, `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD)`, `close_range`, `closefrom`: the marks
-//!   follow the descriptor (see marks.rs); the shim acts on a marked descriptor only after the
-//!   kernel confirms it still holds the socket that was marked.
+//! - `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD)`: the mark follows the descriptor to its new
+//!   number (see marks.rs); the shim acts on a marked descriptor only after the kernel confirms
+//!   it still holds the socket that was marked.
 
 use crate::config::{self, Config};
 use crate::marks::{MARKS, socket_inode};
 use crate::{log, real};
 use core::ffi::{c_int, c_void};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use keepalive::policy::Mode;
 use libc::{sockaddr, socklen_t};
 
 pub fn errno() -> c_int {
@@ -137,7 +138,10 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if let Some(config) = config::get()
         && config.injection.is_filtered()
-        && MARKS.get(fd).is_some_and(|m| !m.managed())
+        // Neither managed already nor configured by the program itself: its choice stands.
+        && MARKS
+            .get(fd)
+            .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
         // SAFETY: the caller vouches for addr and len, as connect(2) requires.
         && let Some((ip, port)) = unsafe { inet_addr(addr, len) }
         && config.injection.matches_remote(ip, port)
@@ -155,7 +159,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if let Some(config) = config::get()
         && config.injection.is_filtered()
-        && MARKS.get(fd).is_some_and(|m| !m.managed())
+        && MARKS
+            .get(fd)
+            .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
         // SAFETY: the caller vouches for addr and len, as bind(2) requires.
         && let Some((_, port)) = unsafe { inet_addr(addr, len) }
         && config.injection.matches_local(port)
@@ -178,19 +184,32 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     if let Some(config) = config::get()
-        && let Some(option) = config.guarded(level, name)
-        && MARKS.get(fd).is_some_and(|m| m.managed())
-        && MARKS.verified(fd).is_some()
+        && config.owns(level, name)
+        && MARKS.get(fd).is_some()
     {
-        // Force mode: the program believes its call worked; the policy stays.
-        log::info(
-            config,
-            format_args!(
-                "fd {fd}: kept the policy against the program's setsockopt({})",
-                option.label
-            ),
-        );
-        return 0;
+        match config.guarded(level, name) {
+            // Force mode: the program believes its call worked; the policy stays. A call the
+            // kernel would refuse for its arguments alone goes through, to be refused.
+            Some(option)
+                if !value.is_null()
+                    && len as usize >= core::mem::size_of::<c_int>()
+                    && MARKS.get(fd).is_some_and(|m| m.managed())
+                    && MARKS.verified(fd).is_some() =>
+            {
+                log::info(
+                    config,
+                    format_args!(
+                        "fd {fd}: kept the policy against the program's setsockopt({})",
+                        option.label
+                    ),
+                );
+                return 0;
+            }
+            // Default mode: the program chose a keepalive option itself; a filter's later
+            // bind or connect leaves it be.
+            Some(_) => {}
+            None => MARKS.note_choice(fd),
+        }
     }
     // SAFETY: the caller's arguments, passed on.
     unsafe { real::setsockopt(fd, level, name, value, len) }
@@ -236,16 +255,6 @@ pub unsafe extern "C" fn accept4(
     let new = unsafe { real::accept4(fd, addr, len, flags) };
     inherit(fd, new);
     new
-}
-
-/// # Safety
-/// Called by C code as `close(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    // Before the real close: once it returns, another thread may get the number again.
-    MARKS.clear(fd);
-    // SAFETY: the caller's argument, passed on.
-    unsafe { real::close(fd) }
 }
 
 /// # Safety
@@ -314,33 +323,4 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
         MARKS.copy(fd, rc);
     }
     rc
-}
-
-/// # Safety
-/// Called by C code as `close_range(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn close_range(
-    first: libc::c_uint,
-    last: libc::c_uint,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    let rc = unsafe { real::close_range(first, last, flags) };
-    // CLOSE_RANGE_CLOEXEC only sets close-on-exec; the descriptors stay.
-    if rc == 0 && flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
-        let clamp = |v: libc::c_uint| c_int::try_from(v).unwrap_or(c_int::MAX);
-        MARKS.clear_range(clamp(first), clamp(last));
-    }
-    rc
-}
-
-/// # Safety
-/// Called by C code as `closefrom(3)`, which glibc implements without calling close_range
-/// through its symbol.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn closefrom(low: c_int) {
-    // SAFETY: the caller's argument, passed on.
-    if unsafe { real::closefrom(low) } {
-        MARKS.clear_range(low, c_int::MAX);
-    }
 }

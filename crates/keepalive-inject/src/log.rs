@@ -193,7 +193,13 @@ fn append(path: &str, bytes: &[u8]) {
         return;
     };
     dst.copy_from_slice(path.as_bytes());
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOCTTY;
+    // Never through a symlink planted at the log's path (as root, into someone's file).
+    let flags = libc::O_WRONLY
+        | libc::O_APPEND
+        | libc::O_CREAT
+        | libc::O_CLOEXEC
+        | libc::O_NOCTTY
+        | libc::O_NOFOLLOW;
     // SAFETY: cpath is NUL-terminated (the buffer is one byte longer than any accepted path).
     let fd = unsafe { libc::open(cpath.as_ptr().cast(), flags, 0o644) };
     if fd < 0 {

@@ -1,35 +1,37 @@
 //! Which descriptors hold a TCP socket the shim saw made, and whether that socket carries the
 //! policy: a table of atomics in static memory (zero pages until touched), indexed by
 //! descriptor number, holding the socket's inode number as fstat(2) reported it when it was
-//! marked, shifted left one bit, with the low bit set when the policy went on. 0 is "no mark".
+//! marked, shifted left two bits; bit 0 set when the policy went on, bit 1 when the program set
+//! a keepalive option itself (a filter's bind or connect then leaves its choice alone). 0 is
+//! "no mark".
 //!
 //! Descriptor numbers are reused as soon as they are closed, and a program can close or make
 //! one without the shim seeing it (raw `syscall(SYS_close)`, io_uring, a library calling the
 //! kernel directly). So a mark is a claim to be checked, never trusted: before the shim acts
 //! on a marked descriptor, [`Marks::verified`] asks the kernel for the inode it holds now, and
-//! only the same socket passes (sockfs gives every socket its own inode number). The hooks on
-//! close, dup, dup2, dup3, fcntl(F_DUPFD) and close_range keep the table in step where they
-//! can, so the check rarely fails.
+//! only the same socket passes (sockfs gives every socket its own inode number). That check is
+//! the authority, so closing a descriptor does not clear its mark: a close can happen where
+//! clearing would be wrong (a vfork child shares this table but not the descriptors,
+//! `close_range(CLOSE_RANGE_UNSHARE)` closes another table's, and a clear after the real call
+//! races with a new socket taking the number). The hooks on dup, dup2, dup3 and fcntl(F_DUPFD)
+//! copy a mark to the new number, so duplicates are guarded too.
 //!
 //! Descriptors past [`CAPACITY`] are never marked: the shim then treats them as sockets it did
 //! not make, and leaves them alone.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Descriptors covered: 0..1_048_576 (the kernel's default `nr_open` ceiling).
 pub const CAPACITY: usize = 1 << 20;
 
 pub struct Marks {
     table: [AtomicU64; CAPACITY],
-    /// The highest descriptor ever marked, so that closing a range looks at no more.
-    high: AtomicI32,
 }
 
 /// The table every hook shares.
 pub static MARKS: Marks = Marks {
     table: [const { AtomicU64::new(0) }; CAPACITY],
-    high: AtomicI32::new(-1),
 };
 
 /// What the table says of a descriptor.
@@ -42,9 +44,14 @@ impl Mark {
         self.0 & 1 == 1
     }
 
+    /// The program set a keepalive option on it itself.
+    pub fn chose(self) -> bool {
+        self.0 & 2 == 2
+    }
+
     /// The socket's inode number.
     pub fn inode(self) -> u64 {
-        self.0 >> 1
+        self.0 >> 2
     }
 }
 
@@ -69,10 +76,9 @@ impl Marks {
     pub fn mark(&self, fd: c_int, inode: u64, managed: bool) {
         if let Some(slot) = self.slot(fd) {
             slot.store(
-                inode.wrapping_shl(1) | u64::from(managed),
+                inode.wrapping_shl(2) | u64::from(managed),
                 Ordering::Relaxed,
             );
-            self.high.fetch_max(fd, Ordering::Relaxed);
         }
     }
 
@@ -85,16 +91,10 @@ impl Marks {
         }
     }
 
-    /// Every descriptor from `first` to `last` (inclusive) is closed.
-    pub fn clear_range(&self, first: c_int, last: c_int) {
-        let last = last.min(self.high.load(Ordering::Relaxed));
-        let mut fd = first.max(0);
-        while fd <= last {
-            self.clear(fd);
-            fd = match fd.checked_add(1) {
-                Some(next) => next,
-                None => break,
-            };
+    /// The program set a keepalive option on `fd` itself.
+    pub fn note_choice(&self, fd: c_int) {
+        if let Some(slot) = self.slot(fd) {
+            slot.fetch_or(2, Ordering::Relaxed);
         }
     }
 
@@ -106,7 +106,6 @@ impl Marks {
             self.clear(to);
         } else if let Some(slot) = self.slot(to) {
             slot.store(mark, Ordering::Relaxed);
-            self.high.fetch_max(to, Ordering::Relaxed);
         }
     }
 

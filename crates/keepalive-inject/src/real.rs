@@ -40,14 +40,11 @@ static BIND: Symbol = Symbol::new(c"bind");
 static SETSOCKOPT: Symbol = Symbol::new(c"setsockopt");
 static ACCEPT: Symbol = Symbol::new(c"accept");
 static ACCEPT4: Symbol = Symbol::new(c"accept4");
-static CLOSE: Symbol = Symbol::new(c"close");
 static DUP: Symbol = Symbol::new(c"dup");
 static DUP2: Symbol = Symbol::new(c"dup2");
 static DUP3: Symbol = Symbol::new(c"dup3");
 static FCNTL: Symbol = Symbol::new(c"fcntl");
 static FCNTL64: Symbol = Symbol::new(c"fcntl64");
-static CLOSE_RANGE: Symbol = Symbol::new(c"close_range");
-static CLOSEFROM: Symbol = Symbol::new(c"closefrom");
 
 pub fn resolve_all() {
     for s in [
@@ -57,14 +54,11 @@ pub fn resolve_all() {
         &SETSOCKOPT,
         &ACCEPT,
         &ACCEPT4,
-        &CLOSE,
         &DUP,
         &DUP2,
         &DUP3,
         &FCNTL,
         &FCNTL64,
-        &CLOSE_RANGE,
-        &CLOSEFROM,
     ] {
         s.get();
     }
@@ -165,17 +159,6 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
     }
 }
 
-pub unsafe fn close(fd: c_int) -> c_int {
-    match CLOSE.get() {
-        0 => missing(),
-        // SAFETY: the address is the next `close`, which has this signature.
-        real => unsafe {
-            let f: unsafe extern "C" fn(c_int) -> c_int = core::mem::transmute(real);
-            f(fd)
-        },
-    }
-}
-
 pub unsafe fn dup(fd: c_int) -> c_int {
     match DUP.get() {
         0 => missing(),
@@ -221,32 +204,6 @@ pub unsafe fn fcntl(sixty_four: bool, fd: c_int, cmd: c_int, arg: usize) -> c_in
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, c_int, ...) -> c_int = core::mem::transmute(real);
             f(fd, cmd, arg)
-        },
-    }
-}
-
-pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
-    match CLOSE_RANGE.get() {
-        0 => missing(),
-        // SAFETY: the address is the next `close_range`, which has this signature.
-        real => unsafe {
-            let f: unsafe extern "C" fn(libc::c_uint, libc::c_uint, c_int) -> c_int =
-                core::mem::transmute(real);
-            f(first, last, flags)
-        },
-    }
-}
-
-/// The next `closefrom`; `false` if there is none (glibc before 2.34 has none, and then no
-/// program calls it).
-pub unsafe fn closefrom(low: c_int) -> bool {
-    match CLOSEFROM.get() {
-        0 => false,
-        // SAFETY: the address is the next `closefrom`, which has this signature.
-        real => unsafe {
-            let f: unsafe extern "C" fn(c_int) = core::mem::transmute(real);
-            f(low);
-            true
         },
     }
 }

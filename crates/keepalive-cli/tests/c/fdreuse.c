@@ -4,8 +4,10 @@
  * check failed.
  *
  *   fdreuse force     the force-mode checks
- *   fdreuse udp       the dest= check
+ *   fdreuse udp       the dest= check, and a program's own choice before connect()
  *   fdreuse threads   16 threads reusing numbers as files, counting wrong successes
+ *   fdreuse racing    force mode: a thread frees numbers with close_range while the main
+ *                     thread makes managed sockets; a vfork child closes the parent's socket
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int failed;
@@ -144,6 +147,74 @@ static void udp_check(void) {
     check(udp == was && get_int(udp, SOL_SOCKET, SO_KEEPALIVE) == 0, "udp-on-reused-number",
           "connect() gave a UDP socket SO_KEEPALIVE");
     syscall(SYS_close, udp);
+
+    /* A program that chose its own keepalive before connecting keeps it (default mode): curl
+     * --keepalive-time 5, socat keepidle=5. The connect fails (nothing listens on 9); the
+     * options were set before. */
+    int own = socket(AF_INET, SOCK_STREAM, 0);
+    set_int(own, SOL_SOCKET, SO_KEEPALIVE, 1);
+    set_int(own, IPPROTO_TCP, TCP_KEEPIDLE, 5);
+    connect(own, (struct sockaddr *)&a, sizeof a);
+    check(get_int(own, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(own, IPPROTO_TCP, TCP_KEEPIDLE) == 5,
+          "own-choice-before-connect", "connect() overwrote the program's own keepalive values");
+    close(own);
+    int off = socket(AF_INET, SOCK_STREAM, 0);
+    set_int(off, SOL_SOCKET, SO_KEEPALIVE, 0);
+    connect(off, (struct sockaddr *)&a, sizeof a);
+    check(get_int(off, SOL_SOCKET, SO_KEEPALIVE) == 0, "own-off-before-connect",
+          "connect() turned on keepalive the program had turned off");
+    close(off);
+    /* One that chose nothing gets the policy. */
+    int plain = socket(AF_INET, SOCK_STREAM, 0);
+    connect(plain, (struct sockaddr *)&a, sizeof a);
+    check(get_int(plain, SOL_SOCKET, SO_KEEPALIVE) == 1, "policy-at-connect",
+          "a matching connect() did not get the policy");
+    close(plain);
+}
+
+static volatile int stop_closing;
+
+static void *close_range_loop(void *arg) {
+    (void)arg;
+    while (!stop_closing) {
+        int f = open("/dev/null", O_RDONLY);
+        close_range(f, f, 0);
+    }
+    return NULL;
+}
+
+static void racing_checks(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, close_range_loop, NULL);
+    long lost = 0;
+    for (int i = 0; i < 50000; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        set_int(s, SOL_SOCKET, SO_KEEPALIVE, 0);
+        if (get_int(s, SOL_SOCKET, SO_KEEPALIVE) != 1)
+            lost++;
+        close(s);
+    }
+    stop_closing = 1;
+    pthread_join(t, NULL);
+    char why[80];
+    snprintf(why, sizeof why, "%ld of 50000 managed sockets lost their guard", lost);
+    check(lost == 0, "close-range-race", why);
+
+    /* A vfork child shares the shim's memory but not the descriptors: its close must not
+     * take the parent's guard away. */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t child = vfork();
+    if (child == 0) {
+        close(s);
+        _exit(0);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    set_int(s, SOL_SOCKET, SO_KEEPALIVE, 0);
+    set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, 7);
+    check(get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+          "vfork-child-close", "the child's close took the parent's guard away");
+    close(s);
 }
 
 static long wrong;
@@ -169,6 +240,8 @@ int main(int argc, char **argv) {
         force_checks();
     } else if (argc > 1 && strcmp(argv[1], "udp") == 0) {
         udp_check();
+    } else if (argc > 1 && strcmp(argv[1], "racing") == 0) {
+        racing_checks();
     } else if (argc > 1 && strcmp(argv[1], "threads") == 0) {
         pthread_t t[16];
         for (int i = 0; i < 16; i++)
