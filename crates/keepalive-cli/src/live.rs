@@ -58,7 +58,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         let mut rows: Vec<Vec<String>> = Vec::new();
         let summary = status::status(&query, |row| rows.push(cells(row, with_owner)))?;
         let mut out = String::new();
-        if args.watch.is_some() {
+        if args.watch.is_some() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             out.push_str("\x1b[H\x1b[2J");
         }
         let header = [
@@ -382,7 +382,12 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
             &[0],
         )
     };
-    let _ = writeln!(out, "{} TCP sockets in pid {pid}", sockets.len());
+    let _ = writeln!(
+        out,
+        "{} TCP socket{} in pid {pid}",
+        sockets.len(),
+        if sockets.len() == 1 { "" } else { "s" }
+    );
     crate::render::out(&out)
 }
 
@@ -428,8 +433,19 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
     };
     let report = retrofit::apply(pid, selection, &change, args.dry_run)?;
     let changes = &report.changes;
+    let made = !args.dry_run && changes.iter().any(|c| c.after.is_some());
+    let reported = |r: anyhow::Result<()>| {
+        r.map_err(|e| {
+            if made {
+                let why = format!("the change was made, but its report could not be written: {e}");
+                e.context(why)
+            } else {
+                e
+            }
+        })
+    };
     if args.json {
-        json(&report)?;
+        reported(json(&report))?;
     } else {
         let wanted = match change {
             retrofit::Change::On(p) if p.is_empty() => "keepalive on".to_owned(),
@@ -460,17 +476,30 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
         } else {
             table(&["FD", "LOCAL", "PEER", "BEFORE", "AFTER"], &rows, &[0])
         };
-        let changed = changes.iter().filter(|c| c.after.is_some()).count();
-        let verb = if args.dry_run {
-            "would change"
+        // Changed means different afterwards: a socket already so is not counted.
+        let changed = changes
+            .iter()
+            .filter(|c| c.after.as_ref().is_some_and(|a| *a != c.socket.keepalive))
+            .count();
+        let already = changes
+            .iter()
+            .filter(|c| c.after.as_ref().is_some_and(|a| *a == c.socket.keepalive))
+            .count();
+        let (n, verb) = if args.dry_run {
+            (changes.len(), "to look at (dry run, nothing changed)")
         } else {
-            "changed"
+            (changed, "changed")
+        };
+        let already = if already > 0 && !args.dry_run {
+            format!(", {already} already so")
+        } else {
+            String::new()
         };
         let _ = writeln!(
             out,
-            "{} of {} TCP sockets in pid {pid} {verb}",
-            if args.dry_run { changes.len() } else { changed },
+            "{n} of {} TCP socket{} in pid {pid} {verb}{already}",
             changes.len(),
+            if changes.len() == 1 { "" } else { "s" },
         );
         for port in &report.sets_its_own {
             let _ = writeln!(
@@ -481,7 +510,7 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
                  policy for every new connection."
             );
         }
-        crate::render::out(&out)?;
+        reported(crate::render::out(&out))?;
     }
     if report.exited {
         return Err(anyhow::anyhow!(

@@ -121,6 +121,10 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
         return json(&Out {
             netns: s.netns_name(),
             change,
+        })
+        .map_err(|e| {
+            let why = format!("the change was made, but its report could not be written: {e}");
+            e.context(why)
         });
     }
     let mut o = String::new();

@@ -388,6 +388,15 @@ fn set_says_when_the_program_sets_its_own_and_switches_keepalive() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let sockets = get(&pid);
     assert!(sockets.iter().all(|s| s["keepalive"]["enabled"] == true));
+    // Again: nothing is different, and the count says so.
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--keepalive", "on"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("0 of 3 TCP sockets") && said.contains("3 already so"),
+        "{said}"
+    );
     assert!(
         sockets
             .iter()

@@ -295,3 +295,29 @@ fn a_go_program_without_section_headers_is_still_go() {
         assert!(err.contains("Go sets its own keepalive"), "{err}");
     }
 }
+
+/// A name found in PATH only as a file that cannot run (no execute bit, a directory) is 126,
+/// as execvp(3) and env(1) make it, not "not found".
+#[test]
+fn a_name_in_path_that_cannot_run_exits_126() {
+    let dir = tempfile::tempdir().unwrap();
+    write_program(&dir.path().join("plain"), b"#!/bin/sh\nexit 0\n", 0o644);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    for via in VIAS {
+        for name in ["plain", "sub"] {
+            let out = bounded_output(
+                keepalive()
+                    .env("PATH", &path)
+                    .args(["run", "--via", via, "--idle", "5", "--", name]),
+                LIMIT,
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(126), "{via} {name}: {err}");
+            assert!(
+                err.contains("is in PATH but cannot run"),
+                "{via} {name}: {err}"
+            );
+        }
+    }
+}

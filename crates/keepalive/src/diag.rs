@@ -116,10 +116,11 @@ impl TcpState {
         }
     }
 
-    /// The states in which the keepalive timer runs (`tcp_keepalive_timer()` acts in any state
-    /// but CLOSE and SYN_SENT; what matters is a connection that could go idle).
+    /// The states in which the keepalive timer probes (`tcp_keepalive_timer()` acts in any
+    /// state but CLOSE and SYN_SENT, a listener has no timer of its own, and TIME_WAIT is a
+    /// timewait socket): every state past the handshake, FIN-WAIT and LAST-ACK included.
     pub fn keepalive_applies(self) -> bool {
-        matches!(self, TcpState::Established | TcpState::CloseWait)
+        self.peer_has_spoken()
     }
 
     /// The states past the handshake, where tcp_info's "last received" times count from the
@@ -216,7 +217,10 @@ pub struct SocketEntry {
 impl SocketEntry {
     /// On, off, unknown or not applicable; see [`Verdict`].
     pub fn verdict(&self) -> Verdict {
-        if !self.state.keepalive_applies() {
+        // An orphaned FIN-WAIT-2 socket (closed by its program: no inode) runs its
+        // tcp_fin_timeout on the keepalive timer (tcp_close() → inet_csk_reset_keepalive_timer()).
+        if !self.state.keepalive_applies() || (self.state == TcpState::FinWait2 && self.inode == 0)
+        {
             return Verdict::NotApplicable;
         }
         match self.timer {
@@ -521,8 +525,13 @@ pub fn owners() -> Owners {
             }
         }
         if any {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            owners.commands.insert(pid, comm.trim().to_owned());
+            // A name need not be UTF-8 (prctl(PR_SET_NAME) takes any bytes): shown lossily,
+            // never as an empty name that reads like an unknown owner.
+            let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let comm = String::from_utf8_lossy(&comm);
+            owners
+                .commands
+                .insert(pid, comm.trim_end_matches('\n').to_owned());
         }
     }
     owners

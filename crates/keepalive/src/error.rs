@@ -124,6 +124,9 @@ pub enum Error {
     /// No such process.
     #[error("process {0} not found")]
     NoSuchProcess(u32),
+    /// The process exited while its sockets were being read.
+    #[error("process {0} exited while its sockets were being read")]
+    Exited(u32),
     /// A number that cannot be a process id.
     #[error("PID {pid} is not a process id: expected 1 to {} (kernel.pid_max)", max - 1)]
     BadPid {

@@ -495,6 +495,25 @@ pub fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
     let shown = name.to_string_lossy().into_owned();
     let path_var = std::env::var_os("PATH");
     let Some(program) = resolve_program(name, path_var.as_deref()) else {
+        // As execvp(3) and env(1): something of that name in PATH that cannot run is 126.
+        if let Some(found) = path_var.as_deref().and_then(|p| {
+            std::env::split_paths(p)
+                .map(|dir| dir.join(name))
+                .find(|p| p.symlink_metadata().is_ok())
+        }) {
+            return Err(LaunchError::CannotRun {
+                program: shown,
+                why: format!(
+                    "{} is in PATH but cannot run: {}",
+                    found.display(),
+                    if found.is_dir() {
+                        "it is a directory"
+                    } else {
+                        "it has no execute permission for this user"
+                    }
+                ),
+            });
+        }
         return Err(LaunchError::NotFound {
             program: shown,
             why: format!(

@@ -72,6 +72,24 @@ fn kernel_thread(pid: u32) -> bool {
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
+/// Whether `pid` is exiting or gone: PF_EXITING (include/linux/sched.h) is set when do_exit()
+/// starts, before the process's descriptors are closed, while its pidfd turns readable only at
+/// the end; a listing of /proc/PID/fd can meanwhile end early without an error.
+pub fn exiting(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x0000_0004;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let after_command = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let mut fields = after_command.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    state.starts_with(['Z', 'X']) || flags & PF_EXITING != 0
+}
+
 /// A ptrace-attach refusal for `pid`, with the facts that explain it: Yama's ptrace_scope,
 /// whether we are root, and whether we hold CAP_SYS_PTRACE.
 pub(crate) fn ptrace_denied(pid: u32, source: io::Error) -> Error {

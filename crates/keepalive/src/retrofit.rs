@@ -169,6 +169,10 @@ pub fn sockets(pid: u32) -> Result<Vec<ProcessSocket>, Error> {
             out.push(describe(fd, &dup)?);
         }
     }
+    // A process exiting meanwhile closes its descriptors: the list is not the process's.
+    if !process.alive() || crate::process::exiting(pid) {
+        return Err(Error::Exited(pid));
+    }
     Ok(out)
 }
 
@@ -288,7 +292,7 @@ pub fn apply(
     let sets_its_own = sets_its_own(pid, &process, &out);
     Ok(Report {
         changes: out,
-        exited: !process.alive(),
+        exited: !process.alive() || crate::process::exiting(pid),
         sets_its_own,
     })
 }

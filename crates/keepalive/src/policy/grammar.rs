@@ -526,13 +526,17 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
+        // A network written IPv4-mapped (::ffff:127.0.0.0/104) is the IPv4 network it maps.
+        let (addr, prefix) = match self.addr {
+            IpAddr::V6(v6) if self.prefix >= 96 && v6.to_ipv4_mapped().is_some() => (
+                v6.to_ipv4_mapped().map_or(self.addr, IpAddr::V4),
+                self.prefix - 96,
+            ),
+            a => (a, self.prefix),
+        };
+        match (addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), prefix),
             _ => false,
         }
     }

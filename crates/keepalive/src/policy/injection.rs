@@ -417,6 +417,13 @@ mod tests {
         assert!(inj.matches_remote(ip("198.18.0.1"), 22));
         assert!(!inj.matches_remote(ip("198.18.0.1"), 23));
         assert!(!inj.matches_local(22));
+        // Written IPv4-mapped, a network is the IPv4 one it maps, for either kind of peer.
+        let inj = Injection::parse("dest=::ffff:127.0.0.0/104").unwrap();
+        assert!(inj.matches_remote(ip("127.0.0.1"), 1));
+        assert!(inj.matches_remote(ip("::ffff:127.0.0.1"), 1));
+        assert!(!inj.matches_remote(ip("128.0.0.1"), 1));
+        let inj = Injection::parse("dest=::ffff:127.0.0.1").unwrap();
+        assert!(inj.matches_remote(ip("127.0.0.1"), 1));
         let inj = Injection::parse("dest=2001:db8::/33").unwrap();
         assert!(inj.matches_remote(ip("2001:db8:7fff::1"), 1));
         assert!(!inj.matches_remote(ip("2001:db8:8000::1"), 1));
