@@ -7,7 +7,7 @@ use keepalive::Policy;
 use keepalive::cgroup::Cgroup;
 use keepalive::cgroup::policy::{self, Attached};
 use keepalive::sysctl::Sysctls;
-use std::io::Write;
+use std::fmt::Write;
 
 /// The cgroup named; `--cgroup-of` a process in the root cgroup is refused for `set` (it
 /// would cover the whole machine) and taken as it is for reading and removing.
@@ -41,7 +41,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
     if args.json {
         json(&report)?;
     } else {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut out = String::new();
         let what = if policy.is_empty() {
             "keepalive on".to_owned()
         } else {
@@ -121,7 +121,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
                 crate::run::shell_quote(&cg.path.to_string_lossy())
             )?;
         }
-        out.flush()?;
+        crate::render::out(&out)?;
     }
     if !report.dry_run && report.existing.iter().any(|e| e.error.is_some()) {
         return Err(anyhow::anyhow!(
@@ -147,7 +147,7 @@ pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
             effective: view.effective().map(|p| p.to_string()),
         });
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = String::new();
     writeln!(out, "cgroup {} (id {})", cg.path.display(), cg.id)?;
     if view.policies.is_empty() {
         writeln!(
@@ -191,7 +191,7 @@ pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
             f.name
         )?;
     }
-    out.flush()?;
+    crate::render::out(&out)?;
     Ok(())
 }
 
@@ -201,7 +201,7 @@ pub fn unset(args: &UnsetArgs) -> anyhow::Result<()> {
     if args.json {
         return json(&report);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     match &report.removed {
         Some(a) => writeln!(
             out,
@@ -216,5 +216,13 @@ pub fn unset(args: &UnsetArgs) -> anyhow::Result<()> {
             cg.path.display()
         )?,
     }
-    Ok(())
+    let removed = report.removed.is_some();
+    crate::render::out(&out).map_err(|e| {
+        if removed {
+            let why = format!("the change was made, but its report could not be written: {e}");
+            e.context(why)
+        } else {
+            e
+        }
+    })
 }

@@ -7,7 +7,8 @@ use keepalive::output::Pending;
 use keepalive_lab::scenario::Fault;
 use keepalive_lab::scenario::{self, Scenario};
 use keepalive_lab::{Ending, Live, Options, Report, What};
-use std::io::{IsTerminal, Write};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.list {
@@ -15,15 +16,16 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         if args.json {
             return json(&all);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = String::new();
         for s in all {
-            writeln!(
+            let _ = writeln!(
                 out,
-                "{:<12} {}\n{:<12} policy {}; {}",
-                s.name, s.summary, "", s.policy, s.seed
-            )?;
+                "{:<12} {}\n{:<12} policy {}",
+                s.name, s.summary, "", s.policy
+            );
+            let _ = writeln!(out, "{:<12} {}", "", s.seed);
         }
-        return Ok(());
+        return crate::render::out(&out);
     }
     let scenario = match &args.scenario_file {
         Some(path) => Scenario::from_file(path).map_err(UsageError::err)?,

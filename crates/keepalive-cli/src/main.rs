@@ -51,9 +51,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
-            // --help, --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
+            // --help, --version: on stdout, which may fail like any output.
+            return match render::out(&e.render().to_string()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
         }
         Err(e) => {
             render::note(&format!(
