@@ -334,3 +334,21 @@ fn the_log_names_options_and_stamps_each_line() {
     let today = String::from_utf8_lossy(&today.stdout).trim().to_owned();
     assert!(text.starts_with(&today), "{today} vs {text}");
 }
+
+/// `inherit=no` knows the shim under another name too (a symlink to it, as a package or a
+/// user may make): the children get no LD_PRELOAD of it.
+#[test]
+fn inherit_no_knows_the_shim_by_its_file_not_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let alias = dir.path().join("libka.so");
+    std::os::unix::fs::symlink(shim(), &alias).unwrap();
+    let out = Command::new("/usr/bin/env")
+        .env_clear()
+        .env("LD_PRELOAD", &alias)
+        .env("KEEPALIVE_POLICY", "inherit=no")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!text.contains("LD_PRELOAD"), "{text}");
+}

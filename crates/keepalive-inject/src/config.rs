@@ -291,7 +291,7 @@ fn leave_children_alone(envp: *const *mut c_char) {
     let Some(value) = bytes.get_mut("LD_PRELOAD=".len()..) else {
         return;
     };
-    let kept = keep_others(value);
+    let kept = keep_others(value, own_file());
     if kept == 0 {
         // SAFETY: a NUL-terminated name; see above for why unsetenv is safe to call here.
         unsafe { libc::unsetenv(c"LD_PRELOAD".as_ptr()) };
@@ -301,10 +301,49 @@ fn leave_children_alone(envp: *const *mut c_char) {
     }
 }
 
+/// The device and inode of this library's file, as the loader mapped it: dladdr(3) of one of
+/// its own functions names the file.
+fn own_file() -> Option<(u64, u64)> {
+    // SAFETY: an all-zero Dl_info is a valid out-buffer; dladdr fills it for an address in a
+    // mapped object.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    let here = own_file as *const () as *const libc::c_void;
+    // SAFETY: `here` is this function's own address.
+    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    file_id(info.dli_fname)
+}
+
+/// The device and inode of the file at a NUL-terminated path.
+fn file_id(path: *const c_char) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated; stat writes into `st` only.
+    (unsafe { libc::stat(path, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// Whether an LD_PRELOAD entry is this library: by its file name, or, under another name (a
+/// symlink, a copy renamed), by being the same file.
+fn is_this_library(token: &[u8], own: Option<(u64, u64)>) -> bool {
+    let base = token.rsplit(|b| *b == b'/').next().unwrap_or(&[]);
+    if base == b"libkeepalive_inject.so" {
+        return true;
+    }
+    let Some(own) = own else { return false };
+    let mut path = [0u8; 4096];
+    let Some(dst) = path.get_mut(..token.len()) else {
+        return false;
+    };
+    dst.copy_from_slice(token);
+    // The byte after the token is still 0: the buffer is longer than the token.
+    path.len() > token.len() && file_id(path.as_ptr().cast()) == Some(own)
+}
+
 /// Rewrites an LD_PRELOAD value in place, leaving out this library and empty entries, the
 /// others joined by ':'. Returns the new length, which is at most the old one. Separators are
 /// ':' and ' ', as for the loader.
-fn keep_others(value: &mut [u8]) -> usize {
+fn keep_others(value: &mut [u8], own: Option<(u64, u64)>) -> usize {
     let mut write = 0usize;
     let mut read = 0usize;
     while read < value.len() {
@@ -317,8 +356,7 @@ fn keep_others(value: &mut [u8]) -> usize {
         let Some(token) = value.get(start..end) else {
             break;
         };
-        let base = token.rsplit(|b| *b == b'/').next().unwrap_or(&[]);
-        if token.is_empty() || base == b"libkeepalive_inject.so" {
+        if token.is_empty() || is_this_library(token, own) {
             continue;
         }
         if write > 0 {
