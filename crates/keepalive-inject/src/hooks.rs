@@ -221,15 +221,15 @@ fn inherit(listener: c_int, fd: c_int) {
     if fd < 0 {
         return;
     }
-    let saved = errno();
-    match (
-        MARKS.get(listener).and(MARKS.verified(listener)),
-        socket_inode(fd),
-    ) {
-        (Some(mark), Some(inode)) => MARKS.mark(fd, inode, mark.managed()),
-        _ => MARKS.clear(fd),
+    // One fstat for a marked listener, one for the new socket: none when the listener is not
+    // the shim's (socket_inode leaves errno as it was).
+    match MARKS
+        .verified(listener)
+        .and_then(|mark| Some((mark, socket_inode(fd)?)))
+    {
+        Some((mark, inode)) => MARKS.mark(fd, inode, mark.managed()),
+        None => MARKS.clear(fd),
     }
-    set_errno(saved);
 }
 
 /// # Safety

@@ -54,15 +54,15 @@ pub(crate) fn watch(
     let secs = |ns: u128| ns.saturating_sub(watch.start_ns) as f64 / 1e9;
     let begin = Instant::now();
     let deadline = begin + Duration::from_secs_f64(window);
+    // On the events' clock: seconds since the lab started.
+    let ends_at = secs(now_ns()) + window;
     let mut told = Told::default();
     while Instant::now() < deadline && !ends.server_done() {
         if let Some(live) = watch.live {
             told.tell(watch, live);
-            // On the events' clock: seconds since the lab started.
-            let started = secs(now_ns()) - begin.elapsed().as_secs_f64();
             live(Live::Waiting {
                 t: secs(now_ns()),
-                expected: started + window,
+                expected: ends_at,
             });
         }
         std::thread::sleep(Duration::from_millis(100));
