@@ -10,7 +10,8 @@
 //! - `accept` / `accept4`: the kernel copies a listener's options to the sockets it accepts;
 //!   these only carry the shim's bookkeeping over, so force mode guards them too.
 //! - `setsockopt`: in force mode, calls that would change an option the policy sets report
-//!   success and do nothing; every other call goes straight through.
+//!   success and do nothing; a call the kernel would refuse for its arguments (length, pointer,
+//!   range) goes through to be refused, and every other call goes straight through.
 //! - `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD)`: the mark follows the descriptor to its new
 //!   number (see marks.rs); the shim acts on a marked descriptor only after the kernel confirms
 //!   it still holds the socket that was marked.
@@ -173,6 +174,50 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     unsafe { real::bind(fd, addr, len) }
 }
 
+/// A setsockopt argument as the kernel would find it.
+enum Arg {
+    Int(c_int),
+    /// Null or unreadable: the kernel answers EFAULT.
+    Fault,
+    /// process_vm_readv itself was refused (a seccomp profile such as Docker's default without
+    /// CAP_SYS_PTRACE): the pointer cannot be checked without risking a fault in the program.
+    Unchecked,
+}
+
+/// The int at `value`, read the way the kernel reads a setsockopt argument: through a system
+/// call (process_vm_readv on this process, which a process may always do to itself unless a
+/// seccomp filter refuses it), so that an unmapped pointer is an answer and not a fault in the
+/// program. errno is left as it was.
+fn read_int(value: *const c_void) -> Arg {
+    if value.is_null() {
+        return Arg::Fault;
+    }
+    let saved = errno();
+    let mut out: c_int = 0;
+    let size = core::mem::size_of::<c_int>();
+    let local = libc::iovec {
+        iov_base: (&raw mut out).cast::<c_void>(),
+        iov_len: size,
+    };
+    let remote = libc::iovec {
+        iov_base: value.cast_mut(),
+        iov_len: size,
+    };
+    // SAFETY: one local iovec over a live c_int; the remote range is only read, by the kernel.
+    let n = unsafe {
+        libc::process_vm_readv(libc::getpid(), &raw const local, 1, &raw const remote, 1, 0)
+    };
+    let arg = match usize::try_from(n) {
+        Ok(got) if got == size => Arg::Int(out),
+        // A partial read: the int runs into memory the process cannot read.
+        Ok(_) => Arg::Fault,
+        Err(_) if errno() == libc::EFAULT => Arg::Fault,
+        _ => Arg::Unchecked,
+    };
+    set_errno(saved);
+    arg
+}
+
 /// # Safety
 /// Called by C code as `setsockopt(2)`.
 #[unsafe(no_mangle)]
@@ -189,11 +234,16 @@ pub unsafe extern "C" fn setsockopt(
     {
         match config.guarded(level, name) {
             // Force mode: the program believes its call worked; the policy stays. A call the
-            // kernel would refuse for its arguments alone goes through, to be refused.
+            // kernel would refuse for its arguments alone (short length, unreadable pointer,
+            // value out of range) goes through, to be refused.
             Some(option)
-                if !value.is_null()
-                    && len as usize >= core::mem::size_of::<c_int>()
+                if len as usize >= core::mem::size_of::<c_int>()
                     && MARKS.get(fd).is_some_and(|m| m.managed())
+                    && match read_int(value) {
+                        Arg::Int(v) => Config::kernel_accepts(level, name, v),
+                        Arg::Fault => false,
+                        Arg::Unchecked => true,
+                    }
                     && MARKS.verified(fd).is_some() =>
             {
                 log::info(

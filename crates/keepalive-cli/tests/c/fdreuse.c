@@ -114,6 +114,40 @@ static void force_checks(void) {
         close(dups[i]);
     close(s);
 
+    /* 3b. Calls the kernel refuses for their arguments are refused as without the shim: an
+     * unmapped pointer (EFAULT), values out of the kernel's range (EINVAL), a short length. */
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    struct {
+        const char *name;
+        int level, opt, value, err;
+    } bad[] = {
+        {"keepidle-0", IPPROTO_TCP, TCP_KEEPIDLE, 0, EINVAL},
+        {"keepidle-32768", IPPROTO_TCP, TCP_KEEPIDLE, 32768, EINVAL},
+        {"keepintvl-negative", IPPROTO_TCP, TCP_KEEPINTVL, -1, EINVAL},
+        {"keepcnt-128", IPPROTO_TCP, TCP_KEEPCNT, 128, EINVAL},
+        {"user-timeout-negative", IPPROTO_TCP, TCP_USER_TIMEOUT, -5, EINVAL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        rc = set_int(s, bad[i].level, bad[i].opt, bad[i].value);
+        check(rc == -1 && errno == bad[i].err, bad[i].name, "the kernel's refusal was swallowed");
+    }
+    errno = 0;
+    rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, (void *)8, sizeof(int));
+    check(rc == -1 && errno == EFAULT, "unmapped-pointer", "an unmapped pointer was not EFAULT");
+    int zero = 0;
+    errno = 0;
+    rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &zero, 2);
+    check(rc == -1 && errno == EINVAL, "short-length", "a 2-byte value was not EINVAL");
+    check(get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+          "policy-after-refusals", "a refused call changed the policy's options");
+    /* and a valid value in range is still kept from the kernel */
+    errno = 0;
+    rc = set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, 32767);
+    check(rc == 0 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30, "keepidle-in-range-kept",
+          "a valid value went through or failed");
+    close(s);
+
     /* 4. dup2 over a managed socket's number with a file: the file is no socket. */
     s = socket(AF_INET, SOCK_STREAM, 0);
     file = open("/dev/null", O_RDONLY);
