@@ -150,10 +150,12 @@ pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
     let mut out = String::new();
     writeln!(out, "cgroup {} (id {})", cg.path.display(), cg.id)?;
     if view.policies.is_empty() {
-        writeln!(
-            out,
-            "  no keepalive policy here or above: new connections get the program's own settings or the kernel's defaults"
-        )?;
+        out.push_str(&crate::render::wrap(
+            "no keepalive policy here or above: new connections get the program's own settings \
+             or the kernel's defaults",
+            "  ",
+            "  ",
+        ));
     }
     for a in &view.policies {
         let whose = if a.cgroup.id == cg.id {

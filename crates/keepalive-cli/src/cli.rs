@@ -133,7 +133,7 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
     /// Only sockets with this local or remote port (repeatable, or comma-separated).
-    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    #[arg(long, value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Vec<u16>,
     /// Only these states (established, close-wait, listening, time-wait, ...; repeatable).
     #[arg(long, value_name = "STATE", value_delimiter = ',')]

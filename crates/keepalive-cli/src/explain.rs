@@ -1,7 +1,7 @@
 //! `keepalive explain`: the probe timeline and time to detect, rendered.
 
 use crate::cli::ExplainArgs;
-use crate::render::{duration_ms, duration_s, json};
+use crate::render::{duration_ms, duration_s, json, wrap};
 use keepalive::explain::{Detected, Explanation};
 use keepalive::netns::NetNs;
 use keepalive::policy::timeline::{Decider, ProbeTimeline};
@@ -68,6 +68,9 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a wrapped value of the policy's header continues: under the value.
+const INDENT: &str = "               ";
+
 fn human(r: &Report<'_>) -> String {
     let e = r.explanation;
     let t = &e.silent_peer;
@@ -81,9 +84,17 @@ fn human(r: &Report<'_>) -> String {
         Some(_) if r.given_is_complete => {}
         Some(given) => {
             line(format!("        given  {given}"));
-            line(format!("        rest   {}", r.defaults_from));
+            line(
+                wrap(&r.defaults_from, "        rest   ", INDENT)
+                    .trim_end()
+                    .to_owned(),
+            );
         }
-        None => line(format!("        from   {}", r.defaults_from)),
+        None => line(
+            wrap(&r.defaults_from, "        from   ", INDENT)
+                .trim_end()
+                .to_owned(),
+        ),
     }
     if !r.os_defaults.is_empty() {
         line(String::new());

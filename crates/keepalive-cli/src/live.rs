@@ -2,7 +2,7 @@
 
 use crate::UsageError;
 use crate::cli::{GetArgs, SetArgs, StatusArgs};
-use crate::render::{duration_ms, json};
+use crate::render::{WIDTH, duration_ms, json, wrap};
 use keepalive::diag::{TcpState, Timer, Verdict};
 use keepalive::netns::NetNs;
 use keepalive::policy::grammar::parse_duration_ms;
@@ -70,22 +70,19 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             "IDLE",
             "PROCESS",
         ];
-        out.push_str(&table(&header, &rows, &[5]));
-        let _ = writeln!(out, "{}", human_summary(&summary, &args.idle_over));
+        out.push_str(&fitted_table(&header, &rows, &[5], STATUS_LAYOUTS));
+        out.push_str(&wrap(&human_summary(&summary, &args.idle_over), "", "  "));
         if summary.owner_unknown > 0 {
-            let _ = writeln!(
-                out,
+            let text = format!(
                 "owner unknown for {} sockets: {}",
                 summary.owner_unknown,
-                owner_unknown_reason(&summary)
+                owner_unknown_reason(&summary, query.exact)
             );
+            out.push_str(&wrap(&text, "", "  "));
         }
         for n in &summary.not_traced {
-            let _ = writeln!(
-                out,
-                "not traced: pid {} ({}): {}",
-                n.pid, n.command, n.reason
-            );
+            let text = format!("not traced: pid {} ({}): {}", n.pid, n.command, n.reason);
+            out.push_str(&wrap(&text, "", "  "));
         }
         crate::render::out(&out)?;
         let Some(every) = args.watch else {
@@ -101,20 +98,35 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Why owners are missing: unreadable processes (another user's) or sockets whose process
-/// exited between the socket dump and the /proc scan.
-fn owner_unknown_reason(summary: &Summary) -> String {
+/// Why owners are missing, every cause that may apply: unreadable processes (another
+/// user's), processes outside the PID namespace /proc shows, and sockets whose process exited
+/// between the socket dump and the /proc scan.
+fn owner_unknown_reason(summary: &Summary, exact: bool) -> String {
+    let mut causes = Vec::new();
     if summary.unreadable_processes > 0 {
-        format!(
+        causes.push(format!(
             "the descriptors of {} processes were not readable (another user's processes need \
-             CAP_SYS_PTRACE), or their processes exited meanwhile",
+             CAP_SYS_PTRACE)",
             summary.unreadable_processes
-        )
-    } else {
+        ));
+    }
+    if summary.owners_outside_pid_namespace {
+        causes.push(
+            "their processes are outside the PID namespace this /proc shows (run status from \
+             the host's PID namespace to see them)"
+                .to_owned(),
+        );
+    }
+    causes.push(
         "their processes exited, or passed the sockets on, between the kernel's list and the \
          /proc scan"
-            .into()
+            .to_owned(),
+    );
+    let mut text = causes.join("; or ");
+    if exact {
+        text.push_str(". Without an owner, --exact cannot read their options");
     }
+    text
 }
 
 /// Columns as wide as their widest cell, two spaces apart; the columns in `right` aligned
@@ -154,6 +166,65 @@ fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
         out.push_str(&line(&mut row.iter().map(String::as_str)));
     }
     out
+}
+
+/// The status table's layouts, tried in order: one line per socket; state, addresses and
+/// process, then keepalive, timer and idle; for long IPv6 addresses, state and process, the
+/// addresses, then keepalive, timer and idle.
+const STATUS_LAYOUTS: &[&[&[usize]]] = &[
+    &[&[0, 1, 2, 3, 4, 5, 6]],
+    &[&[0, 1, 2, 6], &[3, 4, 5]],
+    &[&[0, 6], &[1, 2], &[3, 4, 5]],
+];
+
+/// get's and set's: descriptor and addresses, then the options (before and after).
+const SOCKET_LAYOUTS: &[&[&[usize]]] = &[&[&[0, 1, 2, 3, 4]], &[&[0, 1, 2], &[3, 4]]];
+
+/// The table in the first of `layouts` whose lines fit [`WIDTH`] (the last if none does).
+/// A layout is groups of column indices, each group a line of the row and a table of its own;
+/// lines after a row's first are indented.
+fn fitted_table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    right: &[usize],
+    layouts: &[&[&[usize]]],
+) -> String {
+    let render = |layout: &[&[usize]]| {
+        let groups: Vec<Vec<String>> = layout
+            .iter()
+            .map(|cols| {
+                let cols: Vec<usize> = cols.iter().copied().filter(|&i| i < header.len()).collect();
+                let head: Vec<&str> = cols.iter().map(|&i| header[i]).collect();
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| cols.iter().map(|&i| r[i].clone()).collect())
+                    .collect();
+                let right: Vec<usize> = (0..cols.len())
+                    .filter(|&j| right.contains(&cols[j]))
+                    .collect();
+                table(&head, &cells, &right)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
+        let mut out = String::new();
+        for line in 0..=rows.len() {
+            for (g, group) in groups.iter().enumerate() {
+                let indent = if g == 0 { "" } else { "  " };
+                let _ = writeln!(out, "{indent}{}", group[line]);
+            }
+        }
+        out
+    };
+    let mut text = String::new();
+    for layout in layouts {
+        text = render(layout);
+        if text.lines().all(|l| l.chars().count() <= WIDTH) {
+            break;
+        }
+    }
+    text
 }
 
 /// A duration as every listing shows one: render::duration_ms, to a tenth of a second.
@@ -376,10 +447,11 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     let mut out = if rows.is_empty() {
         String::new()
     } else {
-        table(
+        fitted_table(
             &["FD", "LOCAL", "PEER", "KEEPALIVE idle/interval/count"],
             &rows,
             &[0],
+            SOCKET_LAYOUTS,
         )
     };
     let _ = writeln!(
@@ -474,7 +546,12 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
         let mut out = if rows.is_empty() {
             String::new()
         } else {
-            table(&["FD", "LOCAL", "PEER", "BEFORE", "AFTER"], &rows, &[0])
+            fitted_table(
+                &["FD", "LOCAL", "PEER", "BEFORE", "AFTER"],
+                &rows,
+                &[0],
+                SOCKET_LAYOUTS,
+            )
         };
         // Changed means different afterwards: a socket already so is not counted.
         let changed = changes
@@ -502,13 +579,13 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             if changes.len() == 1 { "" } else { "s" },
         );
         for port in &report.sets_its_own {
-            let _ = writeln!(
-                out,
+            let text = format!(
                 "note: the connections pid {pid} accepted on port {port} carry keepalive settings \
                  of their own, so the program sets them on each: new connections will not get \
                  this from the listener. `keepalive set --cgroup-of {pid} --force` holds the \
                  policy for every new connection."
             );
+            out.push_str(&wrap(&text, "", "  "));
         }
         reported(crate::render::out(&out))?;
     }

@@ -27,6 +27,34 @@ pub fn duration_s(s: u64) -> String {
     duration_ms(s.saturating_mul(1000))
 }
 
+/// The widest line the human output writes.
+pub const WIDTH: usize = 100;
+
+/// `text` folded at spaces into lines of at most [`WIDTH`] columns, the first starting with
+/// `first`, the others with `rest`; each line ends in a newline. A word wider than a line (a
+/// long path) stands on a line of its own.
+pub fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_owned();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
@@ -72,5 +100,21 @@ mod tests {
         assert_eq!(duration_ms(1_500), "1.5s");
         assert_eq!(duration_ms(0), "0s");
         assert_eq!(duration_s(3601), "1h1s");
+    }
+
+    #[test]
+    fn wrapping() {
+        let text = "word ".repeat(60);
+        let out = wrap(&text, "note: ", "  ");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.len() == 4 && lines.iter().all(|l| l.chars().count() <= WIDTH));
+        assert!(lines[0].starts_with("note: word") && lines[1].starts_with("  word"));
+        assert_eq!(out.matches("word").count(), 60);
+        let long = "x".repeat(150);
+        assert_eq!(
+            wrap(&format!("a {long} b"), "", ""),
+            format!("a\n{long}\nb\n")
+        );
+        assert_eq!(wrap("short", "- ", "  "), "- short\n");
     }
 }

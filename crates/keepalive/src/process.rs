@@ -90,6 +90,28 @@ pub fn exiting(pid: u32) -> bool {
     state.starts_with(['Z', 'X']) || flags & PF_EXITING != 0
 }
 
+/// Whether the /proc in this mount namespace belongs to a PID namespace other than the
+/// initial one (a container's, or `unshare --pid --mount-proc`), so that processes outside it,
+/// which may share the network namespace and hold its sockets, are not listed. Told from two
+/// facts readable without privilege: this process's PID namespace is not the initial one
+/// (PROC_PID_INIT_INO, include/linux/proc_ns.h), and /proc/self/status lists one NSpid, which
+/// the kernel prints from /proc's own namespace down to the process's (fs/proc/array.c).
+pub fn proc_is_a_child_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    let ours = std::fs::read_link("/proc/self/ns/pid").ok().and_then(|l| {
+        let l = l.to_str()?.strip_prefix("pid:[")?.strip_suffix(']')?;
+        l.parse::<u64>().ok()
+    });
+    let levels = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|ids| ids.split_whitespace().count())
+        });
+    matches!((ours, levels), (Some(ino), Some(1)) if ino != PROC_PID_INIT_INO)
+}
+
 /// A ptrace-attach refusal for `pid`, with the facts that explain it: Yama's ptrace_scope,
 /// whether we are root, and whether we hold CAP_SYS_PTRACE.
 pub(crate) fn ptrace_denied(pid: u32, source: io::Error) -> Error {

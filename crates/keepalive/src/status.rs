@@ -101,6 +101,9 @@ pub struct Summary {
     pub owner_unknown: usize,
     /// Processes whose descriptors could not be listed.
     pub unreadable_processes: usize,
+    /// /proc shows a child PID namespace only: owners outside it cannot be found
+    /// ([`crate::process::proc_is_a_child_pid_namespace`]).
+    pub owners_outside_pid_namespace: bool,
     pub not_traced: Vec<NotTraced>,
 }
 
@@ -148,6 +151,8 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
     };
     let mut summary = Summary {
         unreadable_processes: owners.unreadable,
+        owners_outside_pid_namespace: want_owners
+            && crate::process::proc_is_a_child_pid_namespace(),
         ..Summary::default()
     };
     let states: Vec<TcpState> = if query.states.is_empty() {
