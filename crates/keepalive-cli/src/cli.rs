@@ -130,10 +130,10 @@ pub struct StatusArgs {
     #[arg(long)]
     pub exact: bool,
     /// Only sockets of this process (and look in its network namespace).
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_hyphen_values = true, value_parser = pid)]
     pub pid: Option<u32>,
     /// Only sockets with this local or remote port (repeatable, or comma-separated).
-    #[arg(long, value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "PORT", value_delimiter = ',', allow_hyphen_values = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Vec<u16>,
     /// Only these states (established, close-wait, listening, time-wait, ...; repeatable).
     #[arg(long, value_name = "STATE", value_delimiter = ',')]
@@ -154,10 +154,10 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with_all = ["watch", "prometheus"])]
     pub json: bool,
     /// Refresh in place every SECONDS (default 2) until interrupted.
-    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u64).range(1..))]
     pub watch: Option<u64>,
     /// With --watch, stop after this many refreshes.
-    #[arg(long, value_name = "N", requires = "watch")]
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
     pub iterations: Option<u64>,
     /// Write node-exporter textfile metrics to FILE (atomically) instead of printing.
     #[arg(long, value_name = "FILE")]
@@ -172,7 +172,7 @@ pub struct CgroupTarget {
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
     /// The cgroup process PID lives in (a container's main PID, a service's MainPID).
-    #[arg(long, value_name = "PID", conflicts_with = "cgroup")]
+    #[arg(long, value_name = "PID", conflicts_with = "cgroup", allow_hyphen_values = true, value_parser = pid)]
     pub cgroup_of: Option<u32>,
 }
 
@@ -180,7 +180,7 @@ pub struct CgroupTarget {
 #[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "cgroup", "cgroup_of"])))]
 pub struct GetArgs {
     /// The process: the exact options of each of its TCP sockets.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_hyphen_values = true, value_parser = pid)]
     pub pid: Option<u32>,
     #[command(flatten)]
     pub target: CgroupTarget,
@@ -198,10 +198,10 @@ pub struct GetArgs {
 pub struct SetArgs {
     /// The process: change the sockets it holds now (listeners pass the policy on to the
     /// connections they accept later; the program's own setsockopt calls still win).
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_hyphen_values = true, value_parser = pid)]
     pub pid: Option<u32>,
     /// With --pid: only this descriptor.
-    #[arg(long, value_name = "N", requires = "pid", conflicts_with = "all")]
+    #[arg(long, value_name = "N", requires = "pid", conflicts_with = "all", allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(0..))]
     pub fd: Option<i32>,
     /// With --pid: every TCP socket of the process, listeners included.
     #[arg(long, requires = "pid")]
@@ -388,4 +388,20 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+}
+
+/// A process id as the command line gives one: a whole number from 1 to below kernel.pid_max,
+/// refused here with the range (a negative number too, which clap would take for a flag).
+fn pid(text: &str) -> Result<u32, String> {
+    let max = keepalive::process::pid_max();
+    text.parse::<u64>()
+        .ok()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|&p| p >= 1 && u64::from(p) < max)
+        .ok_or_else(|| {
+            format!(
+                "{text} is not a process id: expected 1 to {} (kernel.pid_max)",
+                max - 1
+            )
+        })
 }

@@ -2,7 +2,7 @@
 
 use crate::UsageError;
 use crate::cli::{GetArgs, SetArgs, StatusArgs};
-use crate::render::{WIDTH, duration_ms, json, wrap};
+use crate::render::{WIDTH, duration_ms, json, printable, wrap};
 use keepalive::diag::{TcpState, Timer, Verdict};
 use keepalive::netns::NetNs;
 use keepalive::policy::grammar::parse_duration_ms;
@@ -81,7 +81,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             out.push_str(&wrap(&text, "", "  "));
         }
         for n in &summary.not_traced {
-            let text = format!("not traced: pid {} ({}): {}", n.pid, n.command, n.reason);
+            let text = format!(
+                "not traced: pid {} ({}): {}",
+                n.pid,
+                printable(&n.command),
+                n.reason
+            );
             out.push_str(&wrap(&text, "", "  "));
         }
         crate::render::out(&out)?;
@@ -131,7 +136,8 @@ fn owner_unknown_reason(summary: &Summary, exact: bool) -> String {
 
 /// Columns as wide as their widest cell, two spaces apart; the columns in `right` aligned
 /// right; the last column unpadded.
-fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+/// Returned as lines, the header's first, one per row whatever a cell holds.
+fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
     let width = |i: usize| {
         rows.iter()
             .filter_map(|r| r.get(i))
@@ -161,9 +167,9 @@ fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
         }
         text.trim_end().to_owned() + "\n"
     };
-    let mut out = line(&mut header.iter().copied());
+    let mut out = vec![line(&mut header.iter().copied())];
     for row in rows {
-        out.push_str(&line(&mut row.iter().map(String::as_str)));
+        out.push(line(&mut row.iter().map(String::as_str)));
     }
     out
 }
@@ -177,8 +183,13 @@ const STATUS_LAYOUTS: &[&[&[usize]]] = &[
     &[&[0, 6], &[1, 2], &[3, 4, 5]],
 ];
 
-/// get's and set's: descriptor and addresses, then the options (before and after).
-const SOCKET_LAYOUTS: &[&[&[usize]]] = &[&[&[0, 1, 2, 3, 4]], &[&[0, 1, 2], &[3, 4]]];
+/// get's and set's: descriptor and addresses, then the options (before and after, together
+/// or on lines of their own).
+const SOCKET_LAYOUTS: &[&[&[usize]]] = &[
+    &[&[0, 1, 2, 3, 4]],
+    &[&[0, 1, 2], &[3, 4]],
+    &[&[0, 1, 2], &[3], &[4]],
+];
 
 /// The table in the first of `layouts` whose lines fit [`WIDTH`] (the last if none does).
 /// A layout is groups of column indices, each group a line of the row and a table of its own;
@@ -203,16 +214,13 @@ fn fitted_table(
                     .filter(|&j| right.contains(&cols[j]))
                     .collect();
                 table(&head, &cells, &right)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect()
             })
             .collect();
         let mut out = String::new();
         for line in 0..=rows.len() {
             for (g, group) in groups.iter().enumerate() {
                 let indent = if g == 0 { "" } else { "  " };
-                let _ = writeln!(out, "{indent}{}", group[line]);
+                let _ = write!(out, "{indent}{}", group[line]);
             }
         }
         out
@@ -294,14 +302,17 @@ fn cells(row: &Row, with_owner: bool) -> Vec<String> {
         Timer::TimeWait => format!("time-wait {}", short(e.timer_ms.into())),
     };
     let idle = e.idle_ms.map_or("-".to_owned(), |ms| short(ms.into()));
-    let mut process = if with_owner {
-        row.owners
-            .iter()
-            .map(|o| format!("{}/{}", o.command, o.pid))
-            .collect::<Vec<_>>()
-            .join(",")
-    } else {
-        String::new()
+    // The first owner, and how many others share the socket (a prefork server's workers all
+    // hold its listener); --json lists them all.
+    let mut process = match row.owners.split_first() {
+        Some((first, rest)) if with_owner => {
+            let mut text = format!("{}/{}", printable(&first.command), first.pid);
+            if !rest.is_empty() {
+                let _ = write!(text, " +{}", rest.len());
+            }
+            text
+        }
+        _ => String::new(),
     };
     if row.at_risk {
         process.push_str("  AT RISK");
@@ -364,11 +375,19 @@ fn status_json(query: &Query) -> anyhow::Result<()> {
 fn prometheus(query: &Query, path: &std::path::Path) -> anyhow::Result<()> {
     let mut tally = Tally::default();
     let summary = status::status(query, |row| tally.add(row))?;
-    // The text format's label values escape backslash, double quote and line feed.
+    // The text format's label values escape backslash, double quote and line feed, and know
+    // no other escape: other control characters become U+FFFD, so that no name puts terminal
+    // commands into a file people `cat`.
     let label = |s: &str| {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
+        s.chars()
+            .map(|c| match c {
+                '\\' => "\\\\".to_owned(),
+                '"' => "\\\"".to_owned(),
+                '\n' => "\\n".to_owned(),
+                c if c.is_control() => '\u{fffd}'.to_string(),
+                c => c.to_string(),
+            })
+            .collect::<String>()
     };
     let mut text = String::new();
     text.push_str(
@@ -529,7 +548,10 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             .map(|c| {
                 let after = match (&c.after, &c.skipped) {
                     (Some(after), _) => state(after),
-                    (None, Some(_)) if args.dry_run => format!("would set {wanted}"),
+                    (None, Some(_)) if args.dry_run => match change.outcome(&c.socket.keepalive) {
+                        Ok(same) if same == c.socket.keepalive => "already so".into(),
+                        _ => format!("would set {wanted}"),
+                    },
                     (None, Some(why)) => format!("unchanged: {why}"),
                     (None, None) => "unchanged".into(),
                 };
@@ -572,12 +594,22 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        let _ = writeln!(
-            out,
-            "{n} of {} TCP socket{} in pid {pid} {verb}{already}",
-            changes.len(),
-            if changes.len() == 1 { "" } else { "s" },
-        );
+        let plural = if changes.len() == 1 { "" } else { "s" };
+        if report.exited {
+            // The count is of what was reached before the process went, not of what it held.
+            let _ = writeln!(
+                out,
+                "pid {pid} exited during the change: {changed} of the {} TCP socket{plural} \
+                 reached had been changed, and went with it",
+                changes.len(),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{n} of {} TCP socket{plural} in pid {pid} {verb}{already}",
+                changes.len(),
+            );
+        }
         for port in &report.sets_its_own {
             let text = format!(
                 "note: the connections pid {pid} accepted on port {port} carry keepalive settings \

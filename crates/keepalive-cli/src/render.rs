@@ -55,6 +55,26 @@ pub fn wrap(text: &str, first: &str, rest: &str) -> String {
     out
 }
 
+/// `text` with every control character (C0, DEL, C1) written as an escape (`\n`, `\x1b`,
+/// `\u{9b}`), so that a name another user chose (a process's comm, set with PR_SET_NAME) can
+/// neither break a table's lines nor send the terminal a command.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\n' => "\\n".to_owned(),
+            '\r' => "\\r".to_owned(),
+            '\t' => "\\t".to_owned(),
+            c if (c as u32) < 0x80 && c.is_control() => format!("\\x{:02x}", c as u32),
+            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+            c => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
@@ -100,6 +120,18 @@ mod tests {
         assert_eq!(duration_ms(1_500), "1.5s");
         assert_eq!(duration_ms(0), "0s");
         assert_eq!(duration_s(3601), "1h1s");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("nginx"), "nginx");
+        assert_eq!(printable("evil\nFAKE"), "evil\\nFAKE");
+        assert_eq!(
+            printable("\x1b]0;PWN\x07\r\x08"),
+            "\\x1b]0;PWN\\x07\\r\\x08"
+        );
+        assert_eq!(printable("a\u{9b}b\x7f"), "a\\u{9b}b\\x7f");
+        assert_eq!(printable("héllo ✓"), "héllo ✓");
     }
 
     #[test]

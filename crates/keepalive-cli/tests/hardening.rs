@@ -335,10 +335,7 @@ fn set_says_when_the_program_sets_its_own_and_switches_keepalive() {
         "{said}"
     );
     for line in said.lines() {
-        assert!(
-            line.chars().count() <= 100,
-            "{line:?}"
-        );
+        assert!(line.chars().count() <= 100, "{line:?}");
     }
     // A program that leaves accepted connections alone (python's socket module) gets no note.
     let (py, _ready) = python_says(
@@ -675,4 +672,169 @@ fn human_output_fits_100_columns_and_notes_say_what_applies() {
         .output()
         .unwrap();
     testkit::assert_one_line_failure(&out, 2, &["'0'", "1..=65535"]);
+}
+
+/// A name another user chose reaches no terminal raw and breaks no table: a process named
+/// `evil\nFAKE` with a terminal escape, sharing its sockets with three forked children (a
+/// prefork server), shows as one escaped row per socket with its first owner and "+3", in
+/// every layout and in the metrics file.
+#[test]
+fn hostile_process_names_are_escaped_and_shared_sockets_fit() {
+    let (py, port) = python_says(
+        "import ctypes,os,socket,time\n\
+         l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+         c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+         c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)\n\
+         ctypes.CDLL(None).prctl(15, b'evil\\nFAKE\\x1b[31m', 0, 0, 0)\n\
+         kids=[os.fork() for _ in range(3)]\n\
+         if 0 in kids: time.sleep(60); os._exit(0)\n\
+         print(l.getsockname()[1], flush=True); time.sleep(60)",
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("k.prom");
+    for args in [
+        vec!["status", "-p", "--port", &port],
+        vec!["status", "--exact", "--port", &port],
+        vec!["status", "-p", "--listening", "--port", &port],
+    ] {
+        let out = keepalive(&args).output().unwrap();
+        let said = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {said}{}",
+            text(&out.stderr)
+        );
+        assert!(
+            !said.contains('\x1b') && !said.contains("\nFAKE"),
+            "{args:?}: {said:?}"
+        );
+        let rows = said
+            .lines()
+            .filter(|l| l.starts_with("established") || l.starts_with("listening"))
+            .count();
+        let owned = said.matches("evil\\nFAKE\\x1b[31m/").count();
+        let want = if args.contains(&"--listening") { 1 } else { 2 };
+        assert!(rows == want && owned == want, "{args:?}: {said}");
+        assert!(
+            said.contains(" +"),
+            "{args:?}: the children share the sockets: {said}"
+        );
+        for line in said.lines() {
+            assert!(line.chars().count() <= 100, "{args:?}: {line:?}");
+        }
+    }
+    let out = keepalive(&["status", "--port", &port, "--prometheus"])
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        !metrics.contains('\x1b') && metrics.contains("command=\"evil\\nFAKE\u{fffd}[31m\""),
+        "{metrics}"
+    );
+    drop(py);
+}
+
+/// Numbers the second pass found unguarded: a negative descriptor reached pidfd_getfd and
+/// panicked; negative pids and ports were taken for flags; `--watch 0` and `--iterations 0`
+/// meant something else; `sysctl persist` into a missing directory was a failure, not bad
+/// input. A dry run names the sockets already so.
+#[test]
+fn numbers_out_of_range_are_refused_by_name() {
+    let me = std::process::id().to_string();
+    for (args, needles) in [
+        (
+            vec!["set", "--pid", &me, "--fd", "-1", "--idle", "5"],
+            vec!["'-1'", "--fd"],
+        ),
+        (vec!["get", "--pid", "-1"], vec!["'-1'", "kernel.pid_max"]),
+        (vec!["status", "--pid", "0"], vec!["'0'", "kernel.pid_max"]),
+        (
+            vec!["set", "--cgroup-of", "-5", "--idle", "5"],
+            vec!["'-5'", "kernel.pid_max"],
+        ),
+        (vec!["status", "--port", "-1"], vec!["'-1'", "1..=65535"]),
+        (vec!["status", "--watch", "0"], vec!["'0'", "--watch"]),
+        (
+            vec!["status", "--watch", "1", "--iterations", "0"],
+            vec!["'0'", "--iterations"],
+        ),
+        (
+            vec![
+                "sysctl",
+                "persist",
+                "--dir",
+                "/nonexistent/keepalive",
+                "--idle",
+                "60",
+            ],
+            vec!["/nonexistent/keepalive"],
+        ),
+    ] {
+        let out = keepalive(&args).output().unwrap();
+        testkit::assert_one_line_failure(&out, 2, &needles);
+    }
+
+    let (py, port) = python_says(
+        "import socket,time\n\
+         l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+         c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+         print(l.getsockname()[1], flush=True); time.sleep(60)",
+        &[],
+    );
+    let pid = py.0.id().to_string();
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--idle", "44"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--idle", "44", "--dry-run"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success() && said.matches("already so").count() == 3 && !said.contains("would"),
+        "{said}"
+    );
+    let _ = port;
+}
+
+/// A process killed while `set` works through its sockets: the report never says "N of N
+/// changed", whenever the kill lands.
+#[test]
+fn set_on_a_process_killed_meanwhile_says_it_exited() {
+    let (mut py, _ready) = python_says(
+        "import socket,time\n\
+         l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(4096)\n\
+         keep=[]\n\
+         for _ in range(3000):\n\
+         \x20   keep.append(socket.create_connection(l.getsockname())); keep.append(l.accept()[0])\n\
+         print('ready', flush=True); time.sleep(60)",
+        &[],
+    );
+    let pid = py.0.id();
+    let set = keepalive(&["set", "--pid", &pid.to_string(), "--all", "--idle", "77"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let _ = py.0.kill();
+    let _ = py.0.wait();
+    let out = set.wait_with_output().unwrap();
+    let (said, err) = (text(&out.stdout), text(&out.stderr));
+    if out.status.success() {
+        // The set finished before the kill: every socket changed, honestly.
+        assert!(said.contains("6001 of 6001 TCP sockets"), "{said}{err}");
+    } else {
+        assert!(
+            !said.contains(" of ") || said.contains("exited during the change"),
+            "{said}{err}"
+        );
+        assert!(
+            err.contains("exited") || err.contains("not found"),
+            "{said}{err}"
+        );
+    }
 }

@@ -284,7 +284,7 @@ impl Error {
             | Error::NotACgroup { .. }
             | Error::RootCgroup { .. } => Class::BadInput,
             Error::Ptrace { .. } | Error::Capability { .. } => Class::Permission,
-            Error::Output { source, .. } => match source.kind() {
+            Error::Output { source, .. } | Error::Persist { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => Class::Permission,
                 io::ErrorKind::NotFound
                 | io::ErrorKind::NotADirectory
@@ -299,7 +299,6 @@ impl Error {
             Error::NetnsPermission { .. } => Class::Permission,
             Error::SysctlWrite(w) if is_permission(&w.source) => Class::Permission,
             Error::SysctlRead { source, .. }
-            | Error::Persist { source, .. }
             | Error::Socket { source, .. }
             | Error::Io { source, .. }
             | Error::Bpf { source, .. }

@@ -10,13 +10,18 @@ use std::io;
 /// can be set no higher.
 pub const PID_MAX_LIMIT: u64 = 4_194_304;
 
+/// `kernel.pid_max`: process ids run from 1 to one less than it.
+pub fn pid_max() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(PID_MAX_LIMIT)
+}
+
 /// Checks that `pid` is a process that may hold sockets: in range, existing, the leader of
 /// its thread group, not a zombie, not a kernel thread.
 pub fn check(pid: u64) -> Result<u32, Error> {
-    let max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(PID_MAX_LIMIT);
+    let max = pid_max();
     let Some(pid32) = u32::try_from(pid)
         .ok()
         .filter(|&p| p >= 1 && u64::from(p) < max)

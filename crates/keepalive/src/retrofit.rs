@@ -72,6 +72,10 @@ impl Process {
     /// A duplicate of the process's descriptor `fd`. `Ok(None)` when the process closed it or
     /// exited meanwhile.
     pub fn duplicate(&self, fd: i32) -> Result<Option<OwnedFd>, Error> {
+        if fd < 0 {
+            // No descriptor has a negative number (and rustix asserts it).
+            return Ok(None);
+        }
         match pidfd_getfd(&self.pidfd, fd, PidfdGetfdFlags::empty()) {
             Ok(dup) => Ok(Some(dup)),
             Err(rustix::io::Errno::BADF | rustix::io::Errno::SRCH) => Ok(None),
@@ -199,6 +203,22 @@ pub enum Change {
     On(Policy),
     /// Keepalive off (SO_KEEPALIVE 0); the values stay for whoever turns it on again.
     Off,
+}
+
+impl Change {
+    /// The state [`apply`] leaves a socket in that holds `before` now: what a dry run shows.
+    pub fn outcome(&self, before: &SocketKeepalive) -> Result<SocketKeepalive, Error> {
+        Ok(match self {
+            Change::On(policy) => SocketKeepalive {
+                enabled: true,
+                settings: policy.resolve(&before.settings)?,
+            },
+            Change::Off => SocketKeepalive {
+                enabled: false,
+                ..*before
+            },
+        })
+    }
 }
 
 /// Which sockets `apply` changes.
