@@ -381,15 +381,6 @@ pub enum SysctlCommand {
     Reset(NetnsArg),
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
-    }
-}
-
 /// A process id as the command line gives one: a whole number from 1 to below kernel.pid_max,
 /// refused here with the range (a negative number too, which clap would take for a flag).
 fn pid(text: &str) -> Result<u32, String> {
@@ -404,4 +395,13 @@ fn pid(text: &str) -> Result<u32, String> {
                 max - 1
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
