@@ -133,7 +133,7 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PID", allow_hyphen_values = true, value_parser = pid)]
     pub pid: Option<u32>,
     /// Only sockets with this local or remote port (repeatable, or comma-separated).
-    #[arg(long, value_name = "PORT", value_delimiter = ',', allow_hyphen_values = true, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "PORT", value_delimiter = ',', allow_hyphen_values = true, value_parser = port)]
     pub port: Vec<u16>,
     /// Only these states (established, close-wait, listening, time-wait, ...; repeatable).
     #[arg(long, value_name = "STATE", value_delimiter = ',')]
@@ -154,10 +154,10 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with_all = ["watch", "prometheus"])]
     pub json: bool,
     /// Refresh in place every SECONDS (default 2) until interrupted.
-    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = seconds)]
     pub watch: Option<u64>,
     /// With --watch, stop after this many refreshes.
-    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", requires = "watch", value_parser = count)]
     pub iterations: Option<u64>,
     /// Write node-exporter textfile metrics to FILE (atomically) instead of printing.
     #[arg(long, value_name = "FILE")]
@@ -381,6 +381,29 @@ pub enum SysctlCommand {
     Reset(NetnsArg),
 }
 
+/// A TCP port a socket can have: 1 to 65535.
+fn port(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("'{text}' is not a port: expected 1 to 65535"))
+}
+
+/// Whole seconds, 1 or more.
+fn seconds(text: &str) -> Result<u64, String> {
+    text.parse::<u64>().ok().filter(|&s| s != 0).ok_or_else(|| {
+        format!("'{text}' is not a number of seconds: expected a whole number, 1 or more")
+    })
+}
+
+/// A count, 1 or more.
+fn count(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|&n| n != 0)
+        .ok_or_else(|| format!("'{text}' is not a count: expected a whole number, 1 or more"))
+}
+
 /// A process id as the command line gives one: a whole number from 1 to below kernel.pid_max,
 /// refused here with the range (a negative number too, which clap would take for a flag).
 fn pid(text: &str) -> Result<u32, String> {
@@ -391,7 +414,7 @@ fn pid(text: &str) -> Result<u32, String> {
         .filter(|&p| p >= 1 && u64::from(p) < max)
         .ok_or_else(|| {
             format!(
-                "{text} is not a process id: expected 1 to {} (kernel.pid_max)",
+                "'{text}' is not a process id: expected 1 to {} (kernel.pid_max)",
                 max - 1
             )
         })

@@ -57,6 +57,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             };
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `keepalive` or `keepalive sysctl` alone: which subcommand is missing, then the
+            // help that lists them, as git and cargo do.
+            render::note(&format!(
+                "keepalive: a subcommand is needed\n\n{}",
+                e.render()
+            ));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             render::note(&format!(
                 "keepalive: {}\n",

@@ -34,6 +34,16 @@ impl PolicyArgs {
             (Key::Count, &self.count),
             (Key::UserTimeout, &self.user_timeout),
         ];
+        for (key, value) in &flags {
+            // The flags take values that start with '-' (so that `--idle -5` is refused for
+            // being negative); a flag is no value.
+            if let Some(flag) = value.as_deref().filter(|v| v.starts_with("--")) {
+                return Err(UsageError::err(format!(
+                    "--{} needs a value before the next flag ({flag})",
+                    key.name()
+                )));
+            }
+        }
         let any_flag = flags.iter().any(|(_, v)| v.is_some());
         let whole = match (positional, self.policy.as_deref()) {
             (Some(_), Some(_)) => {
