@@ -189,21 +189,34 @@ fn human(r: &Report<'_>) -> String {
             "With data unacknowledged the keepalive timer stays silent and retransmission decides:"
                 .into(),
         );
+        let plural = if u.retransmissions == 1 { "" } else { "s" };
+        let probe = if u.tail_loss_probe {
+            "a tail-loss probe, then "
+        } else {
+            ""
+        };
         line(format!(
-            "  ETIMEDOUT {} after the first unanswered send, {} retransmissions later",
+            "  ETIMEDOUT {} after the first unanswered send: {probe}{} retransmission{plural}",
             duration_ms(u.give_up_ms),
-            u.retransmissions
+            u.retransmissions,
         ));
-        line(match u.decided_by {
-            Decider::UserTimeout => {
-                "  (TCP_USER_TIMEOUT decides; the RTO starts at 200ms and doubles)".to_owned()
-            }
+        let limit = match u.decided_by {
+            Decider::UserTimeout => format!("TCP_USER_TIMEOUT {}", duration_ms(u.limit_ms)),
             _ => format!(
-                "  (net.ipv4.tcp_retries2 = {}; the RTO starts at 200ms and doubles up to {})",
+                "net.ipv4.tcp_retries2 = {}, modelled as {}",
                 u.retries2,
-                duration_ms(u.rto_max_ms)
+                duration_ms(u.limit_ms)
             ),
-        });
+        };
+        let text = format!(
+            "The limit ({limit}) counts from the first retransmission, at {}, and the kernel \
+             gives up at the first retransmission timer run past it. The RTO doubles up to {}; \
+             these times are for the fastest path ({}ms RTO): a slower one stretches them.",
+            duration_ms(u.first_retransmission_ms),
+            duration_ms(u.rto_max_ms),
+            keepalive::policy::timeline::FASTEST_RTO_MS,
+        );
+        line(wrap(&text, "  ", "  ").trim_end().to_owned());
     }
     if !e.middleboxes_outlasted.is_empty() {
         line(String::new());

@@ -111,7 +111,11 @@ fn explain_json_carries_the_timeline() {
     assert_eq!(v["silent_peer"]["probes"], 1);
     assert_eq!(v["silent_peer"]["reset_ms"], 15_000);
     assert_eq!(v["silent_peer"]["decided_by"], "user-timeout");
-    assert_eq!(v["unacked_data"]["give_up_ms"], 12_000);
+    // The user timeout counts from the timer's first retransmission: after the tail-loss
+    // probe (0.2 s) and one fastest-path RTO (204 ms).
+    assert_eq!(v["unacked_data"]["limit_ms"], 12_000);
+    assert_eq!(v["unacked_data"]["first_retransmission_ms"], 404);
+    assert_eq!(v["unacked_data"]["give_up_ms"], 12_404);
     assert_eq!(v["time_to_detect"], "15s");
 }
 

@@ -98,7 +98,8 @@ pub fn watch_window(
         Ending::Reset => f64::from(settings.idle) + 3.0,
         _ if scenario.send_after_fault => {
             let retries2 = scenario.retries2.unwrap_or(15);
-            RetransmitTimeout::new(retries2, 120_000, settings.user_timeout_ms).give_up_ms as f64
+            RetransmitTimeout::new(retries2, 120_000, settings.user_timeout_ms, true).give_up_ms
+                as f64
                 / 1000.0
                 + 3.0
         }
@@ -211,7 +212,7 @@ pub(crate) fn measure(
     let mut last_seen_run = None;
     let (from, origin, theory) = if scenario.send_after_fault {
         let retries2 = read_retries2(net).unwrap_or(scenario.retries2.unwrap_or(15));
-        let model = RetransmitTimeout::new(retries2, 120_000, 0);
+        let model = RetransmitTimeout::new(retries2, 120_000, 0, true);
         let origin = found.first_unacked?;
         // The clock starts at the first retransmission the retransmission timer makes
         // (tcp_retransmit_skb() sets tp->retrans_stamp then; a tail-loss probe goes through
@@ -235,7 +236,7 @@ pub(crate) fn measure(
             // one icsk_rto later, and icsk_rto doubles per run (tcp_retransmit_timer(), capped
             // at TCP_RTO_MAX): the nominal first RTO is the smallest step seen divided by its
             // doubling (a late timer only lengthens a step).
-            let limit = first_rto + model.give_up_ms as f64 / 1000.0;
+            let limit = first_rto + model.limit_ms as f64 / 1000.0;
             let rto_runs: Vec<f64> = found
                 .retransmissions
                 .iter()

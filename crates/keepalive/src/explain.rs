@@ -171,7 +171,12 @@ impl Explanation {
     /// `tcp_retries2` and `tcp_rto_max_ms`.
     pub fn linux(settings: Settings, kernel: &Defaults) -> Self {
         let unacked =
-            RetransmitTimeout::new(kernel.retries2, kernel.rto_max_ms, settings.user_timeout_ms);
+            RetransmitTimeout::new(
+                kernel.retries2,
+                kernel.rto_max_ms,
+                settings.user_timeout_ms,
+                kernel.tail_loss_probe,
+            );
         Explanation {
             unacked_data: Some(unacked),
             ..Self::timer_only(settings)
@@ -245,16 +250,11 @@ mod tests {
 
     #[test]
     fn defaults_explained() {
-        let kernel = Defaults {
-            keepalive_time: 7200,
-            keepalive_intvl: 75,
-            keepalive_probes: 9,
-            retries2: 15,
-            rto_max_ms: 120_000,
-        };
+        let kernel = Defaults::LINUX;
         let e = Explanation::linux(kernel.settings(), &kernel);
         assert_eq!(e.silent_peer.reset_ms, 7_875_000);
-        assert_eq!(e.unacked_data.unwrap().give_up_ms, 924_600);
+        let u = e.unacked_data.unwrap();
+        assert_eq!((u.limit_ms, u.first_retransmission_ms), (924_600, 404));
         let rebooted = e
             .peer_states
             .iter()

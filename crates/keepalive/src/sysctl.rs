@@ -102,6 +102,9 @@ pub struct Defaults {
     pub retries2: u32,
     /// `net.ipv4.tcp_rto_max_ms`, or 120000 on kernels without that sysctl.
     pub rto_max_ms: u64,
+    /// `net.ipv4.tcp_early_retrans` is 3 or 4 (the default 3): a tail-loss probe resends a
+    /// silent tail before the retransmission timer does.
+    pub tail_loss_probe: bool,
 }
 
 /// How long a dead peer goes unnoticed under a namespace's defaults.
@@ -122,13 +125,20 @@ impl Defaults {
         keepalive_probes: Key::KeepaliveProbes.kernel_default() as u32,
         retries2: Key::Retries2.kernel_default() as u32,
         rto_max_ms: Key::RtoMaxMs.kernel_default(),
+        tail_loss_probe: true,
     };
 
     /// How long a dead peer goes unnoticed with these values.
     pub fn detection(&self) -> Detection {
         Detection {
             idle_connection_ms: ProbeTimeline::silent_peer(&self.settings()).reset_ms,
-            unacked_data_ms: RetransmitTimeout::new(self.retries2, self.rto_max_ms, 0).give_up_ms,
+            unacked_data_ms: RetransmitTimeout::new(
+                self.retries2,
+                self.rto_max_ms,
+                0,
+                self.tail_loss_probe,
+            )
+            .give_up_ms,
         }
     }
 
@@ -279,6 +289,11 @@ impl Sysctls {
             keepalive_probes: small(Key::KeepaliveProbes)?,
             retries2: small(Key::Retries2)?,
             rto_max_ms,
+            // Not one of the keys this tool sets; read as the kernel's default where absent.
+            tail_loss_probe: fs::read_to_string(self.root.join("net/ipv4/tcp_early_retrans"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .is_none_or(|v| v == 3 || v == 4),
         })
     }
 

@@ -14,7 +14,8 @@
 //!   if set (`tcp_clamp_rto_to_user_timeout()` makes it fire on time), otherwise
 //!   `retransmits_timed_out()` with `tcp_model_timeout()`: `tcp_retries2` exponentially
 //!   backed-off retransmissions starting from `TCP_RTO_MIN` (200 ms), capped at
-//!   `tcp_rto_max_ms` (120 s), so 15 retries give 924.6 s.
+//!   `tcp_rto_max_ms` (120 s), so 15 retries give at least 924.6 s; the connection fails at
+//!   the first timer run past that ([`RetransmitTimeout`]).
 //!
 //! Times here are exact in the kernel's model; a real run lands a little later because timers
 //! fire on jiffies (HZ=250 here: 4 ms) and are batched by the timer wheel. Expect measured
@@ -97,15 +98,37 @@ impl ProbeTimeline {
     }
 }
 
-/// How long a connection with unacknowledged data survives a silent peer.
+/// How long a connection with unacknowledged data survives a silent peer, on the fastest path
+/// the kernel allows.
+///
+/// The schedule (net/ipv4/tcp_timer.c, tcp_output.c): with tail-loss probes on
+/// (`net.ipv4.tcp_early_retrans` 3 or 4, the default) a lone unanswered segment is resent once
+/// by the probe, `TCP_RTO_MIN` after it went out (`tcp_schedule_loss_probe()`: 2 x srtt +
+/// TCP_RTO_MIN, no later than the RTO), and the retransmission timer is armed again from
+/// there. Each timer run retransmits and doubles `icsk_rto` up to `tcp_rto_max_ms`
+/// (`tcp_retransmit_timer()`). The path's RTO is `srtt/8 + rttvar` with rttvar at least
+/// TCP_RTO_MIN, rounded up to whole jiffies (`__tcp_set_rto()`, `usecs_to_jiffies()`): on the
+/// fastest path [`FASTEST_RTO_MS`]. `retransmits_timed_out()` counts from the timer's first
+/// retransmission (`tp->retrans_stamp`, set by `tcp_retransmit_skb()`, which the probe does not
+/// go through) and gives up at the first run at least the limit after it: the user timeout, or
+/// `tcp_model_timeout()` of `tcp_retries2` ([`model_timeout_ms`], a lower bound, as
+/// Documentation/networking/ip-sysctl.rst says). With a user timeout the timer is clamped to
+/// what is left of it (`tcp_clamp_rto_to_user_timeout()`), so it gives up right at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RetransmitTimeout {
     /// From the first unacknowledged transmission until the kernel gives up (milliseconds).
     pub give_up_ms: u64,
-    /// Retransmissions sent before giving up, with an RTO starting at `TCP_RTO_MIN`
-    /// (a path with a longer RTO sends fewer in the same time).
+    /// The retransmission timer's retransmissions before it gives up (the tail-loss probe not
+    /// counted).
     pub retransmissions: u64,
+    /// A tail-loss probe goes first.
+    pub tail_loss_probe: bool,
+    /// When the timer's first retransmission goes out, from which the limit counts
+    /// (milliseconds).
+    pub first_retransmission_ms: u64,
+    /// The limit: the user timeout, or tcp_model_timeout() of tcp_retries2 (milliseconds).
+    pub limit_ms: u64,
     /// Which rule ends it.
     pub decided_by: Decider,
     /// The `tcp_retries2` the model used.
@@ -114,29 +137,47 @@ pub struct RetransmitTimeout {
     pub rto_max_ms: u64,
 }
 
+/// The HZ of Debian's kernels (CONFIG_HZ_250), whose jiffy the fastest path's RTO rounds up to.
+pub const DEBIAN_HZ: u64 = 250;
+/// The RTO of the fastest path: TCP_RTO_MIN plus a round-trip time, rounded up to the next
+/// jiffy at [`DEBIAN_HZ`] (on loopback, 51 jiffies).
+pub const FASTEST_RTO_MS: u64 = RTO_MIN_MS + 1000 / DEBIAN_HZ;
+
 impl RetransmitTimeout {
-    /// The kernel's model for `tcp_retries2` = `retries2` and a maximum RTO of `rto_max_ms`,
-    /// or the user timeout when one is set.
-    pub fn new(retries2: u32, rto_max_ms: u64, user_timeout_ms: u32) -> Self {
-        let model = RetransmitTimeout {
-            give_up_ms: model_timeout_ms(retries2.into(), rto_max_ms),
-            retransmissions: retries2.into(),
-            decided_by: Decider::Retries,
+    /// The schedule for `tcp_retries2` = `retries2`, a maximum RTO of `rto_max_ms`, the user
+    /// timeout (0 = none) and tail-loss probes on or off.
+    pub fn new(retries2: u32, rto_max_ms: u64, user_timeout_ms: u32, tail_loss_probe: bool) -> Self {
+        let probe_ms = if tail_loss_probe { RTO_MIN_MS } else { 0 };
+        let first = probe_ms + FASTEST_RTO_MS;
+        let (limit_ms, decided_by) = if user_timeout_ms > 0 {
+            (u64::from(user_timeout_ms), Decider::UserTimeout)
+        } else {
+            (model_timeout_ms(retries2.into(), rto_max_ms), Decider::Retries)
+        };
+        let give_up_at = first + limit_ms;
+        let (mut run, mut rto, mut retransmissions) = (first, FASTEST_RTO_MS, 0u64);
+        // The first run never gives up (no retransmission yet); each run retransmits and arms
+        // the next one the doubled RTO later, or, with a user timeout, no later than it.
+        loop {
+            retransmissions += 1;
+            rto = (rto * 2).min(rto_max_ms.max(1));
+            run += rto;
+            if decided_by == Decider::UserTimeout {
+                run = run.min(give_up_at);
+            }
+            if run >= give_up_at {
+                break;
+            }
+        }
+        RetransmitTimeout {
+            give_up_ms: run,
+            retransmissions,
+            tail_loss_probe,
+            first_retransmission_ms: first,
+            limit_ms,
+            decided_by,
             retries2,
             rto_max_ms,
-        };
-        if user_timeout_ms == 0 {
-            return model;
-        }
-        let give_up_ms = u64::from(user_timeout_ms);
-        let retransmissions = (0..=u64::from(u32::MAX))
-            .find(|&n| model_timeout_ms(n, rto_max_ms) >= give_up_ms)
-            .unwrap_or(0);
-        RetransmitTimeout {
-            give_up_ms,
-            retransmissions,
-            decided_by: Decider::UserTimeout,
-            ..model
         }
     }
 
@@ -233,17 +274,28 @@ mod tests {
         assert_eq!(model_timeout_ms(15, RTO_MAX_MS), 924_600);
         assert_eq!(model_timeout_ms(8, RTO_MAX_MS), 102_200);
         assert_eq!(model_timeout_ms(3, RTO_MAX_MS), 3_000);
-        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 0);
+        // Measured on loopback (nft dropping the peer's input, recv() timed to ETIMEDOUT):
+        // tcp_retries2 3 gave up after 6.75 and 6.84 s with 5 resends (the probe and 4),
+        // tcp_retries2 0 after 0.83 s, user timeout 1 ms after 0.42 s, 500 ms after 0.92 s.
+        // The schedule: probe at 0.2 s, timer runs at 0.404, 0.812, 1.628, 3.26, 6.524 s.
+        let r = RetransmitTimeout::new(3, RTO_MAX_MS, 0, true);
+        assert_eq!((r.give_up_ms, r.retransmissions), (6_524, 4));
+        assert_eq!(r.first_retransmission_ms, 404);
+        assert_eq!(RetransmitTimeout::new(0, RTO_MAX_MS, 0, true).give_up_ms, 812);
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 1, true);
+        assert_eq!((r.give_up_ms, r.retransmissions, r.decided_by), (405, 1, Decider::UserTimeout));
+        assert_eq!(RetransmitTimeout::new(15, RTO_MAX_MS, 500, true).give_up_ms, 904);
+        // The defaults: at least 924.6 s after the first retransmission; with the fastest
+        // RTO's doublings the run that passes it comes 16 retransmissions in.
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 0, true);
+        assert!(r.give_up_ms >= 404 + 924_600, "{r:?}");
+        assert_eq!(r.decided_by, Decider::Retries);
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 30_000, false);
+        // Timer runs at 0.204, 0.612, 1.428, 3.06, 6.324, 12.852, 25.908 s, then the clamped
+        // timer gives up at 30.204 s.
         assert_eq!(
             (r.give_up_ms, r.retransmissions, r.decided_by),
-            (924_600, 15, Decider::Retries)
-        );
-        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 30_000);
-        // Retransmissions at 0.2, 0.6, 1.4, 3.0, 6.2, 12.6 and 25.4 s, then the clamped timer
-        // gives up at 30 s.
-        assert_eq!(
-            (r.give_up_ms, r.retransmissions, r.decided_by),
-            (30_000, 7, Decider::UserTimeout)
+            (30_204, 7, Decider::UserTimeout)
         );
     }
 }
