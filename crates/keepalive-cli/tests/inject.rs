@@ -208,6 +208,7 @@ fn marks_follow_the_descriptor_not_its_number() {
         ("force", "idle=30,mode=force"),
         ("threads", "idle=30,mode=force"),
         ("racing", "idle=30,mode=force"),
+        ("leader", "idle=30,mode=force"),
         ("udp", "dest=127.0.0.0/8"),
     ] {
         let out = under_shim(&exe, policy).arg(mode).output().unwrap();
@@ -351,4 +352,43 @@ fn inherit_no_knows_the_shim_by_its_file_not_its_name() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", show(&out));
     assert!(!text.contains("LD_PRELOAD"), "{text}");
+}
+
+/// An environment with LD_PRELOAD twice (execve takes any array; the loader reads one): with
+/// `inherit=no` the shim leaves every entry, so the program's children never load it, and the
+/// other library stays.
+#[test]
+fn inherit_no_cleans_every_ld_preload_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = c_program("dupenv", &dir.path().join(""));
+    let other = "/lib/x86_64-linux-gnu/libm.so.6";
+    let out = Command::new(&exe).arg(shim()).arg(other).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        !text.contains("libkeepalive_inject") && text.contains(&format!("LD_PRELOAD={other}\n")),
+        "{text}"
+    );
+}
+
+/// `log=` naming a FIFO nobody reads: the shim never waits (an open for writing would block
+/// for a reader before the program's main), and writes nothing into a FIFO, a directory or a
+/// device.
+#[test]
+fn a_log_path_that_is_no_regular_file_never_blocks_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let exe = c_program("sockopts", &dir.path().join(""));
+    for path in [fifo.clone(), dir.path().to_path_buf(), "/dev/full".into()] {
+        let mut cmd = under_shim(&exe, &format!("idle=30,log={}", path.display()));
+        let out = testkit::bounded_output(&mut cmd, std::time::Duration::from_secs(20));
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1 30",
+            "{}: {}",
+            path.display(),
+            show(&out)
+        );
+    }
 }

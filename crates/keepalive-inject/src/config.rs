@@ -258,10 +258,19 @@ fn getenv(envp: *const *mut c_char, name: &str) -> Option<&'static [u8]> {
 
 /// The `NAME=value` entry of `envp`, if any.
 fn find_env(envp: *const *mut c_char, name: &str) -> Option<*mut c_char> {
+    find_env_from(envp, name, 0).map(|(_, entry)| entry)
+}
+
+/// The first `name=` entry of `envp` at index `from` or later, with its index.
+fn find_env_from(
+    envp: *const *mut c_char,
+    name: &str,
+    from: usize,
+) -> Option<(usize, *mut c_char)> {
     if envp.is_null() {
         return None;
     }
-    let mut i = 0usize;
+    let mut i = from;
     loop {
         // SAFETY: envp is the NULL-terminated array the loader passed; we stop at the NULL.
         let entry = unsafe { *envp.add(i) };
@@ -274,7 +283,7 @@ fn find_env(envp: *const *mut c_char, name: &str) -> Option<*mut c_char> {
             .strip_prefix(name.as_bytes())
             .is_some_and(|rest| rest.first() == Some(&b'='))
         {
-            return Some(entry);
+            return Some((i, entry));
         }
         i = i.checked_add(1)?;
     }
@@ -293,25 +302,36 @@ fn find_env(envp: *const *mut c_char, name: &str) -> Option<*mut c_char> {
 /// place, in the array itself. It acts on `environ`, which is the array the program's `main`
 /// and `getenv` see, even if another library's constructor replaced it by a `setenv` before
 /// this one ran; shifting `envp` ourselves would miss that case.
+///
+/// An environment may hold LD_PRELOAD more than once (execve takes any array); the loader
+/// reads one of them, so every one is cleaned, and the variable is removed only when none
+/// keeps an entry.
 fn leave_children_alone(envp: *const *mut c_char) {
-    let Some(entry) = find_env(envp, "LD_PRELOAD") else {
-        return;
-    };
-    // SAFETY: the entry is a NUL-terminated string in the process's writable environment block.
-    let len = unsafe { CStr::from_ptr(entry) }.to_bytes().len();
-    // SAFETY: `len` bytes starting at `entry` are that string; the byte after them is its NUL,
-    // also ours to write.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(entry.cast::<u8>(), len) };
-    let Some(value) = bytes.get_mut("LD_PRELOAD=".len()..) else {
-        return;
-    };
-    let kept = keep_others(value, own_file());
-    if kept == 0 {
-        // SAFETY: a NUL-terminated name; see above for why unsetenv is safe to call here.
+    let own = own_file();
+    let (mut from, mut any_kept, mut seen) = (0usize, false, false);
+    while let Some((i, entry)) = find_env_from(envp, "LD_PRELOAD", from) {
+        seen = true;
+        from = i.saturating_add(1);
+        // SAFETY: the entry is a NUL-terminated string in the process's writable environment
+        // block.
+        let len = unsafe { CStr::from_ptr(entry) }.to_bytes().len();
+        // SAFETY: `len` bytes starting at `entry` are that string; the byte after them is its
+        // NUL, also ours to write.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(entry.cast::<u8>(), len) };
+        let Some(value) = bytes.get_mut("LD_PRELOAD=".len()..) else {
+            continue;
+        };
+        let kept = keep_others(value, own);
+        any_kept |= kept > 0;
+        if let Some(end) = value.get_mut(kept) {
+            // The value ends after the entries kept; the bytes after the new NUL are unused.
+            *end = 0;
+        }
+    }
+    if seen && !any_kept {
+        // SAFETY: a NUL-terminated name; see above for why unsetenv is safe to call here (it
+        // removes every LD_PRELOAD entry).
         unsafe { libc::unsetenv(c"LD_PRELOAD".as_ptr()) };
-    } else if let Some(end) = value.get_mut(kept) {
-        // The value ends after the entries kept; the bytes after the new NUL are unused.
-        *end = 0;
     }
 }
 

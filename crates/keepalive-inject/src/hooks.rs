@@ -83,27 +83,33 @@ fn apply(fd: c_int, inode: u64, config: &Config) {
     set_errno(saved);
 }
 
-/// The address and port of an AF_INET or AF_INET6 socket address, read without trusting its
-/// alignment; `None` for anything else or a length too short.
-///
-/// # Safety
-/// `addr`, if not null, points to at least `len` readable bytes.
-unsafe fn inet_addr(addr: *const sockaddr, len: socklen_t) -> Option<(IpAddr, u16)> {
-    if addr.is_null() || (len as usize) < core::mem::size_of::<libc::sa_family_t>() {
+/// The address and port of an AF_INET or AF_INET6 socket address the program passed, copied
+/// in the way the kernel copies it (see [`copy_in`]): `None` for anything else, a length too
+/// short, or memory the kernel could not read (connect and bind then answer EFAULT, as
+/// without the shim).
+fn inet_addr(addr: *const sockaddr, len: socklen_t) -> Option<(IpAddr, u16)> {
+    const V4: usize = core::mem::size_of::<libc::sockaddr_in>();
+    const V6: usize = core::mem::size_of::<libc::sockaddr_in6>();
+    let mut buf = [0u8; V6];
+    let want = (len as usize).min(V6);
+    if want < core::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
-    // SAFETY: at least sizeof(sa_family_t) bytes are readable.
-    let family = unsafe { core::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    let got = buf.get_mut(..want)?;
+    if copy_in(addr.cast(), got) != Copied::All {
+        return None;
+    }
+    let family = u16::from_ne_bytes([buf[0], buf[1]]);
     match c_int::from(family) {
-        libc::AF_INET if len as usize >= core::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the length covers a sockaddr_in.
-            let a = unsafe { core::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+        libc::AF_INET if want >= V4 => {
+            // SAFETY: buf holds V4 copied bytes; read_unaligned takes any alignment.
+            let a = unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<libc::sockaddr_in>()) };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some((IpAddr::V4(ip), u16::from_be(a.sin_port)))
         }
-        libc::AF_INET6 if len as usize >= core::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the length covers a sockaddr_in6.
-            let a = unsafe { core::ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+        libc::AF_INET6 if want >= V6 => {
+            // SAFETY: buf holds V6 copied bytes; read_unaligned takes any alignment.
+            let a = unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<libc::sockaddr_in6>()) };
             Some((
                 IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
                 u16::from_be(a.sin6_port),
@@ -143,8 +149,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         && MARKS
             .get(fd)
             .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
-        // SAFETY: the caller vouches for addr and len, as connect(2) requires.
-        && let Some((ip, port)) = unsafe { inet_addr(addr, len) }
+        && let Some((ip, port)) = inet_addr(addr, len)
         && config.injection.matches_remote(ip, port)
         && let Some(mark) = MARKS.verified(fd)
     {
@@ -163,8 +168,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         && MARKS
             .get(fd)
             .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
-        // SAFETY: the caller vouches for addr and len, as bind(2) requires.
-        && let Some((_, port)) = unsafe { inet_addr(addr, len) }
+        && let Some((_, port)) = inet_addr(addr, len)
         && config.injection.matches_local(port)
         && let Some(mark) = MARKS.verified(fd)
     {
@@ -179,43 +183,61 @@ enum Arg {
     Int(c_int),
     /// Null or unreadable: the kernel answers EFAULT.
     Fault,
-    /// process_vm_readv itself was refused (a seccomp profile such as Docker's default without
-    /// CAP_SYS_PTRACE): the pointer cannot be checked without risking a fault in the program.
+    /// The copy itself was refused (see [`Copied::Unchecked`]).
     Unchecked,
 }
 
-/// The int at `value`, read the way the kernel reads a setsockopt argument: through a system
-/// call (process_vm_readv on this process, which a process may always do to itself unless a
-/// seccomp filter refuses it), so that an unmapped pointer is an answer and not a fault in the
-/// program. errno is left as it was.
 fn read_int(value: *const c_void) -> Arg {
-    if value.is_null() {
-        return Arg::Fault;
+    let mut bytes = [0u8; core::mem::size_of::<c_int>()];
+    match copy_in(value, &mut bytes) {
+        Copied::All => Arg::Int(c_int::from_ne_bytes(bytes)),
+        Copied::Fault => Arg::Fault,
+        Copied::Unchecked => Arg::Unchecked,
+    }
+}
+
+/// What [`copy_in`] found.
+#[derive(PartialEq, Eq)]
+enum Copied {
+    All,
+    /// Null, or not all readable: the kernel would answer EFAULT.
+    Fault,
+    /// process_vm_readv itself was refused (a seccomp profile such as Docker's default without
+    /// CAP_SYS_PTRACE): the memory cannot be checked without risking a fault in the program.
+    Unchecked,
+}
+
+/// Copies `dst.len()` bytes from the program's `src` the way the kernel reads a system call's
+/// argument: through a system call, process_vm_readv on this very thread (its id, not the
+/// process's: once the main thread has exited, the process's id names a zombie without
+/// memory, ESRCH), so that an unmapped pointer is an answer and not a fault in the program.
+/// errno is left as it was.
+fn copy_in(src: *const c_void, dst: &mut [u8]) -> Copied {
+    if src.is_null() {
+        return Copied::Fault;
     }
     let saved = errno();
-    let mut out: c_int = 0;
-    let size = core::mem::size_of::<c_int>();
     let local = libc::iovec {
-        iov_base: (&raw mut out).cast::<c_void>(),
-        iov_len: size,
+        iov_base: dst.as_mut_ptr().cast::<c_void>(),
+        iov_len: dst.len(),
     };
     let remote = libc::iovec {
-        iov_base: value.cast_mut(),
-        iov_len: size,
+        iov_base: src.cast_mut(),
+        iov_len: dst.len(),
     };
-    // SAFETY: one local iovec over a live c_int; the remote range is only read, by the kernel.
+    // SAFETY: one local iovec over `dst`; the remote range is only read, by the kernel.
     let n = unsafe {
-        libc::process_vm_readv(libc::getpid(), &raw const local, 1, &raw const remote, 1, 0)
+        libc::process_vm_readv(libc::gettid(), &raw const local, 1, &raw const remote, 1, 0)
     };
-    let arg = match usize::try_from(n) {
-        Ok(got) if got == size => Arg::Int(out),
-        // A partial read: the int runs into memory the process cannot read.
-        Ok(_) => Arg::Fault,
-        Err(_) if errno() == libc::EFAULT => Arg::Fault,
-        _ => Arg::Unchecked,
+    let copied = match usize::try_from(n) {
+        Ok(got) if got == dst.len() => Copied::All,
+        // A partial read: the range runs into memory the process cannot read.
+        Ok(_) => Copied::Fault,
+        Err(_) if errno() == libc::EFAULT => Copied::Fault,
+        Err(_) => Copied::Unchecked,
     };
     set_errno(saved);
-    arg
+    copied
 }
 
 /// # Safety
@@ -255,10 +277,18 @@ pub unsafe extern "C" fn setsockopt(
                 );
                 return 0;
             }
-            // Default mode: the program chose a keepalive option itself; a filter's later
-            // bind or connect leaves it be.
             Some(_) => {}
-            None => MARKS.note_choice(fd),
+            // Default mode: the program chose a keepalive option itself, once the kernel took
+            // it; a filter's later bind or connect leaves it be. TCP_USER_TIMEOUT alone turns
+            // no keepalive on, and is no such choice.
+            None => {
+                // SAFETY: the caller's arguments, passed on.
+                let rc = unsafe { real::setsockopt(fd, level, name, value, len) };
+                if rc == 0 && !(level == libc::IPPROTO_TCP && name == libc::TCP_USER_TIMEOUT) {
+                    MARKS.note_choice(fd);
+                }
+                return rc;
+            }
         }
     }
     // SAFETY: the caller's arguments, passed on.

@@ -194,15 +194,28 @@ fn append(path: &str, bytes: &[u8]) {
     };
     dst.copy_from_slice(path.as_bytes());
     // Never through a symlink planted at the log's path (as root, into someone's file).
+    // Never blocking either: a FIFO at the path would wait in open() for a reader (and a full
+    // pipe in write()), inside the program's socket call or before its main; O_NONBLOCK opens
+    // it at once (or fails), and anything but a regular file is left unwritten.
     let flags = libc::O_WRONLY
         | libc::O_APPEND
         | libc::O_CREAT
         | libc::O_CLOEXEC
         | libc::O_NOCTTY
-        | libc::O_NOFOLLOW;
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK;
     // SAFETY: cpath is NUL-terminated (the buffer is one byte longer than any accepted path).
     let fd = unsafe { libc::open(cpath.as_ptr().cast(), flags, 0o644) };
     if fd < 0 {
+        return;
+    }
+    // SAFETY: an all-zero stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fd is the one just opened; fstat writes into `st` only.
+    let stat = unsafe { libc::fstat(fd, &mut st) };
+    if stat != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        // SAFETY: closes only the descriptor opened above.
+        unsafe { libc::close(fd) };
         return;
     }
     // SAFETY: fd is the one just opened; bytes is a valid buffer.

@@ -8,6 +8,8 @@
  *   fdreuse threads   16 threads reusing numbers as files, counting wrong successes
  *   fdreuse racing    force mode: a thread frees numbers with close_range while the main
  *                     thread makes managed sockets; a vfork child closes the parent's socket
+ *   fdreuse leader    force mode, after the main thread has exited: the kernel's refusals
+ *                     still reach the program
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -182,6 +185,38 @@ static void udp_check(void) {
           "connect() gave a UDP socket SO_KEEPALIVE");
     syscall(SYS_close, udp);
 
+    /* An address the kernel cannot read: connect and bind fail with EFAULT, as without the
+     * shim, whose dest= filter must not read it itself (that was a SIGSEGV in the hook). */
+    void *none = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *bad[] = {none, (void *)8};
+    for (int i = 0; i < 2; i++) {
+        int t = socket(AF_INET, SOCK_STREAM, 0);
+        errno = 0;
+        int rc = connect(t, (struct sockaddr *)bad[i], sizeof(struct sockaddr_in));
+        check(rc == -1 && errno == EFAULT, i ? "connect-pointer-8" : "connect-prot-none",
+              "connect with an unreadable address did not fail with EFAULT");
+        errno = 0;
+        rc = bind(t, (struct sockaddr *)bad[i], sizeof(struct sockaddr_in6));
+        check(rc == -1 && errno == EFAULT, i ? "bind-pointer-8" : "bind-prot-none",
+              "bind with an unreadable address did not fail with EFAULT");
+        close(t);
+    }
+
+    /* A keepalive option the kernel refused set nothing, and TCP_USER_TIMEOUT turns no
+     * keepalive on: neither is the program's choice, and connect() applies the policy. */
+    int refused = socket(AF_INET, SOCK_STREAM, 0);
+    set_int(refused, IPPROTO_TCP, TCP_KEEPIDLE, 0);
+    connect(refused, (struct sockaddr *)&a, sizeof a);
+    check(get_int(refused, SOL_SOCKET, SO_KEEPALIVE) == 1, "refused-option-is-no-choice",
+          "a setsockopt the kernel refused kept the policy off");
+    close(refused);
+    int ut = socket(AF_INET, SOCK_STREAM, 0);
+    set_int(ut, IPPROTO_TCP, TCP_USER_TIMEOUT, 5000);
+    connect(ut, (struct sockaddr *)&a, sizeof a);
+    check(get_int(ut, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(ut, IPPROTO_TCP, TCP_USER_TIMEOUT) == 5000,
+          "user-timeout-is-no-choice", "TCP_USER_TIMEOUT alone kept the policy off");
+    close(ut);
+
     /* A program that chose its own keepalive before connecting keeps it (default mode): curl
      * --keepalive-time 5, socat keepidle=5. The connect fails (nothing listens on 9); the
      * options were set before. */
@@ -251,6 +286,25 @@ static void racing_checks(void) {
     close(s);
 }
 
+/* Force mode in a thread that outlives the main thread (pthread_exit in main): the process's
+ * id then names a zombie, and the shim must still see what the kernel would refuse. */
+static void *after_leader(void *arg) {
+    (void)arg;
+    sleep(1);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    errno = 0;
+    int rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, (void *)8, sizeof(int));
+    check(rc == -1 && errno == EFAULT, "leader-gone-efault", "an unreadable value was swallowed");
+    errno = 0;
+    rc = set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, 0);
+    check(rc == -1 && errno == EINVAL, "leader-gone-einval", "an out-of-range value was swallowed");
+    rc = set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, 9);
+    check(rc == 0 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30, "leader-gone-guarded",
+          "a valid value was not kept from the kernel");
+    fflush(stdout);
+    exit(failed);
+}
+
 static long wrong;
 
 static void *reuse_loop(void *arg) {
@@ -270,6 +324,11 @@ static void *reuse_loop(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "leader") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, after_leader, NULL);
+        pthread_exit(NULL);
+    }
     if (argc > 1 && strcmp(argv[1], "force") == 0) {
         force_checks();
     } else if (argc > 1 && strcmp(argv[1], "udp") == 0) {
@@ -287,7 +346,7 @@ int main(int argc, char **argv) {
         errno = 0;
         check(wrong == 0, "threads", why);
     } else {
-        fprintf(stderr, "usage: fdreuse force|udp|threads\n");
+        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader\n");
         return 2;
     }
     return failed;
