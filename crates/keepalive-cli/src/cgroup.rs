@@ -121,7 +121,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
                 crate::run::shell_quote(&cg.path.to_string_lossy())
             )?;
         }
-        crate::render::out(&out)?;
+        crate::render::out(&crate::render::fit(&out))?;
     }
     if !report.dry_run && report.existing.iter().any(|e| e.error.is_some()) {
         return Err(anyhow::anyhow!(
@@ -193,7 +193,7 @@ pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
             f.name
         )?;
     }
-    crate::render::out(&out)?;
+    crate::render::out(&crate::render::fit(&out))?;
     Ok(())
 }
 
@@ -219,7 +219,7 @@ pub fn unset(args: &UnsetArgs) -> anyhow::Result<()> {
         )?,
     }
     let removed = report.removed.is_some();
-    crate::render::out(&out).map_err(|e| {
+    crate::render::out(&crate::render::fit(&out)).map_err(|e| {
         if removed {
             let why = format!("the change was made, but its report could not be written: {e}");
             e.context(why)

@@ -613,9 +613,10 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
         for port in &report.sets_its_own {
             let text = format!(
                 "note: the connections pid {pid} accepted on port {port} carry keepalive settings \
-                 of their own, so the program sets them on each: new connections will not get \
-                 this from the listener. `keepalive set --cgroup-of {pid} --force` holds the \
-                 policy for every new connection."
+                 other than the listener's, which the kernel copies to them: something set them \
+                 after accept (most often the program itself, as Go, redis and haproxy do), and \
+                 new connections may not get this from the listener. `keepalive set --cgroup-of \
+                 {pid} --force` holds the policy for every new connection."
             );
             out.push_str(&wrap(&text, "", "  "));
         }

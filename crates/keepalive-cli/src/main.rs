@@ -112,7 +112,11 @@ fn fail(e: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // The library's messages already name their cause; print only the outermost.
-    render::note(&format!("keepalive: {}\n", one_line(&e.to_string())));
+    // A value quoted in it may hold control characters: escaped, the message stays one line.
+    render::note(&format!(
+        "keepalive: {}\n",
+        render::printable(&e.to_string())
+    ));
     ExitCode::from(exit_code(e))
 }
 
@@ -142,17 +146,19 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// Clap's errors span lines (usage, hints); keep the message and the allowed values on one line.
+/// Clap's errors span paragraphs (the message, tips, usage); keep the message, with any
+/// control characters of a quoted value escaped, and the tips on one line.
 fn one_line(text: &str) -> String {
-    let mut out = String::new();
-    let lines = text.lines().map(str::trim).filter(|l| {
-        !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+    let mut parts = text.split("\n\n").map(str::trim).filter(|p| {
+        !p.is_empty() && !p.starts_with("Usage:") && !p.starts_with("For more information")
     });
-    for line in lines {
-        if !out.is_empty() {
+    let message = parts.next().unwrap_or("").trim_start_matches("error: ");
+    let mut out = render::printable(message).into_owned();
+    for tip in parts {
+        for line in tip.lines().map(str::trim).filter(|l| !l.is_empty()) {
             out.push_str(if out.ends_with(':') { " " } else { "; " });
+            out.push_str(&render::printable(line));
         }
-        out.push_str(line.trim_start_matches("error: "));
     }
     out
 }

@@ -55,24 +55,30 @@ pub fn wrap(text: &str, first: &str, rest: &str) -> String {
     out
 }
 
-/// `text` with every control character (C0, DEL, C1) written as an escape (`\n`, `\x1b`,
-/// `\u{9b}`), so that a name another user chose (a process's comm, set with PR_SET_NAME) can
-/// neither break a table's lines nor send the terminal a command.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return text.into();
+/// `text` with every line wider than [`WIDTH`] folded ([`wrap`]): its continuation lines are
+/// indented two more spaces than the line itself.
+pub fn fit(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.chars().count() <= WIDTH {
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            let body = line.trim_start_matches(' ');
+            let indent = &line[..line.len() - body.len()];
+            out.push_str(&wrap(body, indent, &format!("{indent}  ")));
+        }
     }
-    text.chars()
-        .map(|c| match c {
-            '\n' => "\\n".to_owned(),
-            '\r' => "\\r".to_owned(),
-            '\t' => "\\t".to_owned(),
-            c if (c as u32) < 0x80 && c.is_control() => format!("\\x{:02x}", c as u32),
-            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
-            c => c.to_string(),
-        })
-        .collect::<String>()
-        .into()
+    out
+}
+
+/// `text` with every control character written as an escape ([`keepalive::printable`]).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        keepalive::printable::Printable(text).to_string().into()
+    } else {
+        text.into()
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout.
@@ -132,6 +138,16 @@ mod tests {
         );
         assert_eq!(printable("a\u{9b}b\x7f"), "a\\u{9b}b\\x7f");
         assert_eq!(printable("héllo ✓"), "héllo ✓");
+    }
+
+    #[test]
+    fn fitting() {
+        let long = format!("  {}", "word ".repeat(30));
+        let out = fit(&format!("short\n{long}\n"));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "short");
+        assert!(lines[1].starts_with("  word") && lines[2].starts_with("    word"));
+        assert!(lines.iter().all(|l| l.chars().count() <= WIDTH));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
                     "  the live values differ; `keepalive sysctl set` applies them now"
                 );
             }
-            out(&o)
+            out(&crate::render::fit(&o))
         }
     }
 }
@@ -107,7 +107,7 @@ fn show(target: &NetnsArg) -> anyhow::Result<()> {
         "and for {} while data is unacknowledged.",
         duration_ms(detect.unacked_data_ms)
     );
-    out(&o)
+    out(&crate::render::fit(&o))
 }
 
 fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<()> {
@@ -156,7 +156,7 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
     }
     // The change is made; a report that cannot be written says so (exit 1), and main keeps
     // a broken pipe quiet.
-    out(&o).map_err(|e| {
+    out(&crate::render::fit(&o)).map_err(|e| {
         let why = format!("the change was made, but its report could not be written: {e}");
         e.context(why)
     })

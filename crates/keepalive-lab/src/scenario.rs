@@ -150,7 +150,24 @@ impl Scenario {
     /// A scenario file of the user's: the same keys as the built-in ones (one line naming the
     /// key and the line on error).
     pub fn from_file(path: &std::path::Path) -> Result<Scenario, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Read with a bound: /dev/zero or a FIFO must not hold the lab for ever.
+        const LIMIT: u64 = 1 << 20;
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, LIMIT + 1), &mut text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if text.len() as u64 > LIMIT {
+            return Err(format!(
+                "{}: larger than a scenario file can be (1 MiB)",
+                path.display()
+            ));
+        }
         let scenario: Scenario = toml::from_str(&text).map_err(|e| {
             let msg = e.message().trim().replace('\n', "; ");
             let at = e.span().map(|s| s.start.min(text.len()));

@@ -19,6 +19,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod policy;
+pub mod printable;
 
 #[cfg(feature = "std")]
 pub mod bpf;

@@ -234,11 +234,7 @@ impl fmt::Write for Snippet {
 impl fmt::Display for Snippet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.as_str().chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
+            crate::printable::write_char(f, c)?;
         }
         if self.truncated {
             f.write_str("...")?;

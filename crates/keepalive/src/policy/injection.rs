@@ -512,6 +512,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains('\n') && !e.contains('\x1b'), "{e:?}");
-        assert!(e.contains("\\n\\u{1b}[31mred"), "{e:?}");
+        assert!(e.contains("\\n\\x1b[31mred"), "{e:?}");
     }
 }
