@@ -840,3 +840,38 @@ fn set_on_a_process_killed_meanwhile_says_it_exited() {
         );
     }
 }
+
+/// A directory on the output's path that is another user's symbolic link is not followed
+/// (`shared/evil -> protected`, planted by uid 65534): status --prometheus and sysctl persist
+/// refuse in one line, and nothing lands where nobody chose. The caller's own links are
+/// followed.
+#[test]
+fn outputs_refuse_a_directory_link_another_user_planted() {
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("protected");
+    std::fs::create_dir(&protected).unwrap();
+    let evil = dir.path().join("evil");
+    std::os::unix::fs::symlink(&protected, &evil).unwrap();
+    std::os::unix::fs::lchown(&evil, Some(65534), Some(65534)).unwrap();
+    let prom = evil.join("k.prom");
+    let out = keepalive(&["status", "--prometheus"])
+        .arg(&prom)
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 2, &["symbolic link owned by uid 65534"]);
+    let out = keepalive(&["sysctl", "persist", "--idle", "60", "--dir"])
+        .arg(&evil)
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 2, &["symbolic link owned by uid 65534"]);
+    assert_eq!(std::fs::read_dir(&protected).unwrap().count(), 0);
+
+    let mine = dir.path().join("mine");
+    std::os::unix::fs::symlink(&protected, &mine).unwrap();
+    let out = keepalive(&["status", "--prometheus"])
+        .arg(mine.join("k.prom"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(protected.join("k.prom").exists());
+}

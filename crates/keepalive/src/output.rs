@@ -39,6 +39,7 @@ impl Pending {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        refuse_planted_dirs(path, &dir)?;
         let fd: OwnedFd = rustix::fs::openat(
             CWD,
             &dir,
@@ -104,6 +105,39 @@ fn refuse_non_file(path: &Path) -> Result<(), Error> {
             format!("it exists and is {what}, which the output would replace: give a file's path"),
         ),
     ))
+}
+
+/// Refuses a directory path that goes through a symbolic link another user owns: in a shared
+/// directory anyone may plant `shared/evil -> /etc`, and a privileged writer following it
+/// writes where nobody chose. The kernel's own rule for this (fs.protected_symlinks, off on
+/// some systems and only for sticky world-writable directories) is the model: a link is
+/// followed only when it is the caller's or root's.
+fn refuse_planted_dirs(path: &Path, dir: &Path) -> Result<(), Error> {
+    let me = rustix::process::geteuid().as_raw();
+    let mut prefix = std::path::PathBuf::new();
+    for part in dir.components() {
+        prefix.push(part);
+        let Ok(meta) = fs::symlink_metadata(&prefix) else {
+            // A missing directory is reported by the open that follows.
+            return Ok(());
+        };
+        use std::os::unix::fs::MetadataExt;
+        if meta.file_type().is_symlink() && meta.uid() != me && meta.uid() != 0 {
+            return Err(output_error(
+                path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is a symbolic link owned by uid {}, another user, and is not \
+                         followed: give a path without it",
+                        prefix.display(),
+                        meta.uid()
+                    ),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn output_error(path: &Path, source: io::Error) -> Error {
