@@ -246,8 +246,10 @@ pub struct UnsetArgs {
                   and exits with the program's exit status (or dies by the same signal)."
 )]
 pub struct RunArgs {
-    /// A policy such as idle=30s,interval=10s,count=5 (same as --policy). Keys left out keep
-    /// the kernel's defaults; with none at all, keepalive is simply switched on.
+    /// A policy such as idle=30s,interval=10s,count=5,mode=force (same as --policy), in
+    /// KEEPALIVE_POLICY's grammar: the socket options and mode, ports, dest, log, inherit.
+    /// Keys left out keep the kernel's defaults; with none at all, keepalive is simply
+    /// switched on.
     #[arg(value_name = "POLICY")]
     pub policy_text: Option<String>,
 
@@ -268,17 +270,19 @@ pub struct RunArgs {
     pub dest: Option<String>,
 
     /// Report what the shim or the supervisor does: syslog, or an absolute file path (default:
-    /// off).
+    /// off). The file's directory must exist and let this user create or append to it; a
+    /// symbolic link is refused (the shim never opens its log through one).
     #[arg(long, value_name = "TARGET")]
     pub log: Option<String>,
 
-    /// Keep the policy out of the programs CMD starts (the shim leaves their environment; the
-    /// seccomp supervisor lets their calls run untouched).
+    /// Keep the policy out of the programs CMD starts (the shim takes itself out of their
+    /// LD_PRELOAD, while KEEPALIVE_POLICY stays in their environment, unused without the shim;
+    /// the seccomp supervisor lets their calls run untouched).
     #[arg(long)]
     pub no_inherit: bool,
 
     /// Print the LD_PRELOAD and KEEPALIVE_POLICY settings instead of running anything (for
-    /// systemd units, /etc/ld.so.preload setups, or scripts; the shim only).
+    /// systemd units, /etc/ld.so.preload setups, or scripts; the shim only). Takes no CMD.
     #[arg(long)]
     pub print_env: bool,
 

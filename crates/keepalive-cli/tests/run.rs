@@ -459,7 +459,10 @@ fn bad_input_is_one_line_and_runs_nothing() {
         (vec!["--ports", "http"], "ports=http"),
         (vec!["--dest", "10.0.0.0/40"], "dest=10.0.0.0/40"),
         (vec!["--log", "relative"], "absolute"),
-        (vec!["--policy", "idle=5,mode=force"], "not a socket option"),
+        (
+            vec!["--policy", "idle=5,bogus=1"],
+            "unknown policy key 'bogus'",
+        ),
     ] {
         let mut all = args.clone();
         all.extend(["--", "sh", "-c", &touch]);

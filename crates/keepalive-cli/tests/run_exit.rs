@@ -1,7 +1,9 @@
 //! `keepalive run` against programs that are not there, cannot run, or are odd but run: env(1)'s
-//! exit statuses (127 not found, 126 cannot run) through every mechanism; `--no-inherit`
-//! leaving no LD_PRELOAD behind; and ELF files whose section headers are cut off, which run
-//! and must not be refused.
+//! exit statuses (127 not found, 126 cannot run) through every mechanism; execvp(3)'s default
+//! path and /bin/sh for files without `#!`; `--no-inherit` leaving no LD_PRELOAD behind; ELF
+//! files whose section headers are cut off, which run and must not be refused; a shim the
+//! loader would skip and a log nobody could write, refused before anything runs; the policy
+//! argument in the shim's grammar; and names with control characters, escaped.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -83,12 +85,6 @@ fn a_program_that_cannot_run_exits_126_naming_it() {
     let a_dir = dir.path().join("a-directory");
     std::fs::create_dir(&a_dir).unwrap();
     let a_dir = a_dir.to_str().unwrap();
-    // Bytes the kernel recognises as no format it knows; execvp(3) would hand them to /bin/sh.
-    let garbage = write_program(
-        &dir.path().join("garbage"),
-        b"\x01\x02\x03\x04 not a program\n",
-        0o755,
-    );
     // A well-formed ELF for another machine: e_machine changed in a copy of /bin/true.
     let mut elf = std::fs::read("/bin/true").unwrap();
     let other = if cfg!(target_arch = "aarch64") {
@@ -102,7 +98,7 @@ fn a_program_that_cannot_run_exits_126_naming_it() {
         for (program, needle) in [
             (&no_x[..], "execute permission"),
             (a_dir, "directory"),
-            (&garbage[..], "exec format error"),
+            // An ELF is never handed to /bin/sh (a_file_that_is_not_an_elf_runs_with_bin_sh).
             (&foreign[..], "exec format error"),
         ] {
             let out = run(via, &["--", program]);
@@ -318,6 +314,318 @@ fn a_name_in_path_that_cannot_run_exits_126() {
                 err.contains("is in PATH but cannot run"),
                 "{via} {name}: {err}"
             );
+        }
+    }
+}
+
+#[test]
+fn an_empty_program_name_exits_127_saying_so() {
+    for via in VIAS {
+        let out = run(via, &["--", ""]);
+        assert_one_line_failure(&out, 127, &["program name is empty"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("directory"), "--via {via}: {err}");
+    }
+}
+
+/// With no PATH at all, execvp(3) (and so env(1)) searches confstr(_CS_PATH), /bin:/usr/bin.
+#[test]
+fn without_path_the_default_path_is_searched_as_execvp_does() {
+    for via in VIAS {
+        let out = bounded_output(
+            keepalive()
+                .env_remove("PATH")
+                .args(["run", "--via", via, "--", "sh", "-c", "echo hi"]),
+            LIMIT,
+        );
+        assert!(out.status.success(), "--via {via}: {out:?}");
+        assert_eq!(out.stdout, b"hi\n", "--via {via}: {out:?}");
+        let out = bounded_output(
+            keepalive().env_remove("PATH").args([
+                "run",
+                "--via",
+                via,
+                "--",
+                "keepalive-test-no-such-command",
+            ]),
+            LIMIT,
+        );
+        assert_one_line_failure(
+            &out,
+            127,
+            &["keepalive-test-no-such-command", "/bin:/usr/bin"],
+        );
+    }
+}
+
+/// A file the kernel refuses with ENOEXEC that is not an ELF (a script without `#!`, any
+/// bytes) is run by /bin/sh, as execvp(3) and env(1) run it: the same output and status.
+#[test]
+fn a_file_that_is_not_an_elf_runs_with_bin_sh() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_program(
+        &dir.path().join("no-shebang.sh"),
+        b"echo \"ran $0 $*\"\nexit 3\n",
+        0o755,
+    );
+    let garbage = write_program(
+        &dir.path().join("garbage"),
+        b"\x01\x02\x03\x04 not a program\n",
+        0o755,
+    );
+    for program in [&script, &garbage] {
+        let reference = bounded_output(
+            Command::new("/usr/bin/env").args([program, "a", "b"]),
+            LIMIT,
+        );
+        for via in VIAS {
+            let out = run(via, &["--", program, "a", "b"]);
+            assert_eq!(
+                (out.status.code(), &out.stdout),
+                (reference.status.code(), &reference.stdout),
+                "--via {via} {program}: {out:?}"
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("exec format error"), "--via {via}: {err}");
+        }
+    }
+    let out = run("shim", &["--", &script, "a", "b"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ran {script} a b\n")
+    );
+}
+
+/// A copy of keepalive in a directory of its own, with `shim` as the shim beside it, and the
+/// directory open to every user (for runs as uid 65534).
+fn keepalive_beside(shim: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("keepalive");
+    std::fs::copy(BIN, &bin).unwrap();
+    let lib = dir.path().join("libkeepalive_inject.so");
+    write_program(&lib, shim, 0o644);
+    (dir, bin, lib)
+}
+
+/// `cmd` as uid 65534 when this is root (root reads any file), else as it is.
+fn as_nobody(bin: &Path) -> Command {
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        testkit::require_program("setpriv", "util-linux");
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(bin);
+        cmd
+    } else {
+        Command::new(bin)
+    };
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("LD_PRELOAD")
+        .env_remove("KEEPALIVE_POLICY")
+        .env_remove("KEEPALIVE_SHIM");
+    cmd
+}
+
+/// The loader skips a preload it cannot open or map with a line of its own and runs the
+/// program without keepalive: keepalive refuses first, naming the shim.
+#[test]
+fn a_shim_the_loader_would_skip_is_refused_naming_it() {
+    let shim = std::fs::read(testkit::shim_next_to(Path::new(BIN))).unwrap();
+    let pie = std::fs::read("/bin/true").unwrap();
+    for (content, needle) in [
+        (&b"garbage\n"[..], "not an ELF file"),
+        (&pie[..], "position-independent executable"),
+    ] {
+        let (_dir, bin, lib) = keepalive_beside(content);
+        let lib = lib.to_str().unwrap();
+        for args in [
+            &["run", "--via", "shim", "idle=5", "--", "/bin/true"][..],
+            &["run", "--print-env", "idle=5"],
+        ] {
+            let out = bounded_output(as_nobody(&bin).args(args), LIMIT);
+            assert_one_line_failure(&out, 1, &[lib, needle, "without keepalive"]);
+            assert!(out.stdout.is_empty(), "{out:?}");
+        }
+    }
+    // Unreadable for this user.
+    let (_dir, bin, lib) = keepalive_beside(&shim);
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = bounded_output(
+        as_nobody(&bin).args(["run", "--via", "shim", "idle=5", "--", "/bin/true"]),
+        LIMIT,
+    );
+    assert_one_line_failure(
+        &out,
+        3,
+        &[lib.to_str().unwrap(), "cannot be opened for reading"],
+    );
+    // The real shim, readable: it runs.
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bounded_output(
+        as_nobody(&bin).args(["run", "--via", "shim", "idle=5", "--", "/bin/true"]),
+        LIMIT,
+    );
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+}
+
+/// The shim opens its log with O_NOFOLLOW|O_APPEND|O_CREAT and says nothing when it cannot:
+/// a log that cannot be opened is refused before the program runs, and a log file created by
+/// that check goes again when the run is refused later.
+#[test]
+fn a_log_that_cannot_be_opened_is_refused_before_the_program_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let link = dir.path().join("link.log");
+    std::os::unix::fs::symlink(dir.path().join("target.log"), &link).unwrap();
+    let link = link.to_str().unwrap();
+    let a_dir = dir.path().to_str().unwrap();
+    for via in ["shim", "seccomp"] {
+        for (log, needle) in [
+            (
+                "/nonexistent/keepalive-test/x.log",
+                "/nonexistent/keepalive-test does not exist",
+            ),
+            (link, "symbolic link"),
+            (a_dir, "directory"),
+        ] {
+            let flag = run(via, &["--log", log, "--", "/bin/sh", "-c", &touch]);
+            let policy = format!("idle=5,log={log}");
+            let whole = run(via, &[&policy, "--", "/bin/sh", "-c", &touch]);
+            for out in [flag, whole] {
+                assert_one_line_failure(&out, 2, &[log, needle]);
+                assert!(!marker.exists(), "--via {via} --log {log}: the program ran");
+            }
+        }
+        // Created by the check, then the exec fails (an ELF for another machine): not left.
+        let mut elf = std::fs::read("/bin/true").unwrap();
+        elf[0x12..0x14].copy_from_slice(
+            &(if cfg!(target_arch = "aarch64") {
+                62u16
+            } else {
+                183
+            })
+            .to_le_bytes(),
+        );
+        let foreign = write_program(&dir.path().join("foreign"), &elf, 0o755);
+        let log = dir.path().join("new.log");
+        let out = run(via, &["--log", log.to_str().unwrap(), "--", &foreign]);
+        assert_one_line_failure(&out, 126, &["exec format error"]);
+        assert!(!log.exists(), "--via {via}: {} left behind", log.display());
+        // A log that can be written is kept.
+        let out = run(via, &["--log", log.to_str().unwrap(), "--", "/bin/true"]);
+        assert!(out.status.success(), "--via {via}: {out:?}");
+        assert!(log.exists(), "--via {via}");
+        std::fs::remove_file(&log).unwrap();
+    }
+    // A directory this user may not write to: permission (3).
+    let (_keep, bin, _lib) =
+        keepalive_beside(&std::fs::read(testkit::shim_next_to(Path::new(BIN))).unwrap());
+    let closed = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let log = closed.path().join("x.log");
+    let log = log.to_str().unwrap();
+    for via in ["shim", "seccomp"] {
+        let out = bounded_output(
+            as_nobody(&bin).args(["run", "--via", via, "--log", log, "--", "/bin/true"]),
+            LIMIT,
+        );
+        assert_one_line_failure(&out, 3, &[log, "permission denied"]);
+    }
+}
+
+#[test]
+fn print_env_with_a_command_is_refused() {
+    let out = bounded_output(
+        keepalive().args(["run", "--print-env", "idle=5", "--", "ls"]),
+        LIMIT,
+    );
+    assert_one_line_failure(
+        &out,
+        2,
+        &["--print-env", "runs nothing", "drop the command"],
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+/// POLICY (and --policy) is KEEPALIVE_POLICY's grammar: run's own keys are no error there.
+#[test]
+fn the_policy_argument_takes_the_shims_keys() {
+    let text =
+        "idle=5s,mode=force,ports=5432,6379,dest=::1/128,log=/tmp/keepalive-test.log,inherit=no";
+    for args in [
+        &["run", "--print-env", text][..],
+        &["run", "--print-env", "--policy", text],
+    ] {
+        let out = bounded_output(keepalive().args(args), LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            stdout.contains(&format!("KEEPALIVE_POLICY={text}\n")),
+            "{args:?}: {stdout}"
+        );
+    }
+    // A key given in the policy and as its flag is given twice.
+    let out = bounded_output(
+        keepalive().args(["run", "--print-env", "--force", "idle=5,mode=force"]),
+        LIMIT,
+    );
+    assert_one_line_failure(&out, 2, &["'mode' is given twice", "--force"]);
+    // Unknown keys are still refused.
+    let out = bounded_output(
+        keepalive().args(["run", "--print-env", "idle=5,bogus=1"]),
+        LIMIT,
+    );
+    assert_one_line_failure(&out, 2, &["bogus"]);
+}
+
+/// The shim takes itself out of the children's LD_PRELOAD; KEEPALIVE_POLICY stays (the shim
+/// does not remove it), and the help says so rather than promise a clean environment.
+#[test]
+fn no_inherit_help_says_what_stays_in_the_childrens_environment() {
+    let out = bounded_output(
+        keepalive().args([
+            "run",
+            "--via",
+            "shim",
+            "--no-inherit",
+            "idle=5",
+            "--",
+            "/bin/sh",
+            "-c",
+            "exec /usr/bin/env",
+        ]),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.lines().any(|l| l.starts_with("LD_PRELOAD=")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("KEEPALIVE_POLICY=")),
+        "{text}"
+    );
+    let help = bounded_output(keepalive().args(["run", "--help"]), LIMIT);
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(help.contains("KEEPALIVE_POLICY stays"), "{help}");
+    assert!(!help.contains("leaves their environment"), "{help}");
+}
+
+/// Control characters in a program's name reach standard error escaped, on one line.
+#[test]
+fn control_characters_in_the_program_name_are_escaped() {
+    for (name, escaped) in [
+        ("./keepalive-test-no\nsuch", "./keepalive-test-no\\nsuch"),
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+    ] {
+        for via in VIAS {
+            let out = run(via, &["--", name]);
+            assert_one_line_failure(&out, 127, &[escaped]);
+            assert!(!out.stderr.contains(&0x1b), "--via {via}: {out:?}");
         }
     }
 }

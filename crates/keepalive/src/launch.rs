@@ -11,7 +11,7 @@
 //! socket(), so a preloaded hook never sees them. `keepalive set --pid` reaches all of these.
 
 use crate::error::Error;
-use crate::policy::grammar::Mode;
+use crate::policy::grammar::{Log, Mode};
 use crate::policy::injection::{ENV, Injection};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -65,7 +65,119 @@ pub fn find_shim(exe: &Path, override_path: Option<&OsStr>) -> Result<PathBuf, E
     {
         return Err(Error::ShimPath(path));
     }
+    check_shim(&path)?;
     Ok(path)
+}
+
+/// The loader skips a preloaded library it cannot open or map with one line of its own
+/// ("cannot be preloaded ... ignored") and runs the program anyway, without keepalive: so the
+/// shim must be readable by this process and an ELF shared object for this machine (class,
+/// byte order, e_machine; `elf/dl-load.c` `open_verify` checks the same), or the run is refused.
+fn check_shim(path: &Path) -> Result<(), Error> {
+    let refused = |why: &str| Error::Io {
+        what: format!(
+            "the LD_PRELOAD shim {} cannot be preloaded (the loader would skip it and the program would run without keepalive)",
+            path.display()
+        ),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{why}; rebuild it with `cargo build --release` or reinstall with scripts/install.sh"
+            ),
+        ),
+    };
+    let mut file = File::open(path).map_err(|source| Error::Io {
+        what: format!(
+            "the LD_PRELOAD shim {} cannot be opened for reading by this user (uid {}), so the loader would skip it and the program would run without keepalive",
+            path.display(),
+            rustix::process::geteuid().as_raw()
+        ),
+        source,
+    })?;
+    let mut head = [0u8; 20];
+    let n = read_up_to(&mut file, &mut head).map_err(|source| Error::Io {
+        what: format!("reading the LD_PRELOAD shim {}", path.display()),
+        source,
+    })?;
+    if n < head.len() || !head.starts_with(b"\x7fELF") {
+        return Err(refused("it is not an ELF file"));
+    }
+    let class = if cfg!(target_pointer_width = "64") {
+        2
+    } else {
+        1
+    };
+    let data = if cfg!(target_endian = "little") { 1 } else { 2 };
+    if head[4] != class || head[5] != data {
+        return Err(refused(&format!(
+            "it is an ELF file of another class or byte order (EI_CLASS {}, EI_DATA {}; this machine needs {class}, {data})",
+            head[4], head[5]
+        )));
+    }
+    let half = |at: usize| {
+        let b = [head[at], head[at + 1]];
+        if data == 1 {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }
+    };
+    // ET_DYN: a shared object.
+    if half(0x10) != 3 {
+        return Err(refused(&format!(
+            "it is not a shared object (ELF type {}, a shared object is 3)",
+            half(0x10)
+        )));
+    }
+    if let Some(machine) = NATIVE_MACHINE.filter(|m| *m != half(0x12)) {
+        return Err(refused(&format!(
+            "it is built for another machine (e_machine {}, this one is {machine})",
+            half(0x12)
+        )));
+    }
+    match elf::is_pie(&file) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(refused(
+            "it is a position-independent executable, not a shared object",
+        )),
+        Err(_) => Err(refused("its ELF program headers cannot be read")),
+    }
+}
+
+/// This machine's ELF e_machine, where known.
+const NATIVE_MACHINE: Option<u16> = if cfg!(target_arch = "x86_64") {
+    Some(62)
+} else if cfg!(target_arch = "aarch64") {
+    Some(183)
+} else if cfg!(target_arch = "riscv64") {
+    Some(243)
+} else if cfg!(target_arch = "x86") {
+    Some(3)
+} else if cfg!(target_arch = "arm") {
+    Some(40)
+} else {
+    None
+};
+
+/// The shell execvp(3) hands a file the kernel cannot execute (ENOEXEC) to: `_PATH_BSHELL`.
+const SHELL: &str = "/bin/sh";
+
+/// The directories a name is looked up in: PATH, or, where PATH is not set at all, the default
+/// path execvp(3) uses then, `confstr(_CS_PATH)` ("/bin:/usr/bin" in glibc). The second value
+/// is true when it is that default.
+pub fn search_path() -> (OsString, bool) {
+    if let Some(path) = std::env::var_os("PATH") {
+        return (path, false);
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; confstr writes at most that many,
+    // NUL-terminated, and returns the length it needed (0 when the name is unknown).
+    let needed = unsafe { libc::confstr(libc::_CS_PATH, buf.as_mut_ptr().cast(), buf.len()) };
+    let default = match needed {
+        1.. if needed <= buf.len() => OsStr::from_bytes(&buf[..needed - 1]).to_os_string(),
+        _ => OsString::from("/bin:/usr/bin"),
+    };
+    (default, true)
 }
 
 /// Looks `name` up as a shell would: a name with a slash is a path, anything else is searched
@@ -213,12 +325,21 @@ pub fn plan(program: &Path, via: Via) -> Result<Plan, Error> {
     }
 }
 
-/// Whether `program` starts with `#!`.
+/// Whether `program` is a script: it starts with `#!`, or it is not an ELF file at all, which
+/// the kernel refuses (ENOEXEC) and [`run`] then hands to /bin/sh, as execvp(3) does.
 fn is_script(program: &Path) -> bool {
-    let mut head = [0u8; 2];
+    let mut head = [0u8; 4];
     File::open(program)
         .and_then(|mut f| read_up_to(&mut f, &mut head))
-        .is_ok_and(|n| n == 2 && head == *b"#!")
+        .is_ok_and(|n| n < 4 || head != *b"\x7fELF")
+}
+
+/// Whether `program` starts as an ELF file does. A file that cannot be read is not judged one.
+fn is_elf(program: &Path) -> bool {
+    let mut head = [0u8; 4];
+    File::open(program)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .is_ok_and(|n| n == 4 && head == *b"\x7fELF")
 }
 
 /// Whether the shim can act inside `program`; a script is judged by its interpreter.
@@ -284,6 +405,12 @@ fn examine(program: &Path) -> Result<Examined, Error> {
             };
             return Ok(found(current, blocked, elf.go));
         }
+        // Neither ELF nor `#!`: the kernel says ENOEXEC and [`run`] hands the file to /bin/sh,
+        // as execvp(3) does, so the shell is what runs.
+        if current != Path::new(SHELL) {
+            current = PathBuf::from(SHELL);
+            continue;
+        }
         return Ok(found(current, None, Go::No));
     }
     Ok(found(current, None, Go::No))
@@ -330,7 +457,7 @@ fn shebang(head: &[u8]) -> Option<PathBuf> {
     let interpreter = Path::new(OsStr::from_bytes(words.next()?));
     if interpreter.file_name() == Some(OsStr::new("env")) {
         let name = words.find(|w| !w.starts_with(b"-"))?;
-        return resolve_program(OsStr::from_bytes(name), std::env::var_os("PATH").as_deref());
+        return resolve_program(OsStr::from_bytes(name), Some(&search_path().0));
     }
     Some(interpreter.to_path_buf())
 }
@@ -399,6 +526,8 @@ pub enum LaunchError {
         program: String,
         /// What is wrong with it.
         why: String,
+        /// The errno of the execve(2) that failed, when one did.
+        errno: Option<i32>,
     },
     /// Anything else: a bad policy, no shim, no seccomp, a program the mechanism cannot reach.
     #[error(transparent)]
@@ -428,13 +557,18 @@ impl LaunchError {
 /// replaces this process (same pid, exit status and signals) and this returns only on failure;
 /// through seccomp this process stays its parent, and the result is how the program ended.
 /// `warn` hears anything the user should know before the program starts ([`Plan::warning`]).
+///
+/// As execvp(3) (and so env(1)): a name without a slash is looked up in PATH, or in the
+/// default path when PATH is not set ([`search_path`]); a file that is not an ELF and that the
+/// kernel refuses with ENOEXEC (a script without `#!`) is run by /bin/sh, as
+/// `/bin/sh FILE ARGS`. A log file (`log=/path`) must be one the shim can open for appending;
+/// if the run is refused after that check created it, it is removed again.
 pub fn run(request: &Request, warn: &mut dyn FnMut(&str)) -> Result<Exit, LaunchError> {
     check(&request.injection)?;
     let program = locate(&request.program)?;
     let plan = plan(&program, request.via)?;
-    if let Some(warning) = plan.warning(&request.injection) {
-        warn(&warning);
-    }
+    // Everything that can refuse the run comes before the warning, so that a refusal is the
+    // only line; the log's check last, so that little can fail after it.
     match plan.mechanism {
         Mechanism::Shim => {
             let vars = shim_environment(&request.injection)?;
@@ -442,21 +576,207 @@ pub fn run(request: &Request, warn: &mut dyn FnMut(&str)) -> Result<Exit, Launch
                 .filter(|(key, _)| vars.iter().all(|(ours, _)| ours != key))
                 .chain(vars.clone())
                 .collect();
-            let exec = Exec::new(&program, &request.program, &request.args, env)
+            let exec = Exec::new(&program, &request.program, &request.args, env.clone())
                 .map_err(|source| starting(&program, source))?;
-            Err(exec_failure(
-                &request.program,
-                &program,
-                exec.replace_process(),
-            ))
+            let log = check_log(&request.injection)?;
+            if let Some(warning) = plan.warning(&request.injection) {
+                warn(&warning);
+            }
+            let error = exec.replace_process();
+            let mut failure = exec_failure(&request.program, &program, error);
+            if failure.is_exec_format_error() && !is_elf(&program) {
+                // execvp(3)'s retry: `/bin/sh FILE ARGS`, with the same environment.
+                let args: Vec<OsString> = std::iter::once(program.clone().into_os_string())
+                    .chain(request.args.iter().cloned())
+                    .collect();
+                let shell = Path::new(SHELL);
+                if let Ok(exec) = Exec::new(shell, shell.as_os_str(), &args, env) {
+                    let error = exec.replace_process();
+                    // No shell to run it with: the file's own failure stands, as it would in
+                    // execvp(3) for ENOENT.
+                    if error.raw_os_error() != Some(libc::ENOENT) {
+                        failure = exec_failure(shell.as_os_str(), shell, error);
+                    }
+                }
+            }
+            if let Some(log) = log {
+                log.remove_if_untouched();
+            }
+            Err(failure)
         }
-        Mechanism::Seccomp => crate::supervise::run(
-            &program,
-            &request.program,
-            &request.args,
-            &request.injection,
-        ),
+        Mechanism::Seccomp => {
+            let log = check_log(&request.injection)?;
+            if let Some(warning) = plan.warning(&request.injection) {
+                warn(&warning);
+            }
+            let supervise = |program: &Path, arg0: &OsStr, args: &[OsString]| {
+                crate::supervise::run(program, arg0, args, &request.injection)
+            };
+            let result = match supervise(&program, &request.program, &request.args) {
+                Err(e) if e.is_exec_format_error() && !is_elf(&program) => {
+                    let args: Vec<OsString> = std::iter::once(program.clone().into_os_string())
+                        .chain(request.args.iter().cloned())
+                        .collect();
+                    let shell = Path::new(SHELL);
+                    match supervise(shell, shell.as_os_str(), &args) {
+                        Err(LaunchError::NotFound { .. }) => Err(e),
+                        other => other,
+                    }
+                }
+                other => other,
+            };
+            if let (Err(_), Some(log)) = (&result, log) {
+                log.remove_if_untouched();
+            }
+            result
+        }
     }
+}
+
+impl LaunchError {
+    /// Whether this is execve(2)'s ENOEXEC: the kernel knows no way to run the file.
+    fn is_exec_format_error(&self) -> bool {
+        matches!(self, LaunchError::CannotRun { errno: Some(e), .. } if *e == libc::ENOEXEC)
+    }
+}
+
+/// A log file that [`check_log`] created, so that a run refused afterwards leaves nothing.
+struct CreatedLog {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl CreatedLog {
+    /// Removes the file if it is still the one created and nothing was written to it.
+    fn remove_if_untouched(self) {
+        if std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino && m.len() == 0)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `log=/path`: the shim opens the file for every line with O_WRONLY, O_APPEND, O_CREAT and
+/// O_NOFOLLOW, and says nothing when that fails (it must not write to the program's
+/// descriptors), so a log that cannot be opened would be silently empty. Open it the same way
+/// now (O_NONBLOCK too: a FIFO nobody reads would block the shim's open), and refuse with
+/// why: bad input (exit 2) for a path that cannot hold a log, missing permission (3). The
+/// file, if this created it, is returned so that a later refusal can remove it.
+fn check_log(injection: &Injection) -> Result<Option<CreatedLog>, Error> {
+    use rustix::fs::{Mode as FileMode, OFlags, open};
+    use rustix::io::Errno;
+    let Log::File(path) = injection.log() else {
+        return Ok(None);
+    };
+    let path = Path::new(path);
+    let flags = OFlags::WRONLY
+        | OFlags::APPEND
+        | OFlags::CLOEXEC
+        | OFlags::NOCTTY
+        | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK;
+    let refuse = |errno: Errno| Error::Output {
+        path: path.to_path_buf(),
+        source: log_problem(path, errno),
+    };
+    for _ in 0..2 {
+        match open(path, flags, FileMode::empty()) {
+            Ok(fd) => {
+                let st = rustix::fs::fstat(&fd).map_err(refuse)?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    != rustix::fs::FileType::RegularFile
+                {
+                    return Err(Error::Output {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "it is not a regular file (a FIFO, a device or a socket); the shim logs only to a regular file, and never blocks on one",
+                        ),
+                    });
+                }
+                return Ok(None);
+            }
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(refuse(e)),
+        }
+        match open(
+            path,
+            flags | OFlags::CREATE | OFlags::EXCL,
+            FileMode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => {
+                let st = rustix::fs::fstat(&fd).map_err(refuse)?;
+                return Ok(Some(CreatedLog {
+                    path: path.to_path_buf(),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }));
+            }
+            // Made by someone else in between: open it as it is.
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(refuse(e)),
+        }
+    }
+    Err(refuse(Errno::EXIST))
+}
+
+/// Why a log file cannot be opened, in words; the kind decides the exit status
+/// ([`Error::class`]): permission 3, anything about the path itself 2.
+fn log_problem(path: &Path, errno: rustix::io::Errno) -> std::io::Error {
+    use rustix::io::Errno;
+    use std::io::{Error as IoError, ErrorKind};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    let (kind, why) = match errno {
+        Errno::NOENT => (
+            ErrorKind::NotFound,
+            format!(
+                "the log's directory {} does not exist; log= needs a file in an existing directory",
+                dir.display()
+            ),
+        ),
+        Errno::NOTDIR => (
+            ErrorKind::NotADirectory,
+            format!(
+                "{} is not a directory (a part of the log's path is a file)",
+                dir.display()
+            ),
+        ),
+        Errno::LOOP => (
+            ErrorKind::InvalidInput,
+            "it is a symbolic link, and the shim opens its log with O_NOFOLLOW, never through a link; give the file's own path".into(),
+        ),
+        Errno::ISDIR => (
+            ErrorKind::IsADirectory,
+            "it is a directory; log= takes the path of a file".into(),
+        ),
+        Errno::ACCESS | Errno::PERM => (
+            ErrorKind::PermissionDenied,
+            format!(
+                "permission denied: this user (uid {}) cannot append to it or create it in {}",
+                rustix::process::geteuid().as_raw(),
+                dir.display()
+            ),
+        ),
+        Errno::ROFS => (
+            ErrorKind::InvalidInput,
+            "its file system is mounted read-only".into(),
+        ),
+        Errno::NXIO => (
+            ErrorKind::InvalidInput,
+            "it is a FIFO or device nothing reads; the shim's open would block the program".into(),
+        ),
+        Errno::TXTBSY => (
+            ErrorKind::InvalidInput,
+            "it is a program that is running (text file busy)".into(),
+        ),
+        other => return other.into(),
+    };
+    IoError::new(kind, why)
 }
 
 /// The LD_PRELOAD and KEEPALIVE_POLICY that [`run`] would start a program with through the
@@ -492,15 +812,21 @@ fn shim_environment(injection: &Injection) -> Result<[(OsString, OsString); 2], 
 /// [`LaunchError::NotFound`]), a regular file this process may execute (or
 /// [`LaunchError::CannotRun`]).
 pub fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
+    // As env(1) and execvp(3) (ENOENT): an empty name is no program, and is not looked up.
+    if name.is_empty() {
+        return Err(LaunchError::NotFound {
+            program: "\"\"".into(),
+            why: "the program name is empty: give the program to run after --".into(),
+        });
+    }
     let shown = name.to_string_lossy().into_owned();
-    let path_var = std::env::var_os("PATH");
-    let Some(program) = resolve_program(name, path_var.as_deref()) else {
+    let (path_var, default_path) = search_path();
+    let Some(program) = resolve_program(name, Some(&path_var)) else {
         // As execvp(3) and env(1): something of that name in PATH that cannot run is 126.
-        if let Some(found) = path_var.as_deref().and_then(|p| {
-            std::env::split_paths(p)
-                .map(|dir| dir.join(name))
-                .find(|p| p.symlink_metadata().is_ok())
-        }) {
+        if let Some(found) = std::env::split_paths(&path_var)
+            .map(|dir| dir.join(name))
+            .find(|p| p.symlink_metadata().is_ok())
+        {
             return Err(LaunchError::CannotRun {
                 program: shown,
                 why: format!(
@@ -512,19 +838,25 @@ pub fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
                         "it has no execute permission for this user"
                     }
                 ),
+                errno: None,
             });
         }
         return Err(LaunchError::NotFound {
             program: shown,
-            why: format!(
-                "no such command in PATH ({})",
-                path_var.as_deref().unwrap_or_default().to_string_lossy()
-            ),
+            why: if default_path {
+                format!(
+                    "no such command in execvp's default path {} (PATH is not set)",
+                    path_var.to_string_lossy()
+                )
+            } else {
+                format!("no such command in PATH ({})", path_var.to_string_lossy())
+            },
         });
     };
     let cannot = |why: String| LaunchError::CannotRun {
         program: shown.clone(),
         why,
+        errno: None,
     };
     let meta = match program.metadata() {
         Ok(meta) => meta,
@@ -575,6 +907,7 @@ pub(crate) fn exec_failure(name: &OsStr, program: &Path, error: std::io::Error) 
         },
         errno => LaunchError::CannotRun {
             program: program_shown,
+            errno: error.raw_os_error(),
             why: match errno {
                 Some(rustix::io::Errno::NOEXEC) => "exec format error: the kernel cannot run it (not a program for this machine, or a script without a #! line)".into(),
                 Some(rustix::io::Errno::ACCESS) => "permission denied (no execute permission for it or its interpreter, or its file system is mounted noexec)".into(),
@@ -603,8 +936,9 @@ fn interpreter_of(program: &Path) -> Option<PathBuf> {
 
 /// An execve(2) made ready before any fork: the path, `argv` and `envp` as C strings and the
 /// pointer arrays over them, so that [`Exec::exec`] allocates nothing and may run in a forked
-/// child. It execs exactly `path`: no PATH search, and none of execvp(3)'s retry with /bin/sh
-/// on ENOEXEC, so a file the kernel cannot run is reported as such (126).
+/// child. It execs exactly `path`: no PATH search, and no retry with /bin/sh on ENOEXEC;
+/// [`run`] makes execvp(3)'s retry itself, for files that are not ELF, so that an ELF the
+/// kernel cannot run (another machine's) is reported as such (126).
 pub(crate) struct Exec {
     path: std::ffi::CString,
     /// Owns the strings `argv` and `envp` point into (a CString's bytes never move).
@@ -830,6 +1164,59 @@ mod elf {
             }
         };
         Ok(Facts { interpreter, go })
+    }
+
+    /// Whether the file is a position-independent executable (DF_1_PIE in its PT_DYNAMIC
+    /// segment's DT_FLAGS_1): of type ET_DYN like a shared object, but one the loader refuses
+    /// to preload ("cannot dynamically load position-independent executable").
+    pub fn is_pie(file: &File) -> io::Result<bool> {
+        const PT_DYNAMIC: u64 = 2;
+        const DT_NULL: u64 = 0;
+        const DT_FLAGS_1: u64 = 0x6fff_fffb;
+        const DF_1_PIE: u64 = 0x0800_0000;
+        let mut header = [0u8; 64];
+        let n = file.read_at(&mut header, 0)?;
+        let header = &header[..n];
+        let r = Reader {
+            file,
+            wide: match header.get(4) {
+                Some(1) => false,
+                Some(2) => true,
+                _ => return Err(bad()),
+            },
+            le: match header.get(5) {
+                Some(1) => true,
+                Some(2) => false,
+                _ => return Err(bad()),
+            },
+        };
+        let (phoff_at, base) = if r.wide { (0x20, 0x36) } else { (0x1c, 0x2a) };
+        let phoff = r.addr(header, phoff_at)?;
+        let phentsize = r.uint(header, base, 2)?;
+        let phnum = r.uint(header, base + 2, 2)?;
+        let table = r.bytes(phoff, phnum * phentsize)?;
+        let (off_at, size_at) = if r.wide { (0x08, 0x20) } else { (0x04, 0x10) };
+        let entry = if r.wide { 16 } else { 8 };
+        for i in 0..phnum {
+            let ph = i * phentsize;
+            if r.uint(&table, ph, 4)? != PT_DYNAMIC {
+                continue;
+            }
+            let (offset, size) = (r.addr(&table, ph + off_at)?, r.addr(&table, ph + size_at)?);
+            let dynamic = r.bytes(offset, size.min(1 << 16))?;
+            let mut at = 0;
+            while at + entry <= dynamic.len() as u64 {
+                let tag = r.addr(&dynamic, at)?;
+                if tag == DT_NULL {
+                    break;
+                }
+                if tag == DT_FLAGS_1 {
+                    return Ok(r.addr(&dynamic, at + entry / 2)? & DF_1_PIE != 0);
+                }
+                at += entry;
+            }
+        }
+        Ok(false)
     }
 
     /// Whether a note segment holds Go's build ID: entries of namesz, descsz and type (4 bytes
