@@ -143,10 +143,10 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
     let (before, after) = (change.before.detection(), change.after.detection());
     let _ = writeln!(
         o,
-        "In {}, a silent peer on an idle connection is now detected after {} (was {}).",
-        s.scope(),
+        "A silent peer on an idle connection is now detected after {} (was {}) in {}.",
         duration_ms(after.idle_connection_ms),
-        duration_ms(before.idle_connection_ms)
+        duration_ms(before.idle_connection_ms),
+        s.scope(),
     );
     if s.netns_name().is_none() && !change.written.is_empty() {
         let _ = writeln!(

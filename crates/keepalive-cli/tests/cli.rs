@@ -153,7 +153,7 @@ fn every_malformed_policy_is_one_line_and_exit_2() {
         (&["explain", "count=5s"], "takes no unit"),
         (&["explain", "idle=5x"], "unknown unit"),
         (&["explain", "idle=-1"], "negative"),
-        (&["explain", "idle=1.5"], "not a whole number"),
+        (&["explain", "idle=1.5"], "the kernel counts idle in whole seconds"),
         (&["explain", "idle=1500ms"], "whole seconds"),
         (&["explain", "idel=5"], "unknown policy key 'idel'"),
         (&["explain", "idle=5,idle=6"], "given twice"),
@@ -172,7 +172,7 @@ fn every_malformed_policy_is_one_line_and_exit_2() {
         ),
         (
             &["explain", "--policy", "interval=abc"],
-            "interval=abc: not a whole number",
+            "interval=abc: not a number of seconds",
         ),
         (&["explain", "--count", "0"], "count=0: out of range"),
         (&["explain", "--idle", "-5"], "idle=-5: negative"),
@@ -225,7 +225,7 @@ fn sysctl_set_changes_the_namespace_and_not_the_host() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("now detected after 1m50s (was 2h11m15s)"),
+        stdout(&out).contains("now detected after 1m50s (was 2h11m15s) in network namespace"),
         "{}",
         stdout(&out)
     );

@@ -378,10 +378,26 @@ impl fmt::Display for PolicyError {
                 "policy key '{raw}' has no value: write {raw}=VALUE, {allowed}"
             ),
             ErrorKind::Duplicate => write!(f, "policy key '{key}' is given twice"),
-            ErrorKind::NotANumber => write!(
-                f,
-                "{key}={v}: not a whole number (fractions of a second are written in ms, 1500ms, where {key} takes them); {key} must be {allowed}, units ms, s, m, h (bare = seconds)"
-            ),
+            // The hint is the key's own: idle and interval are whole seconds (a fraction is
+            // never right), user-timeout is milliseconds (1500ms is), count and ports take no
+            // unit at all.
+            ErrorKind::NotANumber => match self.key {
+                Some(Key::Idle | Key::Interval) if v.as_str().contains('.') => write!(
+                    f,
+                    "{key}={v}: the kernel counts {key} in whole seconds; {key} must be {allowed}"
+                ),
+                Some(Key::Idle | Key::Interval) => write!(
+                    f,
+                    "{key}={v}: not a number of seconds; {key} must be {allowed}, units s, m, h \
+                     (a bare number is seconds)"
+                ),
+                Some(Key::UserTimeout) => write!(
+                    f,
+                    "{key}={v}: not a duration; {key} must be {allowed}, units ms, s, m, h (a \
+                     bare number is seconds; a fraction is written in ms, 1500ms)"
+                ),
+                _ => write!(f, "{key}={v}: not a whole number; {key} must be {allowed}"),
+            },
             ErrorKind::Negative => write!(f, "{key}={v}: negative; {key} must be {allowed}"),
             ErrorKind::BadUnit => write!(
                 f,
@@ -887,7 +903,20 @@ mod tests {
         let msg = one("idle=ééééééééééééééééééééééééééééééé")
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("not a whole number"), "{msg}");
+        assert!(msg.contains("not a number of seconds"), "{msg}");
+        // Each key's own hint: no ms advice for whole seconds, no units for a count.
+        let msg = one("idle=1.5s").unwrap_err().to_string();
+        assert!(
+            msg.contains("whole seconds") && !msg.contains("1500ms"),
+            "{msg}"
+        );
+        let msg = one("count=+5").unwrap_err().to_string();
+        assert!(
+            msg.contains("not a whole number") && !msg.contains("units"),
+            "{msg}"
+        );
+        let msg = one("user-timeout=1.5s").unwrap_err().to_string();
+        assert!(msg.contains("1500ms"), "{msg}");
     }
 
     #[test]
