@@ -299,10 +299,17 @@ impl Logger<'_> {
         match self.injection.log() {
             Log::Off => {}
             Log::File(path) => {
-                if let Ok(mut f) = std::fs::OpenOptions::new()
+                // As the shim opens its log: never through a symlink, never blocking on a
+                // FIFO, and only into a regular file (mode 0644 when created).
+                use std::os::unix::fs::OpenOptionsExt;
+                let opened = std::fs::OpenOptions::new()
                     .append(true)
                     .create(true)
-                    .open(path)
+                    .mode(0o644)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+                    .open(path);
+                if let Ok(mut f) = opened
+                    && f.metadata().is_ok_and(|m| m.is_file())
                 {
                     let _ = writeln!(f, "{text}");
                 }
