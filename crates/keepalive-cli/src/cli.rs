@@ -89,7 +89,12 @@ pub struct LabArgs {
     #[arg(long)]
     pub no_keepalive: bool,
     /// With --no-keepalive: how long to watch the connection nothing will ever check.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "no_keepalive"
+    )]
     pub duration: String,
     /// Refuse, before starting, a run expected to take longer than this (the kernel's
     /// defaults take 2h11m15s to detect a dead peer).

@@ -153,7 +153,20 @@ fn one_line(text: &str) -> String {
         !p.is_empty() && !p.starts_with("Usage:") && !p.starts_with("For more information")
     });
     let message = parts.next().unwrap_or("").trim_start_matches("error: ");
-    let mut out = render::printable(message).into_owned();
+    // Clap indents what it lists under the message (the missing arguments): those lines join
+    // the message; any other line break is a quoted value's own, and is shown escaped.
+    let mut out = String::new();
+    for (i, line) in message.split('\n').enumerate() {
+        if i > 0 && line.starts_with(' ') {
+            out.push(' ');
+            out.push_str(&render::printable(line.trim()));
+        } else {
+            if i > 0 {
+                out.push_str("\\n");
+            }
+            out.push_str(&render::printable(line));
+        }
+    }
     for tip in parts {
         for line in tip.lines().map(str::trim).filter(|l| !l.is_empty()) {
             out.push_str(if out.ends_with(':') { " " } else { "; " });

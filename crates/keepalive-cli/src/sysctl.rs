@@ -33,8 +33,18 @@ pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
             target,
         } => {
             let persisted = sysctls(target)?.persist(dir, &policy.to_policy(None)?)?;
+            // The file is written; a report that cannot be written says so.
+            let written = |r: anyhow::Result<()>| {
+                r.map_err(|e| {
+                    let why = format!(
+                        "{} was written, but the report could not be: {e}",
+                        persisted.path.display()
+                    );
+                    e.context(why)
+                })
+            };
             if target.json {
-                return json(&persisted);
+                return written(json(&persisted));
             }
             let s = persisted.settings;
             let mut o = String::new();
@@ -50,7 +60,7 @@ pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
                     "  the live values differ; `keepalive sysctl set` applies them now"
                 );
             }
-            out(&crate::render::fit(&o))
+            written(out(&crate::render::fit(&o)))
         }
     }
 }

@@ -875,3 +875,62 @@ fn outputs_refuse_a_directory_link_another_user_planted() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(protected.join("k.prom").exists());
 }
+
+/// The CLI-wide third pass: a flag that swallowed the next flag, a value with a newline or an
+/// escape (one line, escaped, as typed), an option that would be silently ignored, a scenario
+/// file that never ends, a persist report that could not be written, bare `keepalive`.
+#[test]
+fn third_pass_inputs_get_one_line_naming_what_was_given() {
+    for (args, code, needles) in [
+        (
+            vec!["explain", "--idle", "--count", "5"],
+            2,
+            vec!["--idle needs a value", "--count"],
+        ),
+        (
+            vec!["status", "--port", "1\n2"],
+            2,
+            vec!["'1\\n2'", "1 to 65535"],
+        ),
+        (vec!["status", "--state", "x\ny"], 2, vec!["x\\ny"]),
+        (
+            vec!["explain", "idle=5\x1b[31m"],
+            2,
+            vec!["idle=5\\x1b[31m"],
+        ),
+        (vec!["explain", "idle=1.5s"], 2, vec!["whole seconds"]),
+        (
+            vec!["lab", "reboot", "--duration", "5s"],
+            2,
+            vec!["--no-keepalive"],
+        ),
+        (
+            vec!["lab", "--scenario-file", "/dev/zero"],
+            2,
+            vec!["/dev/zero", "not a regular file"],
+        ),
+    ] {
+        let out = keepalive(&args).output().unwrap();
+        testkit::assert_one_line_failure(&out, code, &needles);
+        assert!(!text(&out.stderr).contains('\x1b'), "{args:?}");
+    }
+    let out = keepalive(&[]).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        out.status.code() == Some(2)
+            && err.starts_with("keepalive: a subcommand is needed\n")
+            && err.contains("Commands:"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = keepalive(&["sysctl", "persist", "--idle", "60", "--dir"])
+        .arg(dir.path())
+        .stdout(full)
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 1, &["90-keepalive.conf was written, but the report"]);
+}
