@@ -620,7 +620,7 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             );
             out.push_str(&wrap(&text, "", "  "));
         }
-        reported(crate::render::out(&out))?;
+        reported(crate::render::out(&crate::render::fit(&out)))?;
     }
     if report.exited {
         return Err(anyhow::anyhow!(

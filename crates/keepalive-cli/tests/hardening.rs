@@ -934,3 +934,69 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
         .unwrap();
     testkit::assert_one_line_failure(&out, 1, &["90-keepalive.conf was written, but the report"]);
 }
+
+/// Multipath TCP sockets (Go 1.24's listeners where net.mptcp.enabled is 1): status listed
+/// them while get and set saw none. Their keepalive options go to every subflow; they take no
+/// TCP_USER_TIMEOUT, which set says instead of failing on it.
+#[test]
+fn mptcp_sockets_are_tcp_sockets_to_get_and_set() {
+    if std::fs::read_to_string("/proc/sys/net/mptcp/enabled").map_or(true, |v| v.trim() != "1") {
+        eprintln!("skipped: net.mptcp.enabled is not 1 here");
+        return;
+    }
+    let mut child = Command::new(testkit::python())
+        .arg("-c")
+        .arg(
+            "import socket,sys\n\
+             l=socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n\
+             l.bind(('127.0.0.1',0)); l.listen()\n\
+             c=socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); c.connect(l.getsockname())\n\
+             a,_=l.accept()\n\
+             print('ready', flush=True); sys.stdin.readline()\n\
+             print(*[s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) for s in (l,c,a)], flush=True)\n\
+             sys.stdin.readline()",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let py = Running(child);
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    let pid = py.0.id().to_string();
+
+    let out = keepalive(&["get", "--pid", &pid, "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sockets = v.as_array().unwrap();
+    assert!(
+        sockets.len() == 3 && sockets.iter().all(|s| s["mptcp"] == true),
+        "{v}"
+    );
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--idle", "61"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("3 of 3 TCP sockets"),
+        "{said}"
+    );
+    writeln!(input).unwrap();
+    line.clear();
+    output.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "61 61 61", "the program's own getsockopt");
+
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--user-timeout", "5s"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        said.contains("an MPTCP socket takes no TCP_USER_TIMEOUT"),
+        "{said}"
+    );
+    drop(input);
+}

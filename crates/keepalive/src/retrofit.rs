@@ -111,17 +111,29 @@ pub struct ProcessSocket {
     /// `None` for a listener or an unconnected socket.
     pub peer: Option<SocketAddr>,
     pub listening: bool,
+    /// A Multipath TCP socket (IPPROTO_MPTCP: Go 1.24's listeners where the kernel has
+    /// net.mptcp.enabled): its keepalive options go to every subflow
+    /// (net/mptcp/sockopt.c), but it takes no TCP_USER_TIMEOUT.
+    pub mptcp: bool,
     pub keepalive: SocketKeepalive,
 }
 
-/// Whether a duplicate is a TCP socket: protocol TCP (which only AF_INET and AF_INET6 stream
-/// sockets have; anything that is not a socket fails the first call) in an IP family.
+/// `IPPROTO_MPTCP` (include/uapi/linux/in.h).
+const IPPROTO_MPTCP: i32 = 262;
+
+/// Whether a duplicate is a TCP socket: protocol TCP or MPTCP (which only AF_INET and AF_INET6
+/// stream sockets have; anything that is not a socket fails the first call) in an IP family.
 pub(crate) fn is_tcp(fd: &OwnedFd) -> bool {
-    sockopt::socket_protocol(fd).ok().flatten() == Some(rustix::net::ipproto::TCP)
+    let protocol = sockopt::socket_protocol(fd).ok().flatten();
+    (protocol == Some(rustix::net::ipproto::TCP) || is_mptcp_protocol(protocol))
         && matches!(
             sockopt::socket_domain(fd),
             Ok(AddressFamily::INET | AddressFamily::INET6)
         )
+}
+
+fn is_mptcp_protocol(protocol: Option<rustix::net::Protocol>) -> bool {
+    protocol.is_some_and(|p| p.as_raw().get() as i32 == IPPROTO_MPTCP)
 }
 
 /// The descriptor numbers of `pid`, sorted (a directory listing, no per-descriptor system call).
@@ -157,6 +169,7 @@ fn describe(fd: i32, dup: &OwnedFd) -> Result<ProcessSocket, Error> {
         local,
         peer,
         listening,
+        mptcp: is_mptcp_protocol(sockopt::socket_protocol(dup).ok().flatten()),
         keepalive: socket::read(dup)?,
     })
 }
@@ -289,6 +302,20 @@ pub fn apply(
                 socket,
                 after: None,
                 skipped: Some("dry run".into()),
+            });
+            continue;
+        }
+        if socket.mptcp
+            && matches!(change, Change::On(p) if p.has(crate::policy::Key::UserTimeout))
+        {
+            out.push(Retrofit {
+                socket,
+                after: None,
+                skipped: Some(
+                    "an MPTCP socket takes no TCP_USER_TIMEOUT (net/mptcp/sockopt.c): give the \
+                     policy without user-timeout"
+                        .into(),
+                ),
             });
             continue;
         }

@@ -61,7 +61,11 @@ pub fn read(fd: impl AsFd) -> Result<SocketKeepalive, Error> {
             idle: secs(sockopt::tcp_keepidle(fd).map_err(fail(fd, "TCP_KEEPIDLE"))?),
             interval: secs(sockopt::tcp_keepintvl(fd).map_err(fail(fd, "TCP_KEEPINTVL"))?),
             count: sockopt::tcp_keepcnt(fd).map_err(fail(fd, "TCP_KEEPCNT"))?,
-            user_timeout_ms: sockopt::tcp_user_timeout(fd).map_err(fail(fd, "TCP_USER_TIMEOUT"))?,
+            // An MPTCP socket has no TCP_USER_TIMEOUT (EOPNOTSUPP): none is in force.
+            user_timeout_ms: match sockopt::tcp_user_timeout(fd) {
+                Err(rustix::io::Errno::OPNOTSUPP) => 0,
+                other => other.map_err(fail(fd, "TCP_USER_TIMEOUT"))?,
+            },
         },
     })
 }
