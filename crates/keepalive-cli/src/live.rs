@@ -80,6 +80,17 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             );
             out.push_str(&wrap(&text, "", "  "));
         }
+        if summary.sockets_elsewhere > 0
+            && let Some(pid) = args.pid
+        {
+            let text = format!(
+                "pid {pid} also holds {} TCP socket{} in other network namespaces than its own \
+                 (made before a setns()): `keepalive get --pid {pid}` lists every one",
+                summary.sockets_elsewhere,
+                if summary.sockets_elsewhere == 1 { "" } else { "s" }
+            );
+            out.push_str(&wrap(&text, "", "  "));
+        }
         for n in &summary.not_traced {
             let text = format!(
                 "not traced: pid {} ({}): {}",

@@ -1000,3 +1000,34 @@ fn mptcp_sockets_are_tcp_sockets_to_get_and_set() {
     );
     drop(input);
 }
+
+/// A process that made sockets, then moved to another network namespace (setns) and made
+/// more: `status --pid` lists the namespace it is in now and says how many it holds elsewhere.
+#[test]
+fn status_pid_tells_of_sockets_in_other_namespaces() {
+    let ns = TempNetns::new();
+    let (py, _ready) = python_says(
+        "import ctypes,os,socket,sys,time\n\
+         l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+         c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+         fd=os.open('/run/netns/'+sys.argv[1], os.O_RDONLY)\n\
+         assert ctypes.CDLL(None).setns(fd, 0x40000000) == 0\n\
+         m=socket.socket(); m.bind(('127.0.0.1',0)); m.listen()\n\
+         print('ready', flush=True); time.sleep(60)",
+        &[ns.name()],
+    );
+    let pid = py.0.id().to_string();
+    let out = keepalive(&["status", "--pid", &pid, "--listening"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    let unfolded = said.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        out.status.success()
+            && said.lines().filter(|l| l.starts_with("listening")).count() == 1
+            && unfolded.contains(&format!(
+                "pid {pid} also holds 3 TCP sockets in other network"
+            )),
+        "{said}"
+    );
+}

@@ -132,6 +132,35 @@ pub(crate) fn is_tcp(fd: &OwnedFd) -> bool {
         )
 }
 
+/// How many TCP sockets of `pid` live in another network namespace than the one with inode
+/// `netns_inode` (a process may create sockets, then setns() elsewhere and create more):
+/// SIOCGSKNS (net/socket.c) gives a socket's namespace. `None` when the process cannot be
+/// looked into (it is then not ours to count).
+pub fn sockets_outside(pid: u32, netns_inode: u64) -> Option<usize> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    let process = Process::open(pid).ok()?;
+    let mut outside = 0;
+    for fd in fd_numbers(pid).ok()? {
+        let Ok(Some(dup)) = process.duplicate(fd) else {
+            continue;
+        };
+        if !is_tcp(&dup) {
+            continue;
+        }
+        // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor, owned here.
+        let ns = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&dup), SIOCGSKNS) };
+        if ns < 0 {
+            continue;
+        }
+        // SAFETY: `ns` is the descriptor the ioctl just returned, closed with the OwnedFd.
+        let ns = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) };
+        if rustix::fs::fstat(&ns).is_ok_and(|st| st.st_ino != netns_inode) {
+            outside += 1;
+        }
+    }
+    Some(outside)
+}
+
 fn is_mptcp_protocol(protocol: Option<rustix::net::Protocol>) -> bool {
     protocol.is_some_and(|p| p.as_raw().get() as i32 == IPPROTO_MPTCP)
 }

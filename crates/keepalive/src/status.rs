@@ -101,6 +101,9 @@ pub struct Summary {
     pub owner_unknown: usize,
     /// Processes whose descriptors could not be listed.
     pub unreadable_processes: usize,
+    /// With `--pid` (and no namespace named): the process's TCP sockets in other network
+    /// namespaces than the one listed (it created them before a setns()).
+    pub sockets_elsewhere: usize,
     /// /proc shows a child PID namespace only: owners outside it cannot be found
     /// ([`crate::process::proc_is_a_child_pid_namespace`]).
     pub owners_outside_pid_namespace: bool,
@@ -229,6 +232,13 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         each(&row);
     };
     diag::for_each_socket(netns.as_ref(), &states, &mut emit)?;
+    if let (Some(pid), None) = (query.pid, &query.netns) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+            summary.sockets_elsewhere =
+                crate::retrofit::sockets_outside(pid, ns.ino()).unwrap_or(0);
+        }
+    }
     Ok(summary)
 }
 
