@@ -914,6 +914,13 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
         testkit::assert_one_line_failure(&out, code, &needles);
         assert!(!text(&out.stderr).contains('\x1b'), "{args:?}");
     }
+    // Another user's namespace file, unprivileged: why, not only "Permission denied".
+    let out = testkit::as_nobody(BIN)
+        .args(["status", "--netns", "/proc/1/ns/net"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 3, &["/proc/1/ns/net", "ptrace access"]);
     let out = keepalive(&[]).output().unwrap();
     let err = text(&out.stderr);
     assert!(

@@ -48,7 +48,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Any other failure to enter a namespace.
-    #[error("entering network namespace '{name}' failed: {}", netns_reason(source))]
+    #[error("entering network namespace '{name}' failed: {}", netns_reason(name, source))]
     Netns {
         /// The name given.
         name: String,
@@ -341,9 +341,15 @@ fn einval() -> i32 {
     rustix::io::Errno::INVAL.raw_os_error()
 }
 
-fn netns_reason(source: &io::Error) -> String {
+fn netns_reason(name: &str, source: &io::Error) -> String {
     if source.raw_os_error() == Some(einval()) {
         "it is not a network namespace".to_owned()
+    } else if is_permission(source) && name.starts_with("/proc/") {
+        // /proc/PID/ns/* opens only with ptrace read access over PID (fs/proc/namespaces.c).
+        format!(
+            "opening it needs ptrace access over its process: run as that process's user, or \
+             with CAP_SYS_PTRACE ({source})"
+        )
     } else {
         source.to_string()
     }
