@@ -87,7 +87,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
                 "pid {pid} also holds {} TCP socket{} in other network namespaces than its own \
                  (made before a setns()): `keepalive get --pid {pid}` lists every one",
                 summary.sockets_elsewhere,
-                if summary.sockets_elsewhere == 1 { "" } else { "s" }
+                if summary.sockets_elsewhere == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             );
             out.push_str(&wrap(&text, "", "  "));
         }

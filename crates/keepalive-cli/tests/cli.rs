@@ -153,7 +153,10 @@ fn every_malformed_policy_is_one_line_and_exit_2() {
         (&["explain", "count=5s"], "takes no unit"),
         (&["explain", "idle=5x"], "unknown unit"),
         (&["explain", "idle=-1"], "negative"),
-        (&["explain", "idle=1.5"], "the kernel counts idle in whole seconds"),
+        (
+            &["explain", "idle=1.5"],
+            "the kernel counts idle in whole seconds",
+        ),
         (&["explain", "idle=1500ms"], "whole seconds"),
         (&["explain", "idel=5"], "unknown policy key 'idel'"),
         (&["explain", "idle=5,idle=6"], "given twice"),

@@ -48,7 +48,10 @@ pub enum Error {
         source: io::Error,
     },
     /// Any other failure to enter a namespace.
-    #[error("entering network namespace '{name}' failed: {}", netns_reason(name, source))]
+    #[error(
+        "entering network namespace '{name}' failed: {}",
+        netns_reason(name, source)
+    )]
     Netns {
         /// The name given.
         name: String,

@@ -170,13 +170,12 @@ impl Explanation {
     /// Explains `settings` on Linux, with retransmission governed by `kernel`'s
     /// `tcp_retries2` and `tcp_rto_max_ms`.
     pub fn linux(settings: Settings, kernel: &Defaults) -> Self {
-        let unacked =
-            RetransmitTimeout::new(
-                kernel.retries2,
-                kernel.rto_max_ms,
-                settings.user_timeout_ms,
-                kernel.tail_loss_probe,
-            );
+        let unacked = RetransmitTimeout::new(
+            kernel.retries2,
+            kernel.rto_max_ms,
+            settings.user_timeout_ms,
+            kernel.tail_loss_probe,
+        );
         Explanation {
             unacked_data: Some(unacked),
             ..Self::timer_only(settings)

@@ -334,8 +334,7 @@ pub fn apply(
             });
             continue;
         }
-        if socket.mptcp
-            && matches!(change, Change::On(p) if p.has(crate::policy::Key::UserTimeout))
+        if socket.mptcp && matches!(change, Change::On(p) if p.has(crate::policy::Key::UserTimeout))
         {
             out.push(Retrofit {
                 socket,

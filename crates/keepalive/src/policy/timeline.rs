@@ -146,13 +146,21 @@ pub const FASTEST_RTO_MS: u64 = RTO_MIN_MS + 1000 / DEBIAN_HZ;
 impl RetransmitTimeout {
     /// The schedule for `tcp_retries2` = `retries2`, a maximum RTO of `rto_max_ms`, the user
     /// timeout (0 = none) and tail-loss probes on or off.
-    pub fn new(retries2: u32, rto_max_ms: u64, user_timeout_ms: u32, tail_loss_probe: bool) -> Self {
+    pub fn new(
+        retries2: u32,
+        rto_max_ms: u64,
+        user_timeout_ms: u32,
+        tail_loss_probe: bool,
+    ) -> Self {
         let probe_ms = if tail_loss_probe { RTO_MIN_MS } else { 0 };
         let first = probe_ms + FASTEST_RTO_MS;
         let (limit_ms, decided_by) = if user_timeout_ms > 0 {
             (u64::from(user_timeout_ms), Decider::UserTimeout)
         } else {
-            (model_timeout_ms(retries2.into(), rto_max_ms), Decider::Retries)
+            (
+                model_timeout_ms(retries2.into(), rto_max_ms),
+                Decider::Retries,
+            )
         };
         let give_up_at = first + limit_ms;
         let (mut run, mut rto, mut retransmissions) = (first, FASTEST_RTO_MS, 0u64);
@@ -281,10 +289,19 @@ mod tests {
         let r = RetransmitTimeout::new(3, RTO_MAX_MS, 0, true);
         assert_eq!((r.give_up_ms, r.retransmissions), (6_524, 4));
         assert_eq!(r.first_retransmission_ms, 404);
-        assert_eq!(RetransmitTimeout::new(0, RTO_MAX_MS, 0, true).give_up_ms, 812);
+        assert_eq!(
+            RetransmitTimeout::new(0, RTO_MAX_MS, 0, true).give_up_ms,
+            812
+        );
         let r = RetransmitTimeout::new(15, RTO_MAX_MS, 1, true);
-        assert_eq!((r.give_up_ms, r.retransmissions, r.decided_by), (405, 1, Decider::UserTimeout));
-        assert_eq!(RetransmitTimeout::new(15, RTO_MAX_MS, 500, true).give_up_ms, 904);
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.decided_by),
+            (405, 1, Decider::UserTimeout)
+        );
+        assert_eq!(
+            RetransmitTimeout::new(15, RTO_MAX_MS, 500, true).give_up_ms,
+            904
+        );
         // The defaults: at least 924.6 s after the first retransmission; with the fastest
         // RTO's doublings the run that passes it comes 16 retransmissions in.
         let r = RetransmitTimeout::new(15, RTO_MAX_MS, 0, true);
