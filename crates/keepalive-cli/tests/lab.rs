@@ -353,7 +353,10 @@ fn bad_input_is_one_line() {
             vec!["lab", "--svg", "/nonexistent-ka-dir/x.svg"],
             "cannot write /nonexistent-ka-dir/x.svg",
         ),
-        (vec!["lab", "--duration", "forever"], "--duration forever"),
+        (
+            vec!["lab", "--no-keepalive", "--duration", "forever"],
+            "--duration forever",
+        ),
         // The kernel's defaults take 2h11m15s: refused before anything is built.
         (
             vec!["lab", "crash", "--idle", "7200"],
