@@ -1038,3 +1038,37 @@ fn status_pid_tells_of_sockets_in_other_namespaces() {
         "{said}"
     );
 }
+
+/// A process whose name is not UTF-8 (PR_SET_NAME takes any bytes) is an ordinary process:
+/// get, set and status read it (a strict read of /proc/PID/status had blamed ptrace, exit 3).
+#[test]
+fn a_process_named_in_bytes_that_are_not_utf8_is_read_like_any() {
+    let (py, _port) = python_says(
+        "import ctypes,socket,time\n\
+         l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+         ctypes.CDLL(None).prctl(15, b'\\xff\\xfebad', 0, 0, 0)\n\
+         print(l.getsockname()[1], flush=True); time.sleep(60)",
+        &[],
+    );
+    let pid = py.0.id().to_string();
+    for args in [
+        vec!["get", "--pid", &pid],
+        vec!["set", "--pid", &pid, "--all", "--idle", "60", "--dry-run"],
+        vec!["status", "--exact", "--listening", "--pid", &pid],
+    ] {
+        let out = keepalive(&args).output().unwrap();
+        assert!(
+            out.status.success() && text(&out.stdout).contains("TCP socket")
+                || text(&out.stdout).contains("listening"),
+            "{args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

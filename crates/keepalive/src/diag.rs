@@ -485,7 +485,7 @@ pub fn owners() -> Owners {
                 // A process exiting meanwhile can refuse too: count only one still there.
                 let gone = rustix::fs::statat(&proc_fd, name, rustix::fs::AtFlags::empty())
                     .is_err()
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    || crate::process::read_proc(&format!("/proc/{pid}/stat"))
                         .ok()
                         .and_then(|s| {
                             Some(s.rsplit_once(')')?.1.trim_start().starts_with(['Z', 'X']))

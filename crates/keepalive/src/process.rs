@@ -10,6 +10,13 @@ use std::io;
 /// can be set no higher.
 pub const PID_MAX_LIMIT: u64 = 4_194_304;
 
+/// A /proc file as text, its bytes taken as they are: stat and status hold the process's comm,
+/// which may be any bytes (PR_SET_NAME), so a strict UTF-8 read would fail for such a process
+/// and make it look unreadable or gone.
+pub(crate) fn read_proc(path: &str) -> io::Result<String> {
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// `kernel.pid_max`: process ids run from 1 to one less than it.
 pub fn pid_max() -> u64 {
     std::fs::read_to_string("/proc/sys/kernel/pid_max")
@@ -29,10 +36,20 @@ pub fn check(pid: u64) -> Result<u32, Error> {
         return Err(Error::BadPid { pid, max });
     };
     // /proc/TID exists for a thread too (unlisted), with its process's Tgid.
-    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(text) => text,
+    // Read as bytes: the Name: line is the process's comm, any bytes it chose (PR_SET_NAME),
+    // not necessarily UTF-8.
+    let status = match std::fs::read(format!("/proc/{pid}/status")) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NoSuchProcess(pid32)),
-        Err(source) => return Err(ptrace_denied(pid32, source)),
+        Err(source) if source.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(ptrace_denied(pid32, source));
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                what: format!("/proc/{pid}/status"),
+                source,
+            });
+        }
     };
     let field = |name: &str| {
         status
@@ -65,7 +82,7 @@ pub fn check(pid: u64) -> Result<u32, Error> {
 /// after the command, which may itself hold spaces and parentheses).
 fn kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(stat) = crate::process::read_proc(&format!("/proc/{pid}/stat")) else {
         return false;
     };
     let after_command = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -82,7 +99,7 @@ fn kernel_thread(pid: u32) -> bool {
 /// the end; a listing of /proc/PID/fd can meanwhile end early without an error.
 pub fn exiting(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x0000_0004;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(stat) = crate::process::read_proc(&format!("/proc/{pid}/stat")) else {
         return true;
     };
     let after_command = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -191,7 +208,7 @@ mod tests {
         let child = std::process::Command::new("/bin/true").spawn().unwrap();
         let pid = u64::from(child.id());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        while !crate::process::read_proc(&format!("/proc/{pid}/stat")).is_ok_and(|s| {
             s.rsplit_once(')')
                 .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
         }) {
