@@ -209,6 +209,8 @@ fn marks_follow_the_descriptor_not_its_number() {
         ("threads", "idle=30,mode=force"),
         ("racing", "idle=30,mode=force"),
         ("leader", "idle=30,mode=force"),
+        ("bind", "ports=1-65535"),
+        ("seccomp", "idle=30,mode=force"),
         ("udp", "dest=127.0.0.0/8"),
     ] {
         let out = under_shim(&exe, policy).arg(mode).output().unwrap();

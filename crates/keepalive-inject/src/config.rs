@@ -6,7 +6,7 @@ use core::ffi::{CStr, c_char, c_int};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 use keepalive::policy::injection::{ENV, Injection};
-use keepalive::policy::{Mode, Settings, UserTimeout, grammar};
+use keepalive::policy::{Mode, Settings, UserTimeout};
 
 /// One setsockopt the policy makes on every socket it manages.
 #[derive(Clone, Copy)]
@@ -44,20 +44,6 @@ impl Config {
                         | libc::TCP_KEEPCNT
                         | libc::TCP_USER_TIMEOUT
                 ))
-    }
-
-    /// Whether the kernel would take `value` for setsockopt(level, name) on a TCP socket, as
-    /// `do_tcp_setsockopt` (net/ipv4/tcp.c) checks it: TCP_KEEPIDLE and TCP_KEEPINTVL 1..=32767,
-    /// TCP_KEEPCNT 1..=127, TCP_USER_TIMEOUT not negative; SO_KEEPALIVE takes any int.
-    pub fn kernel_accepts(level: c_int, name: c_int, value: c_int) -> bool {
-        let in_range = |max: u32| u32::try_from(value).is_ok_and(|v| (1..=max).contains(&v));
-        match (level, name) {
-            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => in_range(grammar::MAX_KEEPIDLE_SECS),
-            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => in_range(grammar::MAX_KEEPINTVL_SECS),
-            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => in_range(grammar::MAX_KEEPCNT),
-            (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => value >= 0,
-            _ => true,
-        }
     }
 
     /// In force mode, the option the program's setsockopt(level, name) would change, when the

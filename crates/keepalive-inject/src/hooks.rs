@@ -83,40 +83,78 @@ fn apply(fd: c_int, inode: u64, config: &Config) {
     set_errno(saved);
 }
 
-/// The address and port of an AF_INET or AF_INET6 socket address the program passed, copied
-/// in the way the kernel copies it (see [`copy_in`]): `None` for anything else, a length too
-/// short, or memory the kernel could not read (connect and bind then answer EFAULT, as
-/// without the shim).
-fn inet_addr(addr: *const sockaddr, len: socklen_t) -> Option<(IpAddr, u16)> {
-    const V4: usize = core::mem::size_of::<libc::sockaddr_in>();
-    const V6: usize = core::mem::size_of::<libc::sockaddr_in6>();
-    let mut buf = [0u8; V6];
-    let want = (len as usize).min(V6);
-    if want < core::mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
-    let got = buf.get_mut(..want)?;
-    if copy_in(addr.cast(), got) != Copied::All {
-        return None;
-    }
-    let family = u16::from_ne_bytes([buf[0], buf[1]]);
-    match c_int::from(family) {
-        libc::AF_INET if want >= V4 => {
-            // SAFETY: buf holds V4 copied bytes; read_unaligned takes any alignment.
-            let a = unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<libc::sockaddr_in>()) };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some((IpAddr::V4(ip), u16::from_be(a.sin_port)))
+/// The address and port in the first bytes of a socket address: AF_INET from 16 bytes,
+/// AF_INET6 from 24 (the kernel takes RFC 2133's sockaddr_in6 without sin6_scope_id), and,
+/// where `unspec_is_inet` (bind on an IPv4 socket, which the kernel takes as AF_INET with
+/// INADDR_ANY), AF_UNSPEC laid out as AF_INET.
+fn parse(bytes: &[u8], unspec_is_inet: bool) -> Option<(IpAddr, u16)> {
+    let family = c_int::from(u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]));
+    let port = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+    match family {
+        libc::AF_INET if bytes.len() >= 16 => {
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some((IpAddr::V4(Ipv4Addr::from(ip)), port))
         }
-        libc::AF_INET6 if want >= V6 => {
-            // SAFETY: buf holds V6 copied bytes; read_unaligned takes any alignment.
-            let a = unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<libc::sockaddr_in6>()) };
-            Some((
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
-                u16::from_be(a.sin6_port),
-            ))
+        libc::AF_UNSPEC if unspec_is_inet && bytes.len() >= 16 => {
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some((IpAddr::V4(Ipv4Addr::from(ip)), port))
+        }
+        libc::AF_INET6 if bytes.len() >= 24 => {
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            Some((IpAddr::V6(Ipv6Addr::from(ip)), port))
         }
         _ => None,
     }
+}
+
+/// The address the program passed to a connect or bind the kernel has just taken: the kernel
+/// copied `len` bytes from it in that same call (an unreadable one is EFAULT before anything
+/// else), so reading them now cannot fault.
+///
+/// # Safety
+/// The kernel read `len` bytes at `addr` in the call just made.
+unsafe fn passed(
+    addr: *const sockaddr,
+    len: socklen_t,
+    unspec_is_inet: bool,
+) -> Option<(IpAddr, u16)> {
+    if addr.is_null() {
+        return None;
+    }
+    let mut buf = [0u8; 28];
+    let n = (len as usize).min(buf.len());
+    // SAFETY: `n` <= len bytes at `addr`, which the kernel has just read.
+    unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
+    parse(buf.get(..n)?, unspec_is_inet)
+}
+
+/// A socket's own address (`peer`: getpeername, else getsockname), as the kernel reports it.
+fn socket_name(fd: c_int, peer: bool) -> Option<(IpAddr, u16)> {
+    // SAFETY: an all-zero sockaddr_storage is a valid out-buffer.
+    let mut storage: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    let saved = errno();
+    let out = (&raw mut storage).cast::<sockaddr>();
+    // SAFETY: out-buffers of the stated size; neither call is hooked.
+    let rc = unsafe {
+        if peer {
+            libc::getpeername(fd, out, &mut len)
+        } else {
+            libc::getsockname(fd, out, &mut len)
+        }
+    };
+    set_errno(saved);
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `len` bytes (at most the buffer's size) into `storage`.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            (&raw const storage).cast::<u8>(),
+            (len as usize).min(core::mem::size_of::<libc::sockaddr_storage>()),
+        )
+    };
+    parse(bytes, false)
 }
 
 /// # Safety
@@ -139,105 +177,143 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     fd
 }
 
+/// Whether a filtered policy is for this socket: a TCP socket the shim marked, neither
+/// managed already nor configured by the program itself (its choice stands), unless force.
+fn wants_filtered(config: &Config, fd: c_int) -> bool {
+    config.injection.is_filtered()
+        && MARKS
+            .get(fd)
+            .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
+}
+
 /// # Safety
 /// Called by C code as `connect(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // The kernel first: it reads the address (EFAULT for one it cannot read) and the policy
+    // goes on a connection that is underway, which keepalive options take at any time.
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::connect(fd, addr, len) };
+    let after = errno();
     if let Some(config) = config::get()
-        && config.injection.is_filtered()
-        // Neither managed already nor configured by the program itself: its choice stands.
-        && MARKS
-            .get(fd)
-            .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
-        && let Some((ip, port)) = inet_addr(addr, len)
+        // The kernel read the address unless it stopped before (a bad descriptor, a length
+        // out of range, memory it could not read); a refused or pending connection counts, as
+        // the program may use the socket again.
+        && (rc == 0
+            || !matches!(after, libc::EFAULT | libc::EBADF | libc::ENOTSOCK | libc::EINVAL))
+        && wants_filtered(config, fd)
+        // Connected: the kernel's own record of the peer; otherwise what was passed.
+        // SAFETY: the kernel took `len` bytes at `addr` in the call above (see the errors).
+        && let Some((ip, port)) = socket_name(fd, true).or_else(|| unsafe { passed(addr, len, false) })
         && config.injection.matches_remote(ip, port)
         && let Some(mark) = MARKS.verified(fd)
     {
         apply(fd, mark.inode(), config);
     }
-    // SAFETY: the caller's arguments, passed on.
-    unsafe { real::connect(fd, addr, len) }
+    set_errno(after);
+    rc
 }
 
 /// # Safety
 /// Called by C code as `bind(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if let Some(config) = config::get()
-        && config.injection.is_filtered()
-        && MARKS
-            .get(fd)
-            .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
-        && let Some((_, port)) = inet_addr(addr, len)
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::bind(fd, addr, len) };
+    let after = errno();
+    if rc == 0
+        && let Some(config) = config::get()
+        && wants_filtered(config, fd)
+        // Bound: the kernel's own record of the port (AF_UNSPEC, port 0 and v4-mapped
+        // addresses already resolved).
+        && let Some((_, port)) = socket_name(fd, false)
         && config.injection.matches_local(port)
         && let Some(mark) = MARKS.verified(fd)
     {
         apply(fd, mark.inode(), config);
     }
-    // SAFETY: the caller's arguments, passed on.
-    unsafe { real::bind(fd, addr, len) }
+    set_errno(after);
+    rc
 }
 
-/// A setsockopt argument as the kernel would find it.
-enum Arg {
-    Int(c_int),
-    /// Null or unreadable: the kernel answers EFAULT.
-    Fault,
-    /// The copy itself was refused (see [`Copied::Unchecked`]).
-    Unchecked,
-}
-
-fn read_int(value: *const c_void) -> Arg {
-    let mut bytes = [0u8; core::mem::size_of::<c_int>()];
-    match copy_in(value, &mut bytes) {
-        Copied::All => Arg::Int(c_int::from_ne_bytes(bytes)),
-        Copied::Fault => Arg::Fault,
-        Copied::Unchecked => Arg::Unchecked,
-    }
-}
-
-/// What [`copy_in`] found.
-#[derive(PartialEq, Eq)]
-enum Copied {
-    All,
-    /// Null, or not all readable: the kernel would answer EFAULT.
-    Fault,
-    /// process_vm_readv itself was refused (a seccomp profile such as Docker's default without
-    /// CAP_SYS_PTRACE): the memory cannot be checked without risking a fault in the program.
-    Unchecked,
-}
-
-/// Copies `dst.len()` bytes from the program's `src` the way the kernel reads a system call's
-/// argument: through a system call, process_vm_readv on this very thread (its id, not the
-/// process's: once the main thread has exited, the process's id names a zombie without
-/// memory, ESRCH), so that an unmapped pointer is an answer and not a fault in the program.
-/// errno is left as it was.
-fn copy_in(src: *const c_void, dst: &mut [u8]) -> Copied {
-    if src.is_null() {
-        return Copied::Fault;
-    }
+/// Force mode's answer to the program's setsockopt(level, name, value, len) of an option the
+/// policy holds at `ours`: `Err(errno)` where the kernel refuses the call, `Ok` (the policy
+/// kept) where it takes it. The kernel judges the arguments itself, with no system call the
+/// program could not make (a process_vm_readv would be killed by an allowlist seccomp filter
+/// that leaves it out):
+/// - TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT: the program's call is made,
+///   and where it succeeds the policy's value is set again at once. Each only stores a value,
+///   and TCP_KEEPIDLE re-arms the timer from the time already idle (net/ipv4/tcp.c,
+///   tcp_sock_set_keepidle_locked()), so the socket ends exactly as it was.
+/// - SO_KEEPALIVE takes any int, and switching it off and on again would restart the timer;
+///   so its argument is tried on TCP_KEEPCNT, which copies an int the same way (EFAULT for a
+///   pointer it cannot read; a value out of 1..=127 is EINVAL, after the copy, and stores
+///   nothing) and whose old value is put back.
+///
+/// errno is left as it was on `Ok`.
+fn keep(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+    ours: c_int,
+) -> Result<(), c_int> {
     let saved = errno();
-    let local = libc::iovec {
-        iov_base: dst.as_mut_ptr().cast::<c_void>(),
-        iov_len: dst.len(),
+    let set = |level: c_int, name: c_int, v: c_int| {
+        // SAFETY: the real setsockopt with a live c_int and its size.
+        unsafe {
+            real::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const v).cast::<c_void>(),
+                core::mem::size_of::<c_int>() as socklen_t,
+            )
+        }
     };
-    let remote = libc::iovec {
-        iov_base: src.cast_mut(),
-        iov_len: dst.len(),
+    let result = if level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE {
+        let mut count: c_int = 0;
+        let mut size = core::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: an int out-buffer and its size; getsockopt is not hooked.
+        let read = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPCNT,
+                (&raw mut count).cast::<c_void>(),
+                &mut size,
+            )
+        };
+        // SAFETY: the program's own pointer and length, judged by the kernel.
+        let rc = unsafe { real::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, value, len) };
+        if rc == 0 {
+            if read == 0 {
+                set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, count);
+            }
+            Ok(())
+        } else {
+            match errno() {
+                libc::EFAULT => Err(libc::EFAULT),
+                // Read, and out of TCP_KEEPCNT's range: nothing stored, and any int is a
+                // valid SO_KEEPALIVE.
+                _ => Ok(()),
+            }
+        }
+    } else {
+        // SAFETY: the caller's arguments, passed on.
+        let rc = unsafe { real::setsockopt(fd, level, name, value, len) };
+        if rc == 0 {
+            set(level, name, ours);
+            Ok(())
+        } else {
+            Err(errno())
+        }
     };
-    // SAFETY: one local iovec over `dst`; the remote range is only read, by the kernel.
-    let n = unsafe {
-        libc::process_vm_readv(libc::gettid(), &raw const local, 1, &raw const remote, 1, 0)
-    };
-    let copied = match usize::try_from(n) {
-        Ok(got) if got == dst.len() => Copied::All,
-        // A partial read: the range runs into memory the process cannot read.
-        Ok(_) => Copied::Fault,
-        Err(_) if errno() == libc::EFAULT => Copied::Fault,
-        Err(_) => Copied::Unchecked,
-    };
-    set_errno(saved);
-    copied
+    if result.is_ok() {
+        set_errno(saved);
+    }
+    result
 }
 
 /// # Safety
@@ -256,26 +332,30 @@ pub unsafe extern "C" fn setsockopt(
     {
         match config.guarded(level, name) {
             // Force mode: the program believes its call worked; the policy stays. A call the
-            // kernel would refuse for its arguments alone (short length, unreadable pointer,
-            // value out of range) goes through, to be refused.
+            // kernel refuses for its arguments (length, pointer, range) is refused as without
+            // the shim: the kernel itself judges it (see `keep`). A length the kernel's int
+            // takes for negative or short goes straight through.
             Some(option)
-                if len as usize >= core::mem::size_of::<c_int>()
+                if (len as i32) >= core::mem::size_of::<c_int>() as i32
                     && MARKS.get(fd).is_some_and(|m| m.managed())
-                    && match read_int(value) {
-                        Arg::Int(v) => Config::kernel_accepts(level, name, v),
-                        Arg::Fault => false,
-                        Arg::Unchecked => true,
-                    }
                     && MARKS.verified(fd).is_some() =>
             {
-                log::info(
-                    config,
-                    format_args!(
-                        "fd {fd}: kept the policy against the program's setsockopt({})",
-                        option.label
-                    ),
-                );
-                return 0;
+                return match keep(fd, level, name, value, len, option.value) {
+                    Ok(()) => {
+                        log::info(
+                            config,
+                            format_args!(
+                                "fd {fd}: kept the policy against the program's setsockopt({})",
+                                option.label
+                            ),
+                        );
+                        0
+                    }
+                    Err(refusal) => {
+                        set_errno(refusal);
+                        -1
+                    }
+                };
             }
             Some(_) => {}
             // Default mode: the program chose a keepalive option itself, once the kernel took

@@ -10,17 +10,24 @@
  *                     thread makes managed sockets; a vfork child closes the parent's socket
  *   fdreuse leader    force mode, after the main thread has exited: the kernel's refusals
  *                     still reach the program
+ *   fdreuse bind      ports=1-65535: bind with AF_UNSPEC gets the policy
+ *   fdreuse seccomp   force mode under a filter that kills on process_vm_readv
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -142,8 +149,22 @@ static void force_checks(void) {
     errno = 0;
     rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &zero, 2);
     check(rc == -1 && errno == EINVAL, "short-length", "a 2-byte value was not EINVAL");
+    /* A length the kernel's int takes for negative: EINVAL. */
+    errno = 0;
+    rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &zero, (socklen_t)0x80000000u);
+    check(rc == -1 && errno == EINVAL, "negative-length", "a negative length was swallowed");
+    errno = 0;
+    rc = setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &zero, (socklen_t)0xffffffffu);
+    check(rc == -1 && errno == EINVAL, "length-minus-one", "length -1 was swallowed");
     check(get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
           "policy-after-refusals", "a refused call changed the policy's options");
+    /* SO_KEEPALIVE's argument is judged on TCP_KEEPCNT: the count stays as it was. */
+    int before = get_int(s, IPPROTO_TCP, TCP_KEEPCNT);
+    int seven = 7;
+    rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &seven, sizeof seven);
+    check(rc == 0 && get_int(s, IPPROTO_TCP, TCP_KEEPCNT) == before &&
+              get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1,
+          "keepalive-judged-count-kept", "judging SO_KEEPALIVE's argument changed TCP_KEEPCNT");
     /* and a valid value in range is still kept from the kernel */
     errno = 0;
     rc = set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, 32767);
@@ -201,6 +222,16 @@ static void udp_check(void) {
               "bind with an unreadable address did not fail with EFAULT");
         close(t);
     }
+
+    /* RFC 2133's 24-byte sockaddr_in6 (no scope id), which the kernel takes: the policy goes
+     * on a matching v4-mapped peer. */
+    int six = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(9)};
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &a6.sin6_addr);
+    connect(six, (struct sockaddr *)&a6, 24);
+    check(get_int(six, SOL_SOCKET, SO_KEEPALIVE) == 1, "sockaddr-in6-24-bytes",
+          "a 24-byte sockaddr_in6 to a matching peer did not get the policy");
+    close(six);
 
     /* A keepalive option the kernel refused set nothing, and TCP_USER_TIMEOUT turns no
      * keepalive on: neither is the program's choice, and connect() applies the policy. */
@@ -305,6 +336,48 @@ static void *after_leader(void *arg) {
     exit(failed);
 }
 
+/* ports=1-65535: bind() with AF_UNSPEC and INADDR_ANY, which the kernel takes as AF_INET on
+ * an IPv4 socket, gets the policy for the port it bound. */
+static void bind_check(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_UNSPEC, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    int rc = bind(s, (struct sockaddr *)&a, sizeof a);
+    check(rc == 0 && get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1, "bind-af-unspec",
+          "bind with AF_UNSPEC did not get the policy");
+    close(s);
+}
+
+/* A seccomp filter that kills the process on process_vm_readv (an allowlist that leaves it
+ * out does the same): the shim makes no such call, in force mode and under a filter. */
+static void seccomp_check(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        check(0, "seccomp-installed", "could not install the filter");
+        return;
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int zero = 0;
+    int rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &zero, sizeof zero);
+    check(rc == 0 && get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1, "seccomp-force-kept",
+          "force mode did not keep the policy");
+    errno = 0;
+    rc = setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, (void *)8, sizeof(int));
+    check(rc == -1 && errno == EFAULT, "seccomp-force-efault", "a bad pointer was swallowed");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(9)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(s, (struct sockaddr *)&a, sizeof a);
+    close(s);
+    check(1, "seccomp-alive", "");
+}
+
 static long wrong;
 
 static void *reuse_loop(void *arg) {
@@ -324,6 +397,14 @@ static void *reuse_loop(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "bind") == 0) {
+        bind_check();
+        return failed;
+    }
+    if (argc > 1 && strcmp(argv[1], "seccomp") == 0) {
+        seccomp_check();
+        return failed;
+    }
     if (argc > 1 && strcmp(argv[1], "leader") == 0) {
         pthread_t t;
         pthread_create(&t, NULL, after_leader, NULL);
@@ -346,7 +427,7 @@ int main(int argc, char **argv) {
         errno = 0;
         check(wrong == 0, "threads", why);
     } else {
-        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader\n");
+        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader|bind|seccomp\n");
         return 2;
     }
     return failed;
