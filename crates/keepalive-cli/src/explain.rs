@@ -208,10 +208,19 @@ fn human(r: &Report<'_>) -> String {
                 duration_ms(u.limit_ms)
             ),
         };
+        let sooner = match u.sooner_ms {
+            Some((from, to)) => format!(
+                " The limit falls just after a run: timers the wheel runs late, or a slower \
+                 path, can end it one doubling sooner, between {} and {}.",
+                duration_ms(from),
+                duration_ms(to)
+            ),
+            None => String::new(),
+        };
         let text = format!(
             "The limit ({limit}) counts from the first retransmission, at {}, and the kernel \
              gives up at the first retransmission timer run past it. The RTO doubles up to {}; \
-             these times are for the fastest path ({}ms RTO): a slower one stretches them.",
+             these times are for the fastest path ({}ms RTO), on time.{sooner}",
             duration_ms(u.first_retransmission_ms),
             duration_ms(u.rto_max_ms),
             keepalive::policy::timeline::FASTEST_RTO_MS,

@@ -135,6 +135,11 @@ pub struct RetransmitTimeout {
     pub retries2: u32,
     /// The ceiling of the retransmission timeout the model used (milliseconds).
     pub rto_max_ms: u64,
+    /// When the limit falls just after a timer run, timers that run late (the timer wheel
+    /// files each one with up to [`wheel_slack_ms`] of lateness, and the next is armed from
+    /// when it ran) or a slower path's RTO can push that run past the limit: it then gives up
+    /// one doubling sooner, somewhere in this window (milliseconds from the first send).
+    pub sooner_ms: Option<(u64, u64)>,
 }
 
 /// The HZ of Debian's kernels (CONFIG_HZ_250), whose jiffy the fastest path's RTO rounds up to.
@@ -163,21 +168,37 @@ impl RetransmitTimeout {
             )
         };
         let give_up_at = first + limit_ms;
-        let (mut run, mut rto, mut retransmissions) = (first, FASTEST_RTO_MS, 0u64);
-        // The first run never gives up (no retransmission yet); each run retransmits and arms
-        // the next one the doubled RTO later, or, with a user timeout, no later than it.
-        loop {
-            retransmissions += 1;
-            rto = (rto * 2).min(rto_max_ms.max(1));
-            run += rto;
-            if decided_by == Decider::UserTimeout {
-                run = run.min(give_up_at);
+        // The runs on time, and as late as the wheel lets each be (the lateness adds up: each
+        // run arms the next from when it ran).
+        let schedule = |late: bool| {
+            let (mut run, mut rto, mut retransmissions) = (first, FASTEST_RTO_MS, 0u64);
+            // The first run never gives up (no retransmission yet); each run retransmits and
+            // arms the next one the doubled RTO later, or, with a user timeout, no later than
+            // when it runs out.
+            loop {
+                retransmissions += 1;
+                rto = (rto * 2).min(rto_max_ms.max(1));
+                let mut step = rto;
+                if decided_by == Decider::UserTimeout {
+                    step = step.min(give_up_at.saturating_sub(run));
+                }
+                run += step
+                    + if late {
+                        wheel_slack_ms(step, DEBIAN_HZ)
+                    } else {
+                        0
+                    };
+                if run >= give_up_at {
+                    return (run, retransmissions);
+                }
             }
-            if run >= give_up_at {
-                break;
-            }
-        }
+        };
+        let (run, retransmissions) = schedule(false);
+        let (late_run, late_retransmissions) = schedule(true);
+        let sooner_ms = (decided_by == Decider::Retries && late_retransmissions < retransmissions)
+            .then_some((give_up_at, late_run));
         RetransmitTimeout {
+            sooner_ms,
             give_up_ms: run,
             retransmissions,
             tail_loss_probe,
@@ -292,6 +313,17 @@ mod tests {
         assert_eq!(
             RetransmitTimeout::new(0, RTO_MAX_MS, 0, true).give_up_ms,
             812
+        );
+        // tcp_retries2 4: on time the run at 6.524 s is just short of the limit (0.404 +
+        // 6.2 s), and it gives up at 13.052 s; measured 6.676-6.775 s in four runs, where the
+        // timers ran a few ms late each: the window for that says so.
+        let r = RetransmitTimeout::new(4, RTO_MAX_MS, 0, true);
+        assert_eq!(r.give_up_ms, 13_052);
+        let (from, to) = r.sooner_ms.unwrap();
+        assert!(from == 6_604 && (6_775..7_000).contains(&to), "{r:?}");
+        assert_eq!(
+            RetransmitTimeout::new(2, RTO_MAX_MS, 0, true).sooner_ms,
+            None
         );
         let r = RetransmitTimeout::new(15, RTO_MAX_MS, 1, true);
         assert_eq!(
