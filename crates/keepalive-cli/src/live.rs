@@ -84,8 +84,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             && let Some(pid) = args.pid
         {
             let text = format!(
-                "pid {pid} also holds {} TCP socket{} in other network namespaces than its own \
-                 (made before a setns()): `keepalive get --pid {pid}` lists every one",
+                "pid {pid} also holds {} TCP socket{} in other network namespaces than the one \
+                 listed: `keepalive get --pid {pid}` lists every one",
                 summary.sockets_elsewhere,
                 if summary.sockets_elsewhere == 1 {
                     ""
@@ -563,9 +563,14 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             .map(|c| {
                 let after = match (&c.after, &c.skipped) {
                     (Some(after), _) => state(after),
+                    // What the real run would leave, in the same words (or its refusal).
+                    (None, Some(why)) if args.dry_run && why != "dry run" => {
+                        format!("would be unchanged: {why}")
+                    }
                     (None, Some(_)) if args.dry_run => match change.outcome(&c.socket.keepalive) {
                         Ok(same) if same == c.socket.keepalive => "already so".into(),
-                        _ => format!("would set {wanted}"),
+                        Ok(after) => format!("would be {}", state(&after)),
+                        Err(_) => format!("would set {wanted}"),
                     },
                     (None, Some(why)) => format!("unchanged: {why}"),
                     (None, None) => "unchanged".into(),
@@ -640,6 +645,15 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
     if report.exited {
         return Err(anyhow::anyhow!(
             "pid {pid} exited while its sockets were being changed (or right after): the changes went with it",
+        ));
+    }
+    if args.dry_run
+        && changes
+            .iter()
+            .any(|c| c.skipped.as_deref().is_some_and(|why| why != "dry run"))
+    {
+        return Err(anyhow::anyhow!(
+            "some sockets of pid {pid} would not be changed (see above)",
         ));
     }
     if !args.dry_run && changes.iter().any(|c| c.after.is_none()) {

@@ -158,7 +158,7 @@ fn print_change(s: &Sysctls, change: &Change, as_json: bool) -> anyhow::Result<(
         duration_ms(before.idle_connection_ms),
         s.scope(),
     );
-    if s.netns_name().is_none() && !change.written.is_empty() {
+    if s.netns_name().is_none() && !change.written.is_empty() && sysctl::in_initial_netns() {
         let _ = writeln!(
             o,
             "Not kept across a reboot: `keepalive sysctl persist` writes a sysctl.d drop-in."

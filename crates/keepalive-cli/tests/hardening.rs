@@ -1005,6 +1005,13 @@ fn mptcp_sockets_are_tcp_sockets_to_get_and_set() {
         said.contains("an MPTCP socket takes no TCP_USER_TIMEOUT"),
         "{said}"
     );
+    // The dry run foretells the same.
+    let out = keepalive(&["set", "--pid", &pid, "--all", "--user-timeout", "5s", "--dry-run"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("would be unchanged: an MPTCP socket"), "{said}");
     drop(input);
 }
 
@@ -1071,4 +1078,17 @@ fn a_process_named_in_bytes_that_are_not_utf8_is_read_like_any() {
             text(&out.stderr)
         );
     }
+}
+
+/// `sysctl persist` run inside another network namespace (`ip netns exec`, a container)
+/// would write that namespace's live values into the host's boot file: refused, nothing
+/// written.
+#[test]
+fn persist_from_inside_another_namespace_is_refused() {
+    let ns = TempNetns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = ns.exec(&[BIN, "sysctl", "persist", "--idle", "100", "--dir", d]);
+    testkit::assert_one_line_failure(&out, 2, &["initial network namespace", "run it on the host"]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

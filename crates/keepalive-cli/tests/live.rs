@@ -292,7 +292,7 @@ fn set_changes_a_live_process_and_its_later_connections() {
     let before = server.own_view("show");
 
     let dry = ok(&["set", "--pid", &pid, "--all", "--idle", "25", "--dry-run"]);
-    assert!(dry.contains("would set"), "{dry}");
+    assert!(dry.contains("would be on 25s/"), "{dry}");
     assert_eq!(server.own_view("show"), before, "--dry-run changed nothing");
 
     let out = ok(&[

@@ -63,6 +63,12 @@ impl NetNs {
         &self.name
     }
 
+    /// The namespace's inode (what /proc/PID/ns/net links to), when its file can be read.
+    pub fn inode(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).ok().map(|m| m.ino())
+    }
+
     /// Runs `f` on a thread inside this namespace and returns what it returns.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
         let file = File::open(&self.path).map_err(|source| match source.kind() {

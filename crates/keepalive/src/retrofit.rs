@@ -326,14 +326,6 @@ pub fn apply(
             continue;
         }
         let socket = describe(fd, &dup)?;
-        if dry_run {
-            out.push(Retrofit {
-                socket,
-                after: None,
-                skipped: Some("dry run".into()),
-            });
-            continue;
-        }
         if socket.mptcp && matches!(change, Change::On(p) if p.has(crate::policy::Key::UserTimeout))
         {
             out.push(Retrofit {
@@ -344,6 +336,14 @@ pub fn apply(
                      policy without user-timeout"
                         .into(),
                 ),
+            });
+            continue;
+        }
+        if dry_run {
+            out.push(Retrofit {
+                socket,
+                after: None,
+                skipped: Some("dry run".into()),
             });
             continue;
         }

@@ -182,7 +182,7 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
             return;
         }
         let exact = if query.exact {
-            read_exact(&holders, &mut traced, &mut summary)
+            read_exact(entry.inode, &holders, &mut traced, &mut summary)
         } else {
             None
         };
@@ -232,18 +232,29 @@ pub fn status(query: &Query, mut each: impl FnMut(&Row) + Send) -> Result<Summar
         each(&row);
     };
     diag::for_each_socket(netns.as_ref(), &states, &mut emit)?;
-    if let (Some(pid), None) = (query.pid, &query.netns) {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-            summary.sockets_elsewhere =
-                crate::retrofit::sockets_outside(pid, ns.ino()).unwrap_or(0);
+    if let Some(pid) = query.pid {
+        // The namespace listed: the one named, or the process's own.
+        let listed = match &query.netns {
+            Some(ns) => ns.inode(),
+            None => {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                    .ok()
+                    .map(|m| m.ino())
+            }
+        };
+        if let Some(ino) = listed {
+            summary.sockets_elsewhere = crate::retrofit::sockets_outside(pid, ino).unwrap_or(0);
         }
     }
     Ok(summary)
 }
 
-/// The true options of a socket, through the first owner we may trace.
+/// The true options of the socket with `inode`, through the first owner we may trace. The
+/// descriptor number comes from the /proc scan, and a process may have put another socket on
+/// it since: the duplicate counts only when it is that socket (fstat's inode).
 fn read_exact(
+    inode: u32,
     holders: &[Owner],
     traced: &mut HashMap<u32, Result<Process, String>>,
     summary: &mut Summary,
@@ -254,7 +265,12 @@ fn read_exact(
             .or_insert_with(|| Process::open(owner.pid).map_err(|e| e.to_string()));
         let Ok(process) = process else { continue };
         match process.duplicate(owner.fd) {
-            Ok(Some(dup)) => return socket::read(&dup).ok(),
+            Ok(Some(dup)) => {
+                if rustix::fs::fstat(&dup).is_ok_and(|st| st.st_ino == u64::from(inode)) {
+                    return socket::read(&dup).ok();
+                }
+                continue;
+            }
             Ok(None) => continue,
             Err(e) => {
                 if !summary.not_traced.iter().any(|n| n.pid == owner.pid) {

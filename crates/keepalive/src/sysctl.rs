@@ -548,6 +548,13 @@ impl Sysctls {
                  run `keepalive sysctl set --netns NAME` after creating the namespace instead",
             ));
         }
+        if !in_initial_netns() {
+            return Err(Error::NotASysctl(
+                "persist writes boot-time files, which apply to the initial network namespace \
+                 only, and this process runs in another one (a container's, or `ip netns exec`): \
+                 its live values are not the host's; run it on the host",
+            ));
+        }
         refuse_user_timeout(policy)?;
         let live = self.read()?;
         let settings = policy.resolve(&live.settings())?;
@@ -558,6 +565,19 @@ impl Sysctls {
             live,
         })
     }
+}
+
+/// Whether this process is in the initial network namespace: its /proc/self/ns/net is
+/// PROC_NET_INIT_INO (include/linux/proc_ns.h, fixed since Linux 6.14), or, on older kernels
+/// that numbered it dynamically, the same namespace as PID 1's (unreadable: assumed so).
+pub fn in_initial_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+    let Ok(mine) = fs::metadata("/proc/self/ns/net").map(|m| m.ino()) else {
+        return true;
+    };
+    mine == PROC_NET_INIT_INO
+        || fs::metadata("/proc/1/ns/net").is_ok_and(|m| m.ino() == mine)
 }
 
 /// Writes the three keepalive sysctls to `dir/90-keepalive.conf`, whole or not at all, mode
