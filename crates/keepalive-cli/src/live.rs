@@ -297,6 +297,12 @@ fn cells(row: &Row, with_owner: bool) -> Vec<String> {
     // out if the peer stays silent (the keepalive timer re-arms itself until idle has passed).
     let timer = match e.timer {
         Timer::None => "-".to_owned(),
+        // A closed (orphaned) socket in FIN-WAIT-2 has no owner's inode; the kernel runs the
+        // rest of tcp_fin_timeout past TIME-WAIT's length on the same timer
+        // (tcp_close() and tcp_keepalive_timer() in net/ipv4/tcp.c, tcp_timer.c).
+        Timer::Keepalive if e.state == TcpState::FinWait2 && e.inode == 0 => {
+            format!("fin-wait-2 {}", short(e.timer_ms.into()))
+        }
         Timer::Keepalive if e.probes_out > 0 => {
             format!(
                 "{} probes out, next {}",

@@ -115,7 +115,7 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     // A value quoted in it may hold control characters: escaped, the message stays one line.
     render::note(&format!(
         "keepalive: {}\n",
-        render::printable(&e.to_string())
+        render::message(&e.to_string())
     ));
     ExitCode::from(exit_code(e))
 }
@@ -159,18 +159,18 @@ fn one_line(text: &str) -> String {
     for (i, line) in message.split('\n').enumerate() {
         if i > 0 && line.starts_with(' ') {
             out.push(' ');
-            out.push_str(&render::printable(line.trim()));
+            out.push_str(&render::message(line.trim()));
         } else {
             if i > 0 {
                 out.push_str("\\n");
             }
-            out.push_str(&render::printable(line));
+            out.push_str(&render::message(line));
         }
     }
     for tip in parts {
         for line in tip.lines().map(str::trim).filter(|l| !l.is_empty()) {
             out.push_str(if out.ends_with(':') { " " } else { "; " });
-            out.push_str(&render::printable(line));
+            out.push_str(&render::message(line));
         }
     }
     out

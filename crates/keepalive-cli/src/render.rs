@@ -74,11 +74,29 @@ pub fn fit(text: &str) -> String {
 
 /// `text` with every control character written as an escape ([`keepalive::printable`]).
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
+    if !text.chars().all(keepalive::printable::plain) {
         keepalive::printable::Printable(text).to_string().into()
     } else {
         text.into()
     }
+}
+
+/// A message for one line of standard error: control and invisible characters escaped as in
+/// [`printable`], backslashes left alone (the values quoted in it are escaped already where
+/// they were quoted; escaping again would double them).
+pub fn message(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(|c| c == '\\' || keepalive::printable::plain(c)) {
+        return text.into();
+    }
+    let mut out = String::new();
+    for c in text.chars() {
+        if c == '\\' {
+            out.push(c);
+        } else {
+            let _ = keepalive::printable::write_char(&mut out, c);
+        }
+    }
+    out.into()
 }
 
 /// Prints `value` as pretty JSON on stdout.

@@ -30,7 +30,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// One line on standard error: the messages are one line each, and a newline in one comes
 /// from a value quoted in it, which is escaped with every other control character.
 fn refuse(message: &str) {
-    render::note(&format!("keepalive: {}\n", render::printable(message)));
+    render::note(&format!("keepalive: {}\n", render::message(message)));
 }
 
 fn start(args: &RunArgs) -> anyhow::Result<u8> {
@@ -76,7 +76,7 @@ fn start(args: &RunArgs) -> anyhow::Result<u8> {
     let mut warn = |warning: &str| {
         render::note(&format!(
             "keepalive: warning: {}\n",
-            render::printable(warning)
+            render::message(warning)
         ))
     };
     match launch::run(&request, &mut warn) {

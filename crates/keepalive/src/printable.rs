@@ -18,9 +18,26 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
-/// Writes `c`, escaped when it is a control character.
+/// Unicode format characters (category Cf) that change how a line is shown without showing
+/// themselves: bidirectional overrides and isolates (U+202E turns the rest of a line around),
+/// zero-width spaces and joiners, the byte-order mark.
+fn invisible(c: char) -> bool {
+    matches!(c as u32,
+        0xAD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064
+        | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB)
+}
+
+/// Whether `c` is shown as itself.
+pub fn plain(c: char) -> bool {
+    c != '\\' && !c.is_control() && !invisible(c)
+}
+
+/// Writes `c`, escaped when it is a control or invisible format character, or a backslash
+/// (so that an escape shown can only be one made here).
 pub fn write_char(f: &mut impl fmt::Write, c: char) -> fmt::Result {
     match c {
+        '\\' => f.write_str("\\\\"),
+        c if invisible(c) => write!(f, "\\u{{{:x}}}", c as u32),
         '\n' => f.write_str("\\n"),
         '\r' => f.write_str("\\r"),
         '\t' => f.write_str("\\t"),
@@ -44,5 +61,8 @@ mod tests {
         assert_eq!(show("\x1b]0;PWN\x07\r\x08"), "\\x1b]0;PWN\\x07\\r\\x08");
         assert_eq!(show("a\u{9b}b\x7f"), "a\\u{9b}b\\x7f");
         assert_eq!(show("héllo ✓"), "héllo ✓");
+        // A real ESC and the text "\x1b" are told apart; a bidi override is shown, not obeyed.
+        assert_eq!(show("A\\x1b"), "A\\\\x1b");
+        assert_eq!(show("B\u{202e}A.exe"), "B\\u{202e}A.exe");
     }
 }
