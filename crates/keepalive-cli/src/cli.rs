@@ -98,7 +98,12 @@ pub struct LabArgs {
     pub duration: String,
     /// Refuse, before starting, a run expected to take longer than this (the kernel's
     /// defaults take 2h11m15s to detect a dead peer).
-    #[arg(long, value_name = "DURATION", default_value = "5m", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        allow_hyphen_values = true
+    )]
     pub max_duration: String,
     /// Run this program as the server, with the policy injected by the LD_PRELOAD shim (it
     /// must listen on port 8080), e.g. 'nc -l 8080': seed 002's experiment exactly. The words
@@ -153,7 +158,12 @@ pub struct StatusArgs {
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// A connection idle this long with keepalive off is flagged at risk.
-    #[arg(long, value_name = "DURATION", default_value = "5m", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        allow_hyphen_values = true
+    )]
     pub idle_over: String,
     /// Print JSON instead of text.
     #[arg(long, conflicts_with_all = ["watch", "prometheus"])]

@@ -113,10 +113,7 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     }
     // The library's messages already name their cause; print only the outermost.
     // A value quoted in it may hold control characters: escaped, the message stays one line.
-    render::note(&format!(
-        "keepalive: {}\n",
-        render::message(&e.to_string())
-    ));
+    render::note(&format!("keepalive: {}\n", render::message(&e.to_string())));
     ExitCode::from(exit_code(e))
 }
 

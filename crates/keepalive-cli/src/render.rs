@@ -85,16 +85,15 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 /// [`printable`], backslashes left alone (the values quoted in it are escaped already where
 /// they were quoted; escaping again would double them).
 pub fn message(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().all(|c| c == '\\' || keepalive::printable::plain(c)) {
+    if text
+        .chars()
+        .all(|c| c == '\\' || keepalive::printable::plain(c))
+    {
         return text.into();
     }
     let mut out = String::new();
     for c in text.chars() {
-        if c == '\\' {
-            out.push(c);
-        } else {
-            let _ = keepalive::printable::write_char(&mut out, c);
-        }
+        let _ = keepalive::printable::write_char(&mut out, c);
     }
     out.into()
 }

@@ -1006,12 +1006,23 @@ fn mptcp_sockets_are_tcp_sockets_to_get_and_set() {
         "{said}"
     );
     // The dry run foretells the same.
-    let out = keepalive(&["set", "--pid", &pid, "--all", "--user-timeout", "5s", "--dry-run"])
-        .output()
-        .unwrap();
+    let out = keepalive(&[
+        "set",
+        "--pid",
+        &pid,
+        "--all",
+        "--user-timeout",
+        "5s",
+        "--dry-run",
+    ])
+    .output()
+    .unwrap();
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("would be unchanged: an MPTCP socket"), "{said}");
+    assert!(
+        said.contains("would be unchanged: an MPTCP socket"),
+        "{said}"
+    );
     drop(input);
 }
 
@@ -1089,6 +1100,10 @@ fn persist_from_inside_another_namespace_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let out = ns.exec(&[BIN, "sysctl", "persist", "--idle", "100", "--dir", d]);
-    testkit::assert_one_line_failure(&out, 2, &["initial network namespace", "run it on the host"]);
+    testkit::assert_one_line_failure(
+        &out,
+        2,
+        &["initial network namespace", "run it on the host"],
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -11,7 +11,7 @@
 
 use crate::error::Error;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -20,29 +20,36 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct Pending {
     path: PathBuf,
-    dir: PathBuf,
+    /// The directory, opened once through no other user's symbolic link; every later step
+    /// (the check of the target, the unnamed file, the link, the rename, the sync) is made
+    /// relative to it, so that swapping a directory on the path for a link afterwards changes
+    /// nothing.
+    dir: OwnedFd,
+    name: std::ffi::OsString,
     file: File,
 }
 
 impl Pending {
     /// Starts the file at `path`: checks now that its directory takes a new file.
     pub fn create(path: &Path) -> Result<Pending, Error> {
-        if path.file_name().is_none() {
+        let Some(name) = path.file_name().map(std::ffi::OsStr::to_os_string) else {
             return Err(output_error(
                 path,
-                io::Error::from(io::ErrorKind::InvalidInput),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it names no file (it ends in '..' or '/'): give a file's path",
+                ),
             ));
-        }
-        refuse_non_file(path)?;
-        let dir = path
+        };
+        let parent = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        refuse_planted_dirs(path, &dir)?;
+            .unwrap_or(Path::new("."));
+        let dir = open_dir(path, parent, 0)?;
+        refuse_non_file(path, &dir, &name)?;
         let fd: OwnedFd = rustix::fs::openat(
-            CWD,
             &dir,
+            ".",
             OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )
@@ -52,6 +59,7 @@ impl Pending {
         Ok(Pending {
             path: path.to_path_buf(),
             dir,
+            name,
             file: File::from(fd),
         })
     }
@@ -61,42 +69,124 @@ impl Pending {
         let fail = |e: io::Error| output_error(&self.path, e);
         self.file.write_all(bytes).map_err(fail)?;
         self.file.sync_all().map_err(fail)?;
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let mut tmp = std::ffi::OsString::from(".");
+        tmp.push(&self.name);
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let shown = self.path.with_file_name(&tmp);
         let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-        rustix::fs::linkat(CWD, proc_path.as_str(), CWD, &tmp, AtFlags::SYMLINK_FOLLOW).map_err(
-            |e| {
-                // What is at the temporary name is not ours: say where it is, touch nothing.
-                output_error(&tmp, e.into())
-            },
-        )?;
-        fs::rename(&tmp, &self.path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            fail(e)
+        rustix::fs::linkat(
+            CWD,
+            proc_path.as_str(),
+            &self.dir,
+            &tmp,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+        .map_err(|e| {
+            // What is at the temporary name is not ours: say where it is, touch nothing.
+            output_error(&shown, e.into())
+        })?;
+        rustix::fs::renameat(&self.dir, &tmp, &self.dir, &self.name).map_err(|e| {
+            let _ = rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty());
+            fail(e.into())
         })?;
         // The rename itself survives a crash once the directory is synced.
-        if let Ok(dir) = File::open(&self.dir) {
-            let _ = dir.sync_all();
+        if let Ok(dir) = rustix::fs::openat(
+            &self.dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            let _ = rustix::fs::fsync(&dir);
         }
         Ok(self.path.clone())
     }
 }
 
+/// The directory `dir` (of the output `path`), opened component by component: a directory is
+/// opened without following anything (O_NOFOLLOW with O_DIRECTORY: a link swapped in meanwhile
+/// is refused), and a symbolic link is followed only when it is the caller's or root's. In a
+/// shared directory anyone may plant `shared/evil -> /etc`, and a privileged writer following
+/// it writes where nobody chose; the kernel's own rule for this (fs.protected_symlinks, off on
+/// some systems and only for sticky world-writable directories) is the model.
+fn open_dir(path: &Path, dir: &Path, depth: u32) -> Result<OwnedFd, Error> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open = |at: &OwnedFd, name: &Path| rustix::fs::openat(at, name, flags, Mode::empty());
+    let start = if dir.is_absolute() { "/" } else { "." };
+    let mut cur =
+        rustix::fs::open(start, flags, Mode::empty()).map_err(|e| output_error(path, e.into()))?;
+    walk(path, &mut cur, dir, depth, &open)?;
+    Ok(cur)
+}
+
+fn walk(
+    path: &Path,
+    cur: &mut OwnedFd,
+    dir: &Path,
+    depth: u32,
+    open: &dyn Fn(&OwnedFd, &Path) -> rustix::io::Result<OwnedFd>,
+) -> Result<(), Error> {
+    use std::path::Component;
+    let me = rustix::process::geteuid().as_raw();
+    let mut prefix = PathBuf::new();
+    for part in dir.components() {
+        prefix.push(part);
+        let name: &Path = match part {
+            Component::RootDir => {
+                *cur = open(cur, Path::new("/")).map_err(|e| output_error(path, e.into()))?;
+                continue;
+            }
+            Component::CurDir | Component::Prefix(_) => continue,
+            Component::ParentDir => Path::new(".."),
+            Component::Normal(n) => Path::new(n),
+        };
+        let st = rustix::fs::statat(&*cur, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| output_error(path, e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+            if st.st_uid != me && st.st_uid != 0 {
+                return Err(output_error(
+                    path,
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{} is a symbolic link owned by uid {}, another user, and is not \
+                             followed: give a path without it",
+                            prefix.display(),
+                            st.st_uid
+                        ),
+                    ),
+                ));
+            }
+            // Linux's limit on links followed in one lookup (MAXSYMLINKS).
+            if depth >= 40 {
+                return Err(output_error(path, io::Error::from_raw_os_error(40)));
+            }
+            let target = rustix::fs::readlinkat(&*cur, name, Vec::new())
+                .map_err(|e| output_error(path, e.into()))?;
+            let target: PathBuf =
+                <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
+                    target.into_bytes(),
+                )
+                .into();
+            walk(path, cur, &target, depth + 1, open)?;
+            continue;
+        }
+        *cur = open(cur, name).map_err(|e| output_error(path, e.into()))?;
+    }
+    Ok(())
+}
+
 /// A target that exists must be a regular file: the rename that puts the output in place would
 /// replace a device node (`/dev/full`), a FIFO or a symbolic link (`/dev/stdout`) with a file.
-fn refuse_non_file(path: &Path) -> Result<(), Error> {
-    let Ok(meta) = fs::symlink_metadata(path) else {
+fn refuse_non_file(path: &Path, dir: &OwnedFd, name: &std::ffi::OsStr) -> Result<(), Error> {
+    let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
         return Ok(());
     };
-    let kind = meta.file_type();
-    let what = if kind.is_file() {
-        return Ok(());
-    } else if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_dir() {
-        "a directory"
-    } else {
-        "a device, FIFO or socket"
+    use rustix::fs::FileType;
+    let what = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => return Ok(()),
+        FileType::Symlink => "a symbolic link",
+        FileType::Directory => "a directory",
+        _ => "a device, FIFO or socket",
     };
     Err(output_error(
         path,
@@ -105,39 +195,6 @@ fn refuse_non_file(path: &Path) -> Result<(), Error> {
             format!("it exists and is {what}, which the output would replace: give a file's path"),
         ),
     ))
-}
-
-/// Refuses a directory path that goes through a symbolic link another user owns: in a shared
-/// directory anyone may plant `shared/evil -> /etc`, and a privileged writer following it
-/// writes where nobody chose. The kernel's own rule for this (fs.protected_symlinks, off on
-/// some systems and only for sticky world-writable directories) is the model: a link is
-/// followed only when it is the caller's or root's.
-fn refuse_planted_dirs(path: &Path, dir: &Path) -> Result<(), Error> {
-    let me = rustix::process::geteuid().as_raw();
-    let mut prefix = std::path::PathBuf::new();
-    for part in dir.components() {
-        prefix.push(part);
-        let Ok(meta) = fs::symlink_metadata(&prefix) else {
-            // A missing directory is reported by the open that follows.
-            return Ok(());
-        };
-        use std::os::unix::fs::MetadataExt;
-        if meta.file_type().is_symlink() && meta.uid() != me && meta.uid() != 0 {
-            return Err(output_error(
-                path,
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{} is a symbolic link owned by uid {}, another user, and is not \
-                         followed: give a path without it",
-                        prefix.display(),
-                        meta.uid()
-                    ),
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn output_error(path: &Path, source: io::Error) -> Error {
@@ -150,6 +207,28 @@ fn output_error(path: &Path, source: io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_start_changes_nothing() {
+        // Another user renames the directory away and plants a link in its place between the
+        // check and the write: the file still lands in the directory chosen at the start.
+        let top = tempfile::tempdir().unwrap();
+        let (d, victim) = (top.path().join("d"), top.path().join("victim"));
+        fs::create_dir(&d).unwrap();
+        fs::create_dir(&victim).unwrap();
+        let pending = Pending::create(&d.join("out.prom")).unwrap();
+        fs::rename(&d, top.path().join("d.real")).unwrap();
+        std::os::unix::fs::symlink(&victim, &d).unwrap();
+        pending.finish(b"x\n").unwrap();
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+        assert_eq!(
+            fs::read(top.path().join("d.real/out.prom")).unwrap(),
+            b"x\n"
+        );
+        let left: Vec<_> = fs::read_dir(top.path().join("d.real")).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary name left behind");
+    }
 
     #[test]
     fn nothing_has_a_name_until_it_is_whole() {

@@ -12,7 +12,11 @@ pub struct Printable<'a>(pub &'a str);
 impl fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            write_char(f, c)?;
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else {
+                write_char(f, c)?;
+            }
         }
         Ok(())
     }
@@ -32,11 +36,11 @@ pub fn plain(c: char) -> bool {
     c != '\\' && !c.is_control() && !invisible(c)
 }
 
-/// Writes `c`, escaped when it is a control or invisible format character, or a backslash
-/// (so that an escape shown can only be one made here).
+/// Writes `c`, escaped when it is a control or invisible format character. (A backslash is
+/// written as it is; [`Printable`] doubles it, so that an escape it shows can only be one it
+/// made.)
 pub fn write_char(f: &mut impl fmt::Write, c: char) -> fmt::Result {
     match c {
-        '\\' => f.write_str("\\\\"),
         c if invisible(c) => write!(f, "\\u{{{:x}}}", c as u32),
         '\n' => f.write_str("\\n"),
         '\r' => f.write_str("\\r"),

@@ -576,8 +576,7 @@ pub fn in_initial_netns() -> bool {
     let Ok(mine) = fs::metadata("/proc/self/ns/net").map(|m| m.ino()) else {
         return true;
     };
-    mine == PROC_NET_INIT_INO
-        || fs::metadata("/proc/1/ns/net").is_ok_and(|m| m.ino() == mine)
+    mine == PROC_NET_INIT_INO || fs::metadata("/proc/1/ns/net").is_ok_and(|m| m.ino() == mine)
 }
 
 /// Writes the three keepalive sysctls to `dir/90-keepalive.conf`, whole or not at all, mode
