@@ -19,7 +19,8 @@ pub struct PolicyArgs {
     /// Unanswered probes before the reset (TCP_KEEPCNT, 1..=127).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub count: Option<String>,
-    /// TCP_USER_TIMEOUT (0..=2147483647 ms, 0 = off, or auto = idle + interval x count).
+    /// TCP_USER_TIMEOUT (up to 2147483647ms; a bare number is seconds; 0 = off, or auto =
+    /// idle + interval x count).
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub user_timeout: Option<String>,
 }

@@ -122,7 +122,10 @@ impl Key {
             Key::Idle => "1..=32767 s (TCP_KEEPIDLE, whole seconds)",
             Key::Interval => "1..=32767 s (TCP_KEEPINTVL, whole seconds)",
             Key::Count => "1..=127 probes (TCP_KEEPCNT, a plain number)",
-            Key::UserTimeout => "0..=2147483647 ms or auto (TCP_USER_TIMEOUT; 0 switches it off)",
+            Key::UserTimeout => {
+                "0..=2147483647 ms, a bare number being seconds (90000ms = 90s), or auto \
+                 (TCP_USER_TIMEOUT; 0 switches it off)"
+            }
             Key::Mode => "default or force",
             Key::Ports => "port numbers 1..=65535 or ranges such as 8000-8099, comma-separated",
             Key::Dest => {
