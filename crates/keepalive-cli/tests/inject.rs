@@ -211,7 +211,7 @@ fn marks_follow_the_descriptor_not_its_number() {
         ("leader", "idle=30,mode=force"),
         ("bind", "ports=1-65535"),
         ("seccomp", "idle=30,mode=force"),
-        ("udp", "dest=127.0.0.0/8"),
+        ("udp", "idle=30,dest=127.0.0.0/8"),
     ] {
         let out = under_shim(&exe, policy).arg(mode).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);

@@ -179,11 +179,34 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 /// Whether a filtered policy is for this socket: a TCP socket the shim marked, neither
 /// managed already nor configured by the program itself (its choice stands), unless force.
+/// The program's choice is asked of the socket too (SO_KEEPALIVE on already), since it may
+/// have made it through a duplicate whose mark this descriptor's does not share.
 fn wants_filtered(config: &Config, fd: c_int) -> bool {
+    let force = config.injection.mode == Mode::Force;
     config.injection.is_filtered()
         && MARKS
             .get(fd)
-            .is_some_and(|m| !m.managed() && (config.injection.mode == Mode::Force || !m.chose()))
+            .is_some_and(|m| !m.managed() && (force || !m.chose()))
+        && (force || !keepalive_on(fd))
+}
+
+/// SO_KEEPALIVE as the socket holds it (errno left as it was).
+fn keepalive_on(fd: c_int) -> bool {
+    let saved = errno();
+    let mut on: c_int = 0;
+    let mut len = core::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: an int out-buffer and its size; getsockopt is not hooked.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            (&raw mut on).cast::<c_void>(),
+            &mut len,
+        )
+    };
+    set_errno(saved);
+    rc == 0 && on != 0
 }
 
 /// # Safety

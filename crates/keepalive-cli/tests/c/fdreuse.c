@@ -248,6 +248,18 @@ static void udp_check(void) {
           "user-timeout-is-no-choice", "TCP_USER_TIMEOUT alone kept the policy off");
     close(ut);
 
+    /* The same choice made through a duplicate taken before it (the duplicate's mark is its
+     * own): the socket itself says keepalive is on, and connect() leaves it. */
+    int orig = socket(AF_INET, SOCK_STREAM, 0);
+    int twin = dup(orig);
+    set_int(twin, SOL_SOCKET, SO_KEEPALIVE, 1);
+    set_int(twin, IPPROTO_TCP, TCP_KEEPIDLE, 60);
+    connect(orig, (struct sockaddr *)&a, sizeof a);
+    check(get_int(orig, IPPROTO_TCP, TCP_KEEPIDLE) == 60, "choice-through-a-duplicate",
+          "connect() overwrote a choice made through a duplicate");
+    close(twin);
+    close(orig);
+
     /* A program that chose its own keepalive before connecting keeps it (default mode): curl
      * --keepalive-time 5, socat keepidle=5. The connect fails (nothing listens on 9); the
      * options were set before. */
