@@ -126,7 +126,7 @@ pub struct LabArgs {
     #[arg(long)]
     pub json: bool,
     /// List the scenarios and exit.
-    #[arg(long, conflicts_with_all = ["scenario", "scenario_file", "pcap", "svg", "json", "server_cmd", "client_cmd"])]
+    #[arg(long, conflicts_with_all = ["scenario", "scenario_file", "pcap", "svg", "server_cmd", "client_cmd"])]
     pub list: bool,
 }
 

@@ -25,7 +25,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
         .filter(|ms| *ms > 0)
         .ok_or_else(|| {
             UsageError::err(format!(
-                "--max-wait {}: expected a duration such as 120s or 2m",
+                "--max-wait {}: expected a duration such as 120s, 2m or 1500ms (units ms, s, m, h; no fractions)",
                 args.max_wait
             ))
         })?;

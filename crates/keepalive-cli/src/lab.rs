@@ -267,7 +267,8 @@ fn duration_arg(flag: &str, text: &str, max_ms: u64) -> anyhow::Result<std::time
         .map(std::time::Duration::from_millis)
         .ok_or_else(|| {
             UsageError::err(format!(
-                "{flag} {text}: expected a duration from 1ms to {}, such as 10s or 2m",
+                "{flag} {text}: expected a duration from 1ms to {}, such as 10s, 2m, 1m30s or \
+                 1500ms (units ms, s, m, h; no fractions)",
                 crate::render::duration_ms(max_ms)
             ))
         })

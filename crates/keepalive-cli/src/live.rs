@@ -2,7 +2,7 @@
 
 use crate::UsageError;
 use crate::cli::{GetArgs, SetArgs, StatusArgs};
-use crate::render::{WIDTH, duration_ms, json, printable, wrap};
+use crate::render::{WIDTH, cols, duration_ms, json, printable, wrap};
 use keepalive::diag::{TcpState, Timer, Verdict};
 use keepalive::netns::NetNs;
 use keepalive::policy::grammar::parse_duration_ms;
@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 fn query(args: &StatusArgs) -> anyhow::Result<Query> {
     let risk_idle_ms = parse_duration_ms(&args.idle_over).ok_or_else(|| {
         UsageError::err(format!(
-            "--idle-over {}: expected a duration such as 300s or 5m",
+            "--idle-over {}: expected a duration such as 300s, 5m or 1m30s (units ms, s, m, h; no fractions)",
             args.idle_over
         ))
     })?;
@@ -156,7 +156,7 @@ fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> Vec<String> 
     let width = |i: usize| {
         rows.iter()
             .filter_map(|r| r.get(i))
-            .map(|c| c.chars().count())
+            .map(|c| cols(c))
             .chain([header[i].len()])
             .max()
             .unwrap_or(0)
@@ -169,7 +169,7 @@ fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> Vec<String> 
             if i > 0 {
                 text.push_str("  ");
             }
-            let pad = widths[i].saturating_sub(cell.chars().count());
+            let pad = widths[i].saturating_sub(cols(cell));
             if right.contains(&i) {
                 text.push_str(&" ".repeat(pad));
                 text.push_str(cell);
@@ -243,7 +243,7 @@ fn fitted_table(
     let mut text = String::new();
     for layout in layouts {
         text = render(layout);
-        if text.lines().all(|l| l.chars().count() <= WIDTH) {
+        if text.lines().all(|l| cols(l) <= WIDTH) {
             break;
         }
     }

@@ -27,8 +27,14 @@ pub fn duration_s(s: u64) -> String {
     duration_ms(s.saturating_mul(1000))
 }
 
-/// The widest line the human output writes.
+/// The widest line the human output writes, in terminal columns.
 pub const WIDTH: usize = 100;
+
+/// The columns `text` takes on a terminal: East Asian wide characters take two, combining
+/// marks none (unicode-width, after Unicode's East Asian Width).
+pub fn cols(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
 
 /// `text` folded at spaces into lines of at most [`WIDTH`] columns, the first starting with
 /// `first`, the others with `rest`; each line ends in a newline. A word wider than a line (a
@@ -38,7 +44,7 @@ pub fn wrap(text: &str, first: &str, rest: &str) -> String {
     let mut line = first.to_owned();
     let mut empty = true;
     for word in text.split(' ').filter(|w| !w.is_empty()) {
-        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+        if !empty && cols(&line) + 1 + cols(word) > WIDTH {
             out.push_str(&line);
             out.push('\n');
             line = rest.to_owned();
@@ -60,7 +66,7 @@ pub fn wrap(text: &str, first: &str, rest: &str) -> String {
 pub fn fit(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
-        if line.chars().count() <= WIDTH {
+        if cols(line) <= WIDTH {
             out.push_str(line);
             out.push('\n');
         } else {
@@ -155,6 +161,13 @@ mod tests {
         );
         assert_eq!(printable("a\u{9b}b\x7f"), "a\\u{9b}b\\x7f");
         assert_eq!(printable("héllo ✓"), "héllo ✓");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        assert_eq!(cols("漢字"), 4);
+        let out = wrap(&"漢字 ".repeat(30), "", "");
+        assert!(out.lines().all(|l| cols(l) <= WIDTH) && out.lines().count() == 2);
     }
 
     #[test]

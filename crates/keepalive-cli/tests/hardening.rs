@@ -1107,3 +1107,78 @@ fn persist_from_inside_another_namespace_is_refused() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A link-local IPv6 address names its interface: status shows the scope the kernel reports
+/// (the socket's device) as get does, so connections on two links are told apart.
+#[test]
+fn link_local_addresses_keep_their_interface() {
+    let ns = TempNetns::new();
+    for args in [
+        vec![
+            "link", "add", "ka4a", "type", "veth", "peer", "name", "ka4b",
+        ],
+        vec!["link", "set", "ka4a", "up"],
+        vec!["link", "set", "ka4b", "up"],
+        vec!["addr", "add", "fe80::a/64", "dev", "ka4a", "nodad"],
+    ] {
+        let out = Command::new("ip")
+            .args(["-n", ns.name()])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    let code = "import socket,sys,time\n\
+                i=socket.if_nametoindex('ka4a')\n\
+                l=socket.socket(socket.AF_INET6); l.bind(('fe80::a',0,0,i)); l.listen()\n\
+                c=socket.socket(socket.AF_INET6); c.connect(('fe80::a',l.getsockname()[1],0,i))\n\
+                a,_=l.accept()\n\
+                print(l.getsockname()[1], flush=True); time.sleep(60)";
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(testkit::python())
+        .args(["-c", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let py = Running(child);
+    let port = port.trim().to_owned();
+    let pid = py.0.id().to_string();
+    let status = keepalive(&["status", "--pid", &pid, "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let get = keepalive(&["get", "--pid", &pid, "--json"])
+        .output()
+        .unwrap();
+    let g: Value = serde_json::from_slice(&get.stdout).unwrap();
+    let listener = g
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["listening"] == true)
+        .unwrap()["local"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        listener.contains('%') && listener.ends_with(&format!(":{port}")),
+        "{g}"
+    );
+    let rows = v["sockets"].as_array().unwrap();
+    assert!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r["local"].as_str().unwrap().contains('%')),
+        "{v}"
+    );
+    assert!(
+        rows.iter().any(|r| r["local"] == listener.as_str()),
+        "status and get write the address alike: {v} {g}"
+    );
+}

@@ -276,9 +276,12 @@ fn filters_choose_the_connections() {
         &pb.to_string(),
     ]);
     let (_a, _b) = (la.accept().unwrap(), lb.accept().unwrap());
-    assert!(
-        socket_of(p.pid(), pa, false).0.enabled,
-        "the listed port gets the policy"
+    // The shim puts a filtered policy on once the kernel has taken the connect (accept can
+    // return a moment before the client's connect() does): waited for, bounded.
+    testkit::wait_for(
+        "the policy on the listed port",
+        Duration::from_secs(5),
+        || socket_of(p.pid(), pa, false).0.enabled.then_some(()),
     );
     assert!(
         !socket_of(p.pid(), pb, false).0.enabled,
@@ -320,8 +323,10 @@ fn filters_choose_the_connections() {
         &pb.to_string(),
     ]);
     let (_a, _b) = (la.accept().unwrap(), lb.accept().unwrap());
+    testkit::wait_for("the policy on pb", Duration::from_secs(5), || {
+        (socket_of(p.pid(), pb, false).0.settings.idle == 23).then_some(())
+    });
     assert!(!socket_of(p.pid(), pa, false).0.enabled);
-    assert_eq!(socket_of(p.pid(), pb, false).0.settings.idle, 23);
 }
 
 fn output(args: &[&str]) -> std::process::Output {

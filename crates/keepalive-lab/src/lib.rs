@@ -139,7 +139,7 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let window = watch_window(scenario, &policy, keepalive_on, options.duration)?;
     if window > options.max_duration.as_secs_f64() {
         return Err(LabError::BadInput(format!(
-            "this run ({}) would take about {:.0} s, more than --max-duration {:.0} s allows; \
+            "this run ({}) would take about {:.0} s, more than --max-duration {} allows; \
              raise --max-duration to run it",
             if keepalive_on {
                 format!("policy {policy}")
@@ -147,7 +147,11 @@ pub fn run(options: Options) -> Result<Report, LabError> {
                 "keepalive off".to_owned()
             },
             window.ceil(),
-            options.max_duration.as_secs_f64()
+            // As given: 1500ms is not "2 s".
+            match options.max_duration.subsec_millis() {
+                0 => format!("{} s", options.max_duration.as_secs()),
+                _ => format!("{} ms", options.max_duration.as_millis()),
+            }
         )));
     }
     let programs = connect::programs(&options, policy, keepalive_on)?;

@@ -336,21 +336,24 @@ fn parse(msg: &[u8]) -> Option<SocketEntry> {
     let u32_at = |at: usize| u32::from_ne_bytes(msg[at..at + 4].try_into().unwrap_or_default());
     let be16_at = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
     let family = msg[0];
+    // inet_diag_sockid: sport, dport (big-endian), src[16], dst[16], if, cookie. The interface
+    // is the socket's bound device (sk_bound_dev_if): for a link-local IPv6 address, its
+    // scope, as getsockname's sin6_scope_id gives it.
+    let interface = u32_at(40);
     let addr = |at: usize, port: u16| -> SocketAddr {
-        let ip = if family == AF_INET {
-            IpAddr::V4(Ipv4Addr::new(
-                msg[at],
-                msg[at + 1],
-                msg[at + 2],
-                msg[at + 3],
-            ))
+        if family == AF_INET {
+            let ip = Ipv4Addr::new(msg[at], msg[at + 1], msg[at + 2], msg[at + 3]);
+            return SocketAddr::new(IpAddr::V4(ip), port);
+        }
+        let bytes: [u8; 16] = msg[at..at + 16].try_into().unwrap_or_default();
+        let ip = Ipv6Addr::from(bytes);
+        let scope = if ip.is_unicast_link_local() {
+            interface
         } else {
-            let bytes: [u8; 16] = msg[at..at + 16].try_into().unwrap_or_default();
-            IpAddr::V6(Ipv6Addr::from(bytes))
+            0
         };
-        SocketAddr::new(ip, port)
+        SocketAddr::V6(std::net::SocketAddrV6::new(ip, port, 0, scope))
     };
-    // inet_diag_sockid: sport, dport (big-endian), src[16], dst[16], if, cookie.
     let local = addr(8, be16_at(4));
     let peer = addr(24, be16_at(6));
     let timer = match msg[2] {

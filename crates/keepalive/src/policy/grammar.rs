@@ -404,7 +404,8 @@ impl fmt::Display for PolicyError {
             ErrorKind::Negative => write!(f, "{key}={v}: negative; {key} must be {allowed}"),
             ErrorKind::BadUnit => write!(
                 f,
-                "{key}={v}: unknown unit; allowed units are ms, s, m, h (a bare number is seconds)"
+                "{key}={v}: unknown unit; allowed units are ms, s, m, h, largest first as in \
+                 1m30s (a bare number is seconds)"
             ),
             ErrorKind::UnitNotAllowed => {
                 write!(f, "{key}={v}: takes no unit; {key} must be {allowed}")
@@ -759,33 +760,43 @@ pub fn parse_duration_ms(value: &str) -> Option<u64> {
     millis(Key::UserTimeout, value.trim()).ok().flatten()
 }
 
-/// A duration in milliseconds; `None` when it overflows u64.
+/// A duration in milliseconds; `None` when it overflows u64. Parts combine largest unit first,
+/// each unit once, as explain prints them (`1m30s`, `2h11m15s`, `1s500ms`); a bare number
+/// stands alone and is seconds.
 fn millis(key: Key, value: &str) -> Result<Option<u64>, PolicyError> {
-    let (n, unit) = number(key, value)?;
-    let scale: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        // 1.5s: a fraction, not a unit (1500ms says it).
-        _ if unit.starts_with('.') => {
-            return Err(PolicyError::new(
-                ErrorKind::NotANumber,
-                Some(key),
-                key.name(),
-                value,
-            ));
+    let err = |kind| PolicyError::new(kind, Some(key), key.name(), value);
+    let (mut rest, mut total, mut last, mut parts) = (value, Some(0u64), u64::MAX, 0);
+    loop {
+        // After a unit only another part may follow ("1m30s"): anything else is a bad unit.
+        let (n, after) = number(key, rest).map_err(|e| {
+            err(if parts > 0 {
+                ErrorKind::BadUnit
+            } else {
+                e.kind
+            })
+        })?;
+        let letters = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, tail) = after.split_at(letters);
+        let scale: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "" if parts == 0 && tail.is_empty() => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            // 1.5s: a fraction, not a unit (1500ms says it).
+            "" if tail.starts_with('.') => return Err(err(ErrorKind::NotANumber)),
+            _ => return Err(err(ErrorKind::BadUnit)),
+        };
+        if scale >= last {
+            return Err(err(ErrorKind::BadUnit));
         }
-        _ => {
-            return Err(PolicyError::new(
-                ErrorKind::BadUnit,
-                Some(key),
-                key.name(),
-                value,
-            ));
+        total = total.and_then(|t| t.checked_add(n?.checked_mul(scale)?));
+        (last, parts) = (scale, parts + 1);
+        if tail.is_empty() {
+            return Ok(total);
         }
-    };
-    Ok(n.and_then(|n| n.checked_mul(scale)))
+        rest = tail;
+    }
 }
 
 /// Leading decimal digits and the rest; `None` for a number that overflows u64.
@@ -838,6 +849,23 @@ mod tests {
         assert_eq!(one("user-timeout=1500ms"), Ok(Field::UserTimeoutMs(1500)));
         assert_eq!(one("user-timeout=0"), Ok(Field::UserTimeoutMs(0)));
         assert_eq!(one("user-timeout=auto"), Ok(Field::UserTimeoutAuto));
+        // Combined, largest unit first, as explain prints durations.
+        assert_eq!(one("idle=1m30s"), Ok(Field::Idle(90)));
+        assert_eq!(one("idle=2h11m15s"), Ok(Field::Idle(7875)));
+        assert_eq!(one("user-timeout=1s500ms"), Ok(Field::UserTimeoutMs(1500)));
+        for bad in [
+            "idle=30s1m",
+            "idle=1m1m",
+            "idle=1m30",
+            "idle=1m 30s",
+            "idle=1x",
+        ] {
+            assert_eq!(one(bad).unwrap_err().kind(), ErrorKind::BadUnit, "{bad}");
+        }
+        assert_eq!(
+            one("idle=1s500ms").unwrap_err().kind(),
+            ErrorKind::NotWholeSeconds
+        );
     }
 
     #[test]
