@@ -405,7 +405,10 @@ fn port(text: &str) -> Result<u16, String> {
     text.parse::<u16>()
         .ok()
         .filter(|&p| p != 0)
-        .ok_or_else(|| format!("'{text}' is not a port: expected 1 to 65535"))
+        .ok_or_else(|| match text {
+            "" => "an empty port (a stray comma?): expected 1 to 65535".to_owned(),
+            _ => format!("'{text}' is not a port: expected 1 to 65535"),
+        })
 }
 
 /// Whole seconds, 1 or more.

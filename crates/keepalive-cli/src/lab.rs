@@ -122,7 +122,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.json {
         json(&report)?;
     } else {
-        crate::render::out(&human(&report))?;
+        crate::render::out(&crate::render::fit(&human(&report)))?;
     }
     match report.failure() {
         None => Ok(()),
@@ -159,9 +159,10 @@ fn human(r: &Report) -> String {
     for p in &r.probes {
         let answer = if p.answered { "answered" } else { "no answer" };
         let theory = match p.after_last_rx {
+            // On a line of its own, under the text: the row would pass 100 columns.
             Some(after) => format!(
-                "  {after:.3}s after the peer's last segment; theory {:.3}s",
-                p.theory
+                "\n{:13}{after:.3}s after the peer's last segment; theory {:.3}s",
+                "", p.theory
             ),
             None => String::new(),
         };

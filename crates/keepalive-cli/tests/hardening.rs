@@ -1182,3 +1182,41 @@ fn link_local_addresses_keep_their_interface() {
         "status and get write the address alike: {v} {g}"
     );
 }
+
+/// A closed socket in FIN-WAIT-2 (orphaned: its program let go) runs the rest of
+/// tcp_fin_timeout on the kernel's keepalive timer; status names the timer for what it does.
+#[test]
+fn an_orphaned_fin_wait_2_timer_is_named_for_what_it_is() {
+    let ns = TempNetns::new();
+    let out = ns.exec(&["sh", "-c", "echo 120 > /proc/sys/net/ipv4/tcp_fin_timeout"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let code = "import socket,time\n\
+                l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+                c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+                a.close(); time.sleep(0.5)\n\
+                print('ready', flush=True); time.sleep(60)";
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(testkit::python())
+        .args(["-c", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _py = Running(child);
+    let out = keepalive(&["status", "--netns", ns.name(), "--state", "fin-wait-2"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    let row = said
+        .lines()
+        .find(|l| l.starts_with("fin-wait-2"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        row.contains(" fin-wait-2 ") && !row.contains("keepalive"),
+        "{said}"
+    );
+}

@@ -287,6 +287,12 @@ fn text_output_and_svg() {
             && text.contains("as the kernel's rules predict"),
         "{text}"
     );
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "line over 100 columns: {line:?}"
+        );
+    }
     let picture = std::fs::read_to_string(&svg).unwrap();
     let labels = assert_svg_inside(&picture);
     for label in ["P1", "RST", "fault: reboot", "handshake at", "SYN-ACK +"] {
