@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 /// Make TCP keepalive something you can set, inject, see, prove and tune.
 #[derive(Debug, Parser)]
-#[command(name = "keepalive", version, max_term_width = 100)]
+// Plain styles: clap's messages then carry no escape sequences of its own, and are rendered
+// with the user's bytes kept (its stripping of styling also dropped a BEL or ESC the user
+// typed), for main to escape.
+#[command(name = "keepalive", version, max_term_width = 100, styles = clap::builder::Styles::plain())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

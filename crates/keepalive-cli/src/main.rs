@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         Err(e) => {
             render::note(&format!(
                 "keepalive: {}\n",
-                one_line(&e.render().to_string())
+                one_line(&e.render().ansi().to_string())
             ));
             return ExitCode::from(2);
         }

@@ -899,6 +899,9 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
             vec!["idle=5\\x1b[31m"],
         ),
         (vec!["explain", "idle=1.5s"], 2, vec!["whole seconds"]),
+        (vec!["bad\x07cmd"], 2, vec!["'bad\\x07cmd'"]),
+        (vec!["explain", "--os", "x\x1b"], 2, vec!["'x\\x1b'"]),
+        (vec!["status", "--port", "80,"], 2, vec!["stray comma"]),
         (
             vec!["lab", "reboot", "--duration", "5s"],
             2,
