@@ -917,6 +917,19 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
         testkit::assert_one_line_failure(&out, code, &needles);
         assert!(!text(&out.stderr).contains('\x1b'), "{args:?}");
     }
+    // A dry run over the root cgroup (every process on the host, kernel threads too) names
+    // no kernel thread: they hold no sockets.
+    let root = testkit::cgroup2_mount();
+    let out = keepalive(&["set", "--idle", "60", "--dry-run", "--cgroup"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success() && !said.contains("kernel thread") && said.contains("dry run"),
+        "{said}{}",
+        text(&out.stderr)
+    );
     // Another user's namespace file, unprivileged: why, not only "Permission denied".
     let out = testkit::as_nobody(BIN)
         .args(["status", "--netns", "/proc/1/ns/net"])

@@ -40,7 +40,11 @@ pub enum Error {
         path: PathBuf,
     },
     /// `setns` refused for lack of privilege.
-    #[error("entering network namespace '{name}' needs CAP_SYS_ADMIN over it ({source})")]
+    #[error(
+        "entering network namespace '{name}' needs CAP_SYS_ADMIN both over it (in the user \
+         namespace that owns it) and in this process's own user namespace (setns(2), \
+         netns_install() in net/core/net_namespace.c) ({source})"
+    )]
     NetnsPermission {
         /// The name given.
         name: String,

@@ -534,6 +534,9 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
     for pid in cg.processes().into_iter().filter(|&pid| pid != me) {
         let fds = match retrofit::socket_fds(pid) {
             Ok(fds) => fds,
+            // Kernel threads (the root cgroup holds them all) have no descriptors: nothing to
+            // change and nothing to report (here or below).
+            Err(Error::KernelThread { .. }) => continue,
             Err(e) => {
                 out.push(failed(pid, e));
                 continue;
@@ -588,6 +591,7 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
                     outside_listeners,
                 })
             }
+            Err(Error::KernelThread { .. }) => {}
             Err(e) => out.push(failed(pid, e)),
         }
     }
