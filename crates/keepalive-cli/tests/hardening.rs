@@ -35,7 +35,22 @@ impl Drop for Running {
 
 /// A python3 program running `code`, and the first line it prints (a pid, a port, "ready").
 fn python_says(code: &str, args: &[&str]) -> (Running, String) {
-    let mut child = Command::new(testkit::python())
+    python_in(None, code, args)
+}
+
+/// [`python_says`] inside network namespace `ns` (`ip netns exec`, which execs python: the
+/// child's pid is python's).
+fn python_in(ns: Option<&TempNetns>, code: &str, args: &[&str]) -> (Running, String) {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns.name()])
+                .arg(testkit::python());
+            cmd
+        }
+        None => Command::new(testkit::python()),
+    };
+    let mut child = cmd
         .arg("-c")
         .arg(code)
         .args(args)
@@ -583,19 +598,7 @@ fn human_output_fits_100_columns_and_notes_say_what_applies() {
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 90000)\n\
                 c.connect(l.getsockname()[:2]); a,_=l.accept()\n\
                 print(l.getsockname()[1], flush=True); time.sleep(60)";
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(testkit::python())
-        .args(["-c", code, long])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let py = Running(child);
-    let port = port.trim().to_owned();
+    let (py, port) = python_in(Some(&ns), code, &[long]);
     let pid = py.0.id().to_string();
     let sleeping = sleeper();
     let sleeping = sleeping.0.id().to_string();
@@ -1150,19 +1153,7 @@ fn link_local_addresses_keep_their_interface() {
                 c=socket.socket(socket.AF_INET6); c.connect(('fe80::a',l.getsockname()[1],0,i))\n\
                 a,_=l.accept()\n\
                 print(l.getsockname()[1], flush=True); time.sleep(60)";
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(testkit::python())
-        .args(["-c", code])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let py = Running(child);
-    let port = port.trim().to_owned();
+    let (py, port) = python_in(Some(&ns), code, &[]);
     let pid = py.0.id().to_string();
     let status = keepalive(&["status", "--pid", &pid, "--json"])
         .output()
@@ -1211,18 +1202,7 @@ fn an_orphaned_fin_wait_2_timer_is_named_for_what_it_is() {
                 c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
                 a.close(); time.sleep(0.5)\n\
                 print('ready', flush=True); time.sleep(60)";
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(testkit::python())
-        .args(["-c", code])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _py = Running(child);
+    let (_py, _ready) = python_in(Some(&ns), code, &[]);
     let out = keepalive(&["status", "--netns", ns.name(), "--state", "fin-wait-2"])
         .output()
         .unwrap();

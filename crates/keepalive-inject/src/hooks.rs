@@ -190,23 +190,20 @@ fn wants_filtered(config: &Config, fd: c_int) -> bool {
         && (force || !keepalive_on(fd))
 }
 
-/// SO_KEEPALIVE as the socket holds it (errno left as it was).
+/// SO_KEEPALIVE as the socket holds it.
 fn keepalive_on(fd: c_int) -> bool {
+    get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE).is_some_and(|on| on != 0)
+}
+
+/// An int option as the socket holds it; errno left as it was.
+fn get_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let saved = errno();
-    let mut on: c_int = 0;
+    let mut v: c_int = 0;
     let mut len = core::mem::size_of::<c_int>() as socklen_t;
     // SAFETY: an int out-buffer and its size; getsockopt is not hooked.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            (&raw mut on).cast::<c_void>(),
-            &mut len,
-        )
-    };
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast::<c_void>(), &mut len) };
     set_errno(saved);
-    rc == 0 && on != 0
+    (rc == 0).then_some(v)
 }
 
 /// # Safety
@@ -296,22 +293,11 @@ fn keep(
         }
     };
     let result = if level == libc::SOL_SOCKET && name == libc::SO_KEEPALIVE {
-        let mut count: c_int = 0;
-        let mut size = core::mem::size_of::<c_int>() as socklen_t;
-        // SAFETY: an int out-buffer and its size; getsockopt is not hooked.
-        let read = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPCNT,
-                (&raw mut count).cast::<c_void>(),
-                &mut size,
-            )
-        };
+        let count = get_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT);
         // SAFETY: the program's own pointer and length, judged by the kernel.
         let rc = unsafe { real::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, value, len) };
         if rc == 0 {
-            if read == 0 {
+            if let Some(count) = count {
                 set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, count);
             }
             Ok(())

@@ -1070,7 +1070,42 @@ mod elf {
         wide: bool,
     }
 
-    impl Reader<'_> {
+    impl<'a> Reader<'a> {
+        /// A reader for the file's class (ELF32/ELF64) and byte order, and the ELF header's
+        /// first 64 bytes (fewer for a shorter file).
+        fn open(file: &'a File) -> io::Result<(Reader<'a>, Vec<u8>)> {
+            let mut header = vec![0u8; 64];
+            let n = file.read_at(&mut header, 0)?;
+            header.truncate(n);
+            let r = Reader {
+                file,
+                wide: match header.get(4) {
+                    Some(1) => false,
+                    Some(2) => true,
+                    _ => return Err(bad()),
+                },
+                le: match header.get(5) {
+                    Some(1) => true,
+                    Some(2) => false,
+                    _ => return Err(bad()),
+                },
+            };
+            Ok((r, header))
+        }
+
+        /// The program header table: its bytes, and the number and size of its entries.
+        fn program_headers(&self, header: &[u8]) -> io::Result<(Vec<u8>, u64, u64)> {
+            let (phoff_at, base) = if self.wide {
+                (0x20, 0x36)
+            } else {
+                (0x1c, 0x2a)
+            };
+            let phoff = self.addr(header, phoff_at)?;
+            let phentsize = self.uint(header, base, 2)?;
+            let phnum = self.uint(header, base + 2, 2)?;
+            Ok((self.bytes(phoff, phnum * phentsize)?, phnum, phentsize))
+        }
+
         fn bytes(&self, at: u64, n: u64) -> io::Result<Vec<u8>> {
             if n > 1 << 24 {
                 return Err(bad());
@@ -1101,31 +1136,10 @@ mod elf {
     /// Fails only when the ELF header or the program headers cannot be read: then the kernel
     /// cannot start the program either.
     pub fn inspect(file: &File) -> io::Result<Facts> {
-        let mut header = [0u8; 64];
-        let n = file.read_at(&mut header, 0)?;
-        let header = &header[..n];
-        let r = Reader {
-            file,
-            wide: match header.get(4) {
-                Some(1) => false,
-                Some(2) => true,
-                _ => return Err(bad()),
-            },
-            le: match header.get(5) {
-                Some(1) => true,
-                Some(2) => false,
-                _ => return Err(bad()),
-            },
-        };
-        let (phoff_at, shoff_at, base) = if r.wide {
-            (0x20, 0x28, 0x36)
-        } else {
-            (0x1c, 0x20, 0x2a)
-        };
-        let phoff = r.addr(header, phoff_at)?;
-        let phentsize = r.uint(header, base, 2)?;
-        let phnum = r.uint(header, base + 2, 2)?;
-        let table = r.bytes(phoff, phnum * phentsize)?;
+        let (r, header) = Reader::open(file)?;
+        let header = &header[..];
+        let (shoff_at, base) = if r.wide { (0x28, 0x36) } else { (0x20, 0x2a) };
+        let (table, phnum, phentsize) = r.program_headers(header)?;
         // p_offset, p_filesz and p_align in a program header.
         let (off_at, size_at, align_at) = if r.wide {
             (0x08, 0x20, 0x30)
@@ -1174,27 +1188,9 @@ mod elf {
         const DT_NULL: u64 = 0;
         const DT_FLAGS_1: u64 = 0x6fff_fffb;
         const DF_1_PIE: u64 = 0x0800_0000;
-        let mut header = [0u8; 64];
-        let n = file.read_at(&mut header, 0)?;
-        let header = &header[..n];
-        let r = Reader {
-            file,
-            wide: match header.get(4) {
-                Some(1) => false,
-                Some(2) => true,
-                _ => return Err(bad()),
-            },
-            le: match header.get(5) {
-                Some(1) => true,
-                Some(2) => false,
-                _ => return Err(bad()),
-            },
-        };
-        let (phoff_at, base) = if r.wide { (0x20, 0x36) } else { (0x1c, 0x2a) };
-        let phoff = r.addr(header, phoff_at)?;
-        let phentsize = r.uint(header, base, 2)?;
-        let phnum = r.uint(header, base + 2, 2)?;
-        let table = r.bytes(phoff, phnum * phentsize)?;
+        let (r, header) = Reader::open(file)?;
+        let header = &header[..];
+        let (table, phnum, phentsize) = r.program_headers(header)?;
         let (off_at, size_at) = if r.wide { (0x08, 0x20) } else { (0x04, 0x10) };
         let entry = if r.wide { 16 } else { 8 };
         for i in 0..phnum {
