@@ -212,6 +212,9 @@ fn marks_follow_the_descriptor_not_its_number() {
         ("bind", "ports=1-65535"),
         ("seccomp", "idle=30,mode=force"),
         ("udp", "idle=30,dest=127.0.0.0/8"),
+        ("dupforce", "idle=30,dest=127.0.0.1/32,mode=force"),
+        ("dupchoice", "idle=30,dest=127.0.0.1/32"),
+        ("fastopen", "idle=30,dest=127.0.0.1/32"),
     ] {
         let out = under_shim(&exe, policy).arg(mode).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -390,6 +393,32 @@ fn a_log_path_that_is_no_regular_file_never_blocks_the_program() {
             out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1 30",
             "{}: {}",
             path.display(),
+            show(&out)
+        );
+    }
+}
+
+/// A socket made by another preloaded library's constructor gets the policy in either order
+/// of LD_PRELOAD: the loader runs that constructor before or after the shim's, and a hook that
+/// runs first reads the configuration there and then.
+#[test]
+fn a_socket_made_in_an_earlier_constructor_gets_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/early.c");
+    let early = testkit::compile_c(&src, dir.path(), &["-shared", "-fPIC"]);
+    for order in [
+        format!("{}:{}", early.display(), shim().display()),
+        format!("{}:{}", shim().display(), early.display()),
+    ] {
+        let out = Command::new("/bin/true")
+            .env("LD_PRELOAD", &order)
+            .env("KEEPALIVE_POLICY", "idle=31")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "early keepalive=1 idle=31\n",
+            "LD_PRELOAD={order}: {}",
             show(&out)
         );
     }

@@ -729,3 +729,24 @@ fn print_env_is_the_shims_alone() {
         .unwrap();
     testkit::assert_one_line_failure(&out, 2, &["--print-env", "seccomp"]);
 }
+
+/// A static C program (glibc, no LD_PRELOAD possible) that connects by TCP Fast Open: sendto
+/// and sendmsg with MSG_FASTOPEN and no connect() are trapped as connect is, matched against
+/// `dest=`, and get the policy; a send to a peer outside the filter does not.
+#[test]
+fn fast_open_sends_connect_through_seccomp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/fdreuse.c");
+    let exe = testkit::compile_c(&src, dir.path(), &["-pthread", "-static"]);
+    let out = keepalive()
+        .args(["run", "idle=30,dest=127.0.0.1/32", "--"])
+        .arg(&exe)
+        .arg("fastopen")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("FAIL") && text.contains("ok fastopen-sendmsg"),
+        "{out:?}"
+    );
+}

@@ -71,17 +71,31 @@ struct Slot(UnsafeCell<MaybeUninit<Config>>);
 unsafe impl Sync for Slot {}
 static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
 
-/// The configuration, once loaded and when the shim is on.
+/// The configuration, once loaded and when the shim is on. A hook that runs before the shim's
+/// constructor (another preloaded library's constructor making a socket: the loader runs
+/// those in an order of its own) loads it there and then from `environ`, as the constructor
+/// would have; the constructor then finds it loaded.
 pub fn get() -> Option<&'static Config> {
-    if STATE.load(Ordering::Acquire) != READY {
+    let state = match STATE.load(Ordering::Acquire) {
+        UNINIT => {
+            unsafe extern "C" {
+                static environ: *const *mut c_char;
+            }
+            // SAFETY: libc's `environ`, initialised before any constructor runs.
+            load(unsafe { environ });
+            STATE.load(Ordering::Acquire)
+        }
+        state => state,
+    };
+    if state != READY {
         return None;
     }
     // SAFETY: READY is stored only after CONFIG was written (see `load`).
     Some(unsafe { (*CONFIG.0.get()).assume_init_ref() })
 }
 
-/// Reads the environment and publishes the configuration. Runs once, from the constructor; a
-/// second call (none is made) would return at once.
+/// Reads the environment and publishes the configuration. Runs once, from the constructor or
+/// from the first hook that runs before it; a second call returns at once.
 pub fn load(envp: *const *mut c_char) {
     if STATE
         .compare_exchange(UNINIT, LOADING, Ordering::AcqRel, Ordering::Acquire)
@@ -282,8 +296,9 @@ fn find_env_from(
 /// still a variable every child sees (and a program that tests whether it is set, or copies
 /// the environment somewhere, is not left alone).
 ///
-/// Removal is glibc's (or musl's) `unsetenv`: this runs once, from the constructor, before
-/// `main` and before any hook, where the hooks' rules (no allocation, no locks) do not apply;
+/// Removal is glibc's (or musl's) `unsetenv`: this runs once, before `main` (from the
+/// constructor, or from the first hook another library's constructor reached before it),
+/// where the hooks' rules (no allocation, no locks) do not apply;
 /// and `unsetenv` allocates nothing anyway: it moves the later pointers of `environ` down one
 /// place, in the array itself. It acts on `environ`, which is the array the program's `main`
 /// and `getenv` see, even if another library's constructor replaced it by a `setenv` before

@@ -6,7 +6,8 @@
 //!   off, then compared for equality, so SOCK_SEQPACKET or SOCK_RAW never match) is marked as
 //!   TCP and, without filters, gets the policy at once.
 //! - `bind` / `connect`: with `ports=` or `dest=`, the policy goes on when the address is known
-//!   and matches.
+//!   and matches; so it does for `sendto`/`sendmsg`/`sendmmsg` with MSG_FASTOPEN, which
+//!   connect a TCP socket without connect() (TCP Fast Open).
 //! - `accept` / `accept4`: the kernel copies a listener's options to the sockets it accepts;
 //!   these only carry the shim's bookkeeping over, so force mode guards them too.
 //! - `setsockopt`: in force mode, calls that would change an option the policy sets report
@@ -76,7 +77,11 @@ fn apply(fd: c_int, inode: u64, config: &Config) {
             break;
         }
     }
-    MARKS.mark(fd, inode, ok);
+    if ok {
+        MARKS.mark_managed(fd, inode);
+    } else {
+        MARKS.mark(fd, inode, false);
+    }
     if ok {
         log::info(config, format_args!("fd {fd}: keepalive on"));
     }
@@ -206,31 +211,131 @@ fn get_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     (rc == 0).then_some(v)
 }
 
+/// After the kernel was asked to connect `fd` to the `len` bytes at `addr` (connect, or a TCP
+/// Fast Open send) and answered `ok` or errno `after`: a filtered policy goes on if the peer
+/// matches. The policy goes on a connection that is underway, which keepalive options take at
+/// any time.
+///
 /// # Safety
-/// Called by C code as `connect(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    // The kernel first: it reads the address (EFAULT for one it cannot read) and the policy
-    // goes on a connection that is underway, which keepalive options take at any time.
-    // SAFETY: the caller's arguments, passed on.
-    let rc = unsafe { real::connect(fd, addr, len) };
-    let after = errno();
+/// `addr` and `len` are what the call passed, and the call has returned.
+unsafe fn connected(fd: c_int, addr: *const sockaddr, len: socklen_t, ok: bool, after: c_int) {
     if let Some(config) = config::get()
         // The kernel read the address unless it stopped before (a bad descriptor, a length
         // out of range, memory it could not read); a refused or pending connection counts, as
         // the program may use the socket again.
-        && (rc == 0
-            || !matches!(after, libc::EFAULT | libc::EBADF | libc::ENOTSOCK | libc::EINVAL))
+        && (ok || !matches!(after, libc::EFAULT | libc::EBADF | libc::ENOTSOCK | libc::EINVAL))
         && wants_filtered(config, fd)
         // Connected: the kernel's own record of the peer; otherwise what was passed.
-        // SAFETY: the kernel took `len` bytes at `addr` in the call above (see the errors).
+        // SAFETY: the kernel took `len` bytes at `addr` in the call (see the errors).
         && let Some((ip, port)) = socket_name(fd, true).or_else(|| unsafe { passed(addr, len, false) })
         && config.injection.matches_remote(ip, port)
         && let Some(mark) = MARKS.verified(fd)
     {
         apply(fd, mark.inode(), config);
     }
+}
+
+/// # Safety
+/// Called by C code as `connect(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // The kernel first: it reads the address (EFAULT for one it cannot read).
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::connect(fd, addr, len) };
+    let after = errno();
+    // SAFETY: the arguments of the call just made.
+    unsafe { connected(fd, addr, len, rc == 0, after) };
     set_errno(after);
+    rc
+}
+
+/// # Safety
+/// Called by C code as `sendto(2)`. With MSG_FASTOPEN on a TCP socket that is not connected,
+/// the kernel connects it to `addr` (TCP Fast Open: the SYN carries the data), with no
+/// connect() for the shim to see; a filter's policy goes on then. Every other send is passed
+/// straight through.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: usize,
+    flags: c_int,
+    addr: *const sockaddr,
+    addr_len: socklen_t,
+) -> isize {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::sendto(fd, buf, len, flags, addr, addr_len) };
+    if flags & libc::MSG_FASTOPEN != 0 {
+        let after = errno();
+        // SAFETY: the arguments of the call just made.
+        unsafe { connected(fd, addr, addr_len, rc >= 0, after) };
+        set_errno(after);
+    }
+    rc
+}
+
+/// The destination a message names, if the kernel read it: the kernel copied the header and
+/// the name it points to unless the call failed with EFAULT (or stopped before, see
+/// `connected`).
+///
+/// # Safety
+/// `msg` is what a sendmsg or sendmmsg call that has returned was passed.
+unsafe fn named(
+    msg: *const libc::msghdr,
+    after: c_int,
+    ok: bool,
+) -> Option<(*const sockaddr, socklen_t)> {
+    if msg.is_null() || (!ok && after == libc::EFAULT) {
+        return None;
+    }
+    // SAFETY: the kernel read the header at `msg` in that call.
+    let header = unsafe { core::ptr::read(msg) };
+    Some((
+        header.msg_name.cast_const().cast::<sockaddr>(),
+        header.msg_namelen,
+    ))
+}
+
+/// # Safety
+/// Called by C code as `sendmsg(2)`; MSG_FASTOPEN as for [`sendto`], the address being the
+/// message's name.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::sendmsg(fd, msg, flags) };
+    if flags & libc::MSG_FASTOPEN != 0 {
+        let after = errno();
+        // SAFETY: the arguments of the call just made.
+        if let Some((addr, len)) = unsafe { named(msg, after, rc >= 0) } {
+            // SAFETY: the name the kernel read in that call.
+            unsafe { connected(fd, addr, len, rc >= 0, after) };
+        }
+        set_errno(after);
+    }
+    rc
+}
+
+/// # Safety
+/// Called by C code as `sendmmsg(2)`; MSG_FASTOPEN as for [`sendmsg`], the first message
+/// being the one that connects.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    count: core::ffi::c_uint,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    let rc = unsafe { real::sendmmsg(fd, msgs, count, flags) };
+    if flags & libc::MSG_FASTOPEN != 0 && count > 0 && !msgs.is_null() {
+        let after = errno();
+        // SAFETY: the first entry's header, which the kernel read first.
+        if let Some((addr, len)) = unsafe { named(&raw const (*msgs).msg_hdr, after, rc >= 0) } {
+            // SAFETY: the name the kernel read in that call.
+            unsafe { connected(fd, addr, len, rc >= 0, after) };
+        }
+        set_errno(after);
+    }
     rc
 }
 

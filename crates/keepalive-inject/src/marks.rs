@@ -14,24 +14,33 @@
 //! clearing would be wrong (a vfork child shares this table but not the descriptors,
 //! `close_range(CLOSE_RANGE_UNSHARE)` closes another table's, and a clear after the real call
 //! races with a new socket taking the number). The hooks on dup, dup2, dup3 and fcntl(F_DUPFD)
-//! copy a mark to the new number, so duplicates are guarded too.
+//! copy a mark to the new number, so duplicates are guarded too; what later happens to the
+//! socket through one number (the policy going on at a filtered connect, the program's own
+//! choice) is spread to every number marked with the same inode.
 //!
 //! Descriptors past [`CAPACITY`] are never marked: the shim then treats them as sockets it did
 //! not make, and leaves them alone.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Descriptors covered: 0..1_048_576 (the kernel's default `nr_open` ceiling).
 pub const CAPACITY: usize = 1 << 20;
 
 pub struct Marks {
     table: [AtomicU64; CAPACITY],
+    /// One past the highest descriptor ever marked: how far a search for duplicates looks.
+    end: AtomicUsize,
+    /// Whether a marked descriptor was ever duplicated: until then no socket has two numbers,
+    /// and nothing needs searching.
+    duplicated: AtomicBool,
 }
 
 /// The table every hook shares.
 pub static MARKS: Marks = Marks {
     table: [const { AtomicU64::new(0) }; CAPACITY],
+    end: AtomicUsize::new(0),
+    duplicated: AtomicBool::new(false),
 };
 
 /// What the table says of a descriptor.
@@ -72,14 +81,43 @@ impl Marks {
         self.table.get(usize::try_from(fd).ok()?)
     }
 
+    fn store(&self, fd: c_int, raw: u64) {
+        if let Some(slot) = self.slot(fd) {
+            slot.store(raw, Ordering::Relaxed);
+            if let Ok(i) = usize::try_from(fd) {
+                self.end.fetch_max(i.saturating_add(1), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Marks `fd` as the TCP socket with inode `inode`, with or without the policy.
     pub fn mark(&self, fd: c_int, inode: u64, managed: bool) {
-        if let Some(slot) = self.slot(fd) {
-            slot.store(
-                inode.wrapping_shl(2) | u64::from(managed),
-                Ordering::Relaxed,
-            );
+        self.store(fd, inode.wrapping_shl(2) | u64::from(managed));
+    }
+
+    /// Sets `bits` on every descriptor marked with `inode`: the policy went on, or the program
+    /// chose, through one number of a socket the program had duplicated, and the socket's other
+    /// numbers must say so too (force mode guards them; a filter leaves the choice alone).
+    fn spread(&self, inode: u64, bits: u64) {
+        if !self.duplicated.load(Ordering::Relaxed) {
+            return;
         }
+        let end = self.end.load(Ordering::Relaxed).min(CAPACITY);
+        for slot in self.table.iter().take(end) {
+            let raw = slot.load(Ordering::Relaxed);
+            if raw != 0 && raw >> 2 == inode && raw & bits != bits {
+                // Only if it still holds the same mark: a concurrent re-mark wins.
+                let _ =
+                    slot.compare_exchange(raw, raw | bits, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The policy went on the socket `inode` through one of its numbers (a filter's connect or
+    /// bind): `fd` is marked so, and so are its duplicates.
+    pub fn mark_managed(&self, fd: c_int, inode: u64) {
+        self.mark(fd, inode, true);
+        self.spread(inode, 1);
     }
 
     /// `fd` is no TCP socket of the shim's.
@@ -91,10 +129,14 @@ impl Marks {
         }
     }
 
-    /// The program set a keepalive option on `fd` itself.
+    /// The program set a keepalive option on `fd` itself: on the socket, so on every number
+    /// it has.
     pub fn note_choice(&self, fd: c_int) {
         if let Some(slot) = self.slot(fd) {
-            slot.fetch_or(2, Ordering::Relaxed);
+            let raw = slot.fetch_or(2, Ordering::Relaxed);
+            if raw != 0 {
+                self.spread(raw >> 2, 2);
+            }
         }
     }
 
@@ -104,8 +146,9 @@ impl Marks {
         let mark = self.get(from).map_or(0, |m| m.0);
         if mark == 0 {
             self.clear(to);
-        } else if let Some(slot) = self.slot(to) {
-            slot.store(mark, Ordering::Relaxed);
+        } else {
+            self.duplicated.store(true, Ordering::Relaxed);
+            self.store(to, mark);
         }
     }
 

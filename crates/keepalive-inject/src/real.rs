@@ -45,6 +45,9 @@ static DUP2: Symbol = Symbol::new(c"dup2");
 static DUP3: Symbol = Symbol::new(c"dup3");
 static FCNTL: Symbol = Symbol::new(c"fcntl");
 static FCNTL64: Symbol = Symbol::new(c"fcntl64");
+static SENDTO: Symbol = Symbol::new(c"sendto");
+static SENDMSG: Symbol = Symbol::new(c"sendmsg");
+static SENDMMSG: Symbol = Symbol::new(c"sendmmsg");
 
 pub fn resolve_all() {
     for s in [
@@ -59,15 +62,18 @@ pub fn resolve_all() {
         &DUP3,
         &FCNTL,
         &FCNTL64,
+        &SENDTO,
+        &SENDMSG,
+        &SENDMMSG,
     ] {
         s.get();
     }
 }
 
 /// What a hook returns when the real function cannot be found: -1 with ENOSYS.
-fn missing() -> c_int {
+fn missing<T: From<i8>>() -> T {
     crate::hooks::set_errno(libc::ENOSYS);
-    -1
+    T::from(-1)
 }
 
 // Each wrapper turns the stored address back into the function's C signature.
@@ -204,6 +210,65 @@ pub unsafe fn fcntl(sixty_four: bool, fd: c_int, cmd: c_int, arg: usize) -> c_in
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, c_int, ...) -> c_int = core::mem::transmute(real);
             f(fd, cmd, arg)
+        },
+    }
+}
+
+pub unsafe fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: usize,
+    flags: c_int,
+    addr: *const sockaddr,
+    addr_len: socklen_t,
+) -> isize {
+    match SENDTO.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `sendto`, which has this signature; the caller's
+        // arguments are passed on unchanged.
+        real => unsafe {
+            let f: unsafe extern "C" fn(
+                c_int,
+                *const c_void,
+                usize,
+                c_int,
+                *const sockaddr,
+                socklen_t,
+            ) -> isize = core::mem::transmute(real);
+            f(fd, buf, len, flags, addr, addr_len)
+        },
+    }
+}
+
+pub unsafe fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
+    match SENDMSG.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `sendmsg`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> isize =
+                core::mem::transmute(real);
+            f(fd, msg, flags)
+        },
+    }
+}
+
+pub unsafe fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    count: core::ffi::c_uint,
+    flags: c_int,
+) -> c_int {
+    match SENDMMSG.get() {
+        0 => missing(),
+        // SAFETY: the address is the next `sendmmsg`, which has this signature.
+        real => unsafe {
+            let f: unsafe extern "C" fn(
+                c_int,
+                *mut libc::mmsghdr,
+                core::ffi::c_uint,
+                c_int,
+            ) -> c_int = core::mem::transmute(real);
+            f(fd, msgs, count, flags)
         },
     }
 }

@@ -8,6 +8,11 @@
 //! synced. The unnamed file is made when the output is asked for, so a path that cannot be
 //! written fails before any work is done, and a run that fails or is killed leaves nothing
 //! behind: an unnamed file vanishes with its last descriptor.
+//!
+//! A filesystem without unnamed files (vfat, some FUSE and network filesystems: EOPNOTSUPP)
+//! gets the same through a named one: created exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, so
+//! nothing planted at the name is opened) under the temporary name at once, and removed if the
+//! output is abandoned; only a run killed by SIGKILL can leave it behind there.
 
 use crate::error::Error;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
@@ -27,11 +32,26 @@ pub struct Pending {
     dir: OwnedFd,
     name: std::ffi::OsString,
     file: File,
+    /// The file's temporary name, when it has one from the start (no O_TMPFILE here).
+    named: Option<std::ffi::OsString>,
+}
+
+/// The temporary name of an output called `name`: hidden, and this process's own.
+fn temporary_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    tmp
 }
 
 impl Pending {
     /// Starts the file at `path`: checks now that its directory takes a new file.
     pub fn create(path: &Path) -> Result<Pending, Error> {
+        Self::start(path, true)
+    }
+
+    /// `create`, with an unnamed file where `unnamed` and the filesystem has them.
+    fn start(path: &Path, unnamed: bool) -> Result<Pending, Error> {
         let Some(name) = path.file_name().map(std::ffi::OsStr::to_os_string) else {
             return Err(output_error(
                 path,
@@ -47,21 +67,61 @@ impl Pending {
             .unwrap_or(Path::new("."));
         let dir = open_dir(path, parent, 0)?;
         refuse_non_file(path, &dir, &name)?;
-        let fd: OwnedFd = rustix::fs::openat(
-            &dir,
-            ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|e| output_error(path, e.into()))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))
-            .map_err(|e| output_error(path, e.into()))?;
-        Ok(Pending {
+        let mode = Mode::from_raw_mode(0o644);
+        let tmpfile = if unnamed {
+            rustix::fs::openat(
+                &dir,
+                ".",
+                OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+                mode,
+            )
+        } else {
+            Err(rustix::io::Errno::OPNOTSUPP)
+        };
+        let (fd, named) = match tmpfile {
+            Ok(fd) => (fd, None),
+            // No unnamed files on this filesystem (EISDIR, EINVAL: a kernel without them).
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => {
+                let tmp = temporary_name(&name);
+                let fd = rustix::fs::openat(
+                    &dir,
+                    &tmp,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::WRONLY
+                        | OFlags::CLOEXEC,
+                    mode,
+                )
+                .map_err(|e| output_error(&path.with_file_name(&tmp), e.into()))?;
+                (fd, Some(tmp))
+            }
+            Err(e) => return Err(output_error(path, e.into())),
+        };
+        let pending = Pending {
             path: path.to_path_buf(),
             dir,
             name,
             file: File::from(fd),
-        })
+            named,
+        };
+        rustix::fs::fchmod(&pending.file, mode).map_err(|e| output_error(path, e.into()))?;
+        Ok(pending)
+    }
+
+    /// Removes the temporary name if it is still this file's.
+    fn remove_named(&mut self) {
+        if let Some(tmp) = self.named.take()
+            && let (Ok(ours), Ok(there)) = (
+                rustix::fs::fstat(&self.file),
+                rustix::fs::statat(&self.dir, &tmp, AtFlags::SYMLINK_NOFOLLOW),
+            )
+            && (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
+        {
+            let _ = rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty());
+        }
     }
 
     /// Writes `bytes` and puts the file in place.
@@ -69,26 +129,31 @@ impl Pending {
         let fail = |e: io::Error| output_error(&self.path, e);
         self.file.write_all(bytes).map_err(fail)?;
         self.file.sync_all().map_err(fail)?;
-        let mut tmp = std::ffi::OsString::from(".");
-        tmp.push(&self.name);
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let shown = self.path.with_file_name(&tmp);
-        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-        rustix::fs::linkat(
-            CWD,
-            proc_path.as_str(),
-            &self.dir,
-            &tmp,
-            AtFlags::SYMLINK_FOLLOW,
-        )
-        .map_err(|e| {
-            // What is at the temporary name is not ours: say where it is, touch nothing.
-            output_error(&shown, e.into())
-        })?;
-        rustix::fs::renameat(&self.dir, &tmp, &self.dir, &self.name).map_err(|e| {
-            let _ = rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty());
-            fail(e.into())
-        })?;
+        let tmp = match self.named.take() {
+            Some(tmp) => tmp,
+            None => {
+                let tmp = temporary_name(&self.name);
+                let shown = self.path.with_file_name(&tmp);
+                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(
+                    CWD,
+                    proc_path.as_str(),
+                    &self.dir,
+                    &tmp,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .map_err(|e| {
+                    // What is at the temporary name is not ours: say where it is, touch nothing.
+                    output_error(&shown, e.into())
+                })?;
+                tmp
+            }
+        };
+        if let Err(e) = rustix::fs::renameat(&self.dir, &tmp, &self.dir, &self.name) {
+            self.named = Some(tmp);
+            self.remove_named();
+            return Err(output_error(&self.path, e.into()));
+        }
         // The rename itself survives a crash once the directory is synced.
         if let Ok(dir) = rustix::fs::openat(
             &self.dir,
@@ -99,6 +164,14 @@ impl Pending {
             let _ = rustix::fs::fsync(&dir);
         }
         Ok(self.path.clone())
+    }
+}
+
+impl Drop for Pending {
+    /// An abandoned output leaves nothing: an unnamed file vanishes by itself, a named one is
+    /// removed.
+    fn drop(&mut self) {
+        self.remove_named();
     }
 }
 
@@ -306,6 +379,46 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+
+    /// Where the filesystem has no unnamed files: the same guarantees through a named
+    /// temporary file, made exclusively with mode 0644, removed when the output is abandoned,
+    /// never opened through a name planted first.
+    #[test]
+    fn without_unnamed_files_a_named_temporary_keeps_every_guarantee() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.pcap");
+        let tmp = dir
+            .path()
+            .join(format!(".out.pcap.{}.tmp", std::process::id()));
+        let old = rustix::process::umask(Mode::empty());
+        let pending = Pending::start(&target, false);
+        rustix::process::umask(old);
+        let pending = pending.unwrap();
+        drop(pending);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "abandoned: nothing left"
+        );
+        Pending::start(&target, false)
+            .unwrap()
+            .finish(b"pcap")
+            .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"pcap");
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o644
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, &tmp).unwrap();
+        let e = Pending::start(&target, false).unwrap_err();
+        assert!(e.to_string().contains(&tmp.display().to_string()), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
     }
 
     #[test]

@@ -12,6 +12,12 @@
  *                     still reach the program
  *   fdreuse bind      ports=1-65535: bind with AF_UNSPEC gets the policy
  *   fdreuse seccomp   force mode under a filter that kills on process_vm_readv
+ *   fdreuse dupforce  dest=127.0.0.1/32,mode=force: a duplicate made before the filtered
+ *                     connect is guarded once the policy went on through the other number
+ *   fdreuse dupchoice dest=127.0.0.1/32: values set through a duplicate before connect are
+ *                     the program's choice, which the filter leaves alone
+ *   fdreuse fastopen  dest=127.0.0.1/32: TCP Fast Open (sendto/sendmsg with MSG_FASTOPEN,
+ *                     no connect) to 127.0.0.1 gets the policy, to 127.0.0.2 does not
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -408,7 +414,105 @@ static void *reuse_loop(void *arg) {
     return NULL;
 }
 
+/* A listener on 127.0.0.1 (or `ip`) on a port the kernel picks, with Fast Open allowed. */
+static int listener(const char *ip, struct sockaddr_in *at) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int qlen = 8;
+    setsockopt(l, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof qlen);
+    memset(at, 0, sizeof *at);
+    at->sin_family = AF_INET;
+    inet_pton(AF_INET, ip, &at->sin_addr);
+    socklen_t len = sizeof *at;
+    if (bind(l, (struct sockaddr *)at, sizeof *at) != 0 || listen(l, 8) != 0 ||
+        getsockname(l, (struct sockaddr *)at, &len) != 0) {
+        check(0, "listener", "could not listen on loopback");
+        exit(1);
+    }
+    return l;
+}
+
+static void dup_force_check(void) {
+    struct sockaddr_in at;
+    int l = listener("127.0.0.1", &at);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int d = dup(s);
+    int d2 = fcntl(s, F_DUPFD_CLOEXEC, 100);
+    check(connect(s, (struct sockaddr *)&at, sizeof at) == 0 &&
+              get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+          "dupforce-policy", "the filtered connect did not apply the policy");
+    int zero = 0;
+    int rc = setsockopt(d, SOL_SOCKET, SO_KEEPALIVE, &zero, sizeof zero);
+    check(rc == 0 && get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1, "dupforce-dup-guarded",
+          "SO_KEEPALIVE=0 through a duplicate made before connect switched keepalive off");
+    rc = set_int(d2, IPPROTO_TCP, TCP_KEEPIDLE, 5);
+    check(rc == 0 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30, "dupforce-fcntl-guarded",
+          "TCP_KEEPIDLE=5 through an F_DUPFD duplicate replaced the policy");
+    close(d2);
+    close(d);
+    close(s);
+    close(l);
+}
+
+static void dup_choice_check(void) {
+    struct sockaddr_in at;
+    int l = listener("127.0.0.1", &at);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int d = dup(s);
+    check(set_int(d, IPPROTO_TCP, TCP_KEEPIDLE, 5) == 0, "dupchoice-set", "setsockopt failed");
+    check(connect(s, (struct sockaddr *)&at, sizeof at) == 0 &&
+              get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 5 &&
+              get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 0,
+          "dupchoice-kept", "the filter overrode values the program set through a duplicate");
+    close(d);
+    close(s);
+    close(l);
+}
+
+static void fast_open_check(void) {
+    struct sockaddr_in at, other;
+    int l = listener("127.0.0.1", &at);
+    int l2 = listener("127.0.0.2", &other);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    ssize_t n = sendto(s, "x", 1, MSG_FASTOPEN, (struct sockaddr *)&at, sizeof at);
+    check(n >= 0 || errno == EINPROGRESS, "fastopen-sendto-sent", "sendto failed");
+    check(get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(s, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+          "fastopen-sendto", "a Fast Open sendto to a matching peer got no policy");
+    int m = socket(AF_INET, SOCK_STREAM, 0);
+    struct iovec iov = {.iov_base = "y", .iov_len = 1};
+    struct msghdr msg = {.msg_name = &at, .msg_namelen = sizeof at, .msg_iov = &iov,
+                         .msg_iovlen = 1};
+    n = sendmsg(m, &msg, MSG_FASTOPEN);
+    check(n >= 0 || errno == EINPROGRESS, "fastopen-sendmsg-sent", "sendmsg failed");
+    check(get_int(m, SOL_SOCKET, SO_KEEPALIVE) == 1 && get_int(m, IPPROTO_TCP, TCP_KEEPIDLE) == 30,
+          "fastopen-sendmsg", "a Fast Open sendmsg to a matching peer got no policy");
+    int o = socket(AF_INET, SOCK_STREAM, 0);
+    n = sendto(o, "z", 1, MSG_FASTOPEN, (struct sockaddr *)&other, sizeof other);
+    check(n >= 0 || errno == EINPROGRESS, "fastopen-other-sent", "sendto failed");
+    check(get_int(o, SOL_SOCKET, SO_KEEPALIVE) == 0, "fastopen-other",
+          "a Fast Open send to a peer outside dest= got the policy");
+    errno = 12345;
+    n = sendto(s, "w", 1, 0, NULL, 0);
+    check(errno == 12345 || n < 0, "fastopen-errno", "a plain send changed errno");
+    close(o);
+    close(m);
+    close(s);
+    close(l2);
+    close(l);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "dupforce") == 0) {
+        dup_force_check();
+        return failed;
+    }
+    if (argc > 1 && strcmp(argv[1], "dupchoice") == 0) {
+        dup_choice_check();
+        return failed;
+    }
+    if (argc > 1 && strcmp(argv[1], "fastopen") == 0) {
+        fast_open_check();
+        return failed;
+    }
     if (argc > 1 && strcmp(argv[1], "bind") == 0) {
         bind_check();
         return failed;
@@ -439,7 +543,7 @@ int main(int argc, char **argv) {
         errno = 0;
         check(wrong == 0, "threads", why);
     } else {
-        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader|bind|seccomp\n");
+        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader|bind|seccomp|dupforce|dupchoice|fastopen\n");
         return 2;
     }
     return failed;

@@ -5,14 +5,14 @@
 //! `args[6]` from 16, each 64 bits), and does what the returned action says
 //! (kernel/seccomp.c, `__seccomp_filter`): SECCOMP_RET_ALLOW runs the call,
 //! SECCOMP_RET_USER_NOTIF stops the calling thread and queues the call on the listener, where
-//! the supervisor answers it. Only `connect`, `listen` and, in force mode, the `setsockopt`
-//! calls for options the policy owns are trapped; everything else runs untouched, at the cost
+//! the supervisor answers it. Only `connect`, `listen`, the sends that connect by TCP Fast
+//! Open and, in force mode, the `setsockopt` calls for options the policy owns are trapped; everything else runs untouched, at the cost
 //! of a few BPF instructions.
 
 use crate::policy::Key;
 use crate::policy::grammar::Mode;
 use crate::policy::injection::Injection;
-use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, sock_filter};
+use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W, sock_filter};
 
 /// `AUDIT_ARCH_*` of the architecture this was built for (include/uapi/linux/audit.h): the
 /// value the kernel puts in `seccomp_data.arch` for this architecture's native system calls.
@@ -74,6 +74,8 @@ enum Insn {
     Load(u32),
     /// `if A == k goto t else goto f`.
     Jeq(u32, To, To),
+    /// `if A & k goto t else goto f`.
+    Jset(u32, To, To),
 }
 
 /// The filter for `injection`, or `None` on an architecture this build has no AUDIT_ARCH for.
@@ -92,6 +94,20 @@ pub fn program(injection: &Injection) -> Option<Vec<sock_filter>> {
         // listen(fd, backlog): the same; accepted sockets inherit the listener's options.
         Insn::Jeq(libc::SYS_listen as u32, To::Notify, To::Next),
     ];
+    // TCP Fast Open connects with a send: sendto(fd, buf, len, flags, addr, addrlen),
+    // sendmsg(fd, msg, flags) and sendmmsg(fd, msgs, n, flags) with MSG_FASTOPEN in flags are
+    // trapped as connect is; every other send runs (A still holds nr past a miss).
+    for (nr, flags) in [
+        (libc::SYS_sendto, 3),
+        (libc::SYS_sendmsg, 2),
+        (libc::SYS_sendmmsg, 3),
+    ] {
+        code.extend([
+            Insn::Jeq(nr as u32, To::Next, To::Skip(2)),
+            Insn::Load(arg_low(flags)),
+            Insn::Jset(libc::MSG_FASTOPEN as u32, To::Notify, To::Allow),
+        ]);
+    }
     if injection.mode == Mode::Force {
         let owned: Vec<(i32, i32)> = owned_options(injection).collect();
         let tcp: Vec<u32> = owned
@@ -159,6 +175,12 @@ fn assemble(code: &[Insn]) -> Vec<sock_filter> {
                     jf: offset(f),
                     k,
                 },
+                Insn::Jset(k, t, f) => sock_filter {
+                    code: (BPF_JMP | BPF_JSET | BPF_K) as u16,
+                    jt: offset(t),
+                    jf: offset(f),
+                    k,
+                },
             }
         })
         .collect();
@@ -174,7 +196,7 @@ mod tests {
     use super::*;
 
     /// Runs `prog` over a seccomp_data the way the kernel's classic-BPF interpreter would, for
-    /// the two instruction kinds the filter uses.
+    /// the instruction kinds the filter uses.
     fn run(prog: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_ne_bytes());
@@ -193,6 +215,10 @@ mod tests {
                 }
                 c if c == BPF_JMP | BPF_JEQ | BPF_K => {
                     let skip = if acc == insn.k { insn.jt } else { insn.jf };
+                    pc += 1 + usize::from(skip);
+                }
+                c if c == BPF_JMP | BPF_JSET | BPF_K => {
+                    let skip = if acc & insn.k != 0 { insn.jt } else { insn.jf };
                     pc += 1 + usize::from(skip);
                 }
                 c if c == BPF_RET | BPF_K => return insn.k,
@@ -247,6 +273,36 @@ mod tests {
         assert_eq!(sso(&force, libc::IPPROTO_IP, libc::TCP_KEEPIDLE), ALLOW);
         assert_eq!(run(&force, arch, libc::SYS_connect as u32, [0; 6]), NOTIFY);
         assert_eq!(run(&force, arch, libc::SYS_getpid as u32, [0; 6]), ALLOW);
+
+        for prog in [&default, &force] {
+            let fast_open = libc::MSG_FASTOPEN as u64 | libc::MSG_NOSIGNAL as u64;
+            let sendto = libc::SYS_sendto as u32;
+            let sendmsg = libc::SYS_sendmsg as u32;
+            let sendmmsg = libc::SYS_sendmmsg as u32;
+            assert_eq!(run(prog, arch, sendto, [3, 0, 1, fast_open, 0, 16]), NOTIFY);
+            assert_eq!(run(prog, arch, sendto, [3, 0, 1, 0x4000, 0, 16]), ALLOW);
+            assert_eq!(run(prog, arch, sendmsg, [3, 0, fast_open, 0, 0, 0]), NOTIFY);
+            assert_eq!(run(prog, arch, sendmsg, [3, 0, 0, fast_open, 0, 0]), ALLOW);
+            assert_eq!(
+                run(prog, arch, sendmmsg, [3, 0, 1, fast_open, 0, 0]),
+                NOTIFY
+            );
+            assert_eq!(run(prog, arch, sendmmsg, [3, 0, 1, 0, 0, 0]), ALLOW);
+            assert_eq!(
+                run(
+                    prog,
+                    arch,
+                    libc::SYS_recvfrom as u32,
+                    [3, 0, 1, fast_open, 0, 0]
+                ),
+                ALLOW
+            );
+        }
+        assert_eq!(
+            sso(&force, libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+            NOTIFY,
+            "past the sends"
+        );
 
         let empty = program(&Injection::parse("mode=force").unwrap()).unwrap();
         assert_eq!(sso(&empty, libc::SOL_SOCKET, libc::SO_KEEPALIVE), NOTIFY);

@@ -137,6 +137,20 @@ impl Supervisor {
             if matches {
                 self.apply(&dup, "connect", &log);
             }
+        } else if let Some(name) = fast_open_name(nr, &args) {
+            // TCP Fast Open: the kernel connects an unconnected socket to the name given; on a
+            // connected one (its peer known) the send is only a send.
+            let unconnected = rustix::net::getpeername(&dup) == Err(Errno::NOTCONN);
+            let matches = || {
+                !self.injection.is_filtered()
+                    || self
+                        .message_name(notif, name)
+                        .and_then(|(addr, len)| self.peer_of(notif, addr, len))
+                        .is_some_and(|peer| self.injection.matches_remote(peer.ip(), peer.port()))
+            };
+            if unconnected && matches() {
+                self.apply(&dup, "fast open", &log);
+            }
         } else if nr == libc::SYS_listen {
             let matches = !self.injection.is_filtered()
                 || local_port(&dup).is_some_and(|port| self.injection.matches_local(port));
@@ -193,6 +207,26 @@ impl Supervisor {
         socket::read(dup).is_ok_and(|state| state.holds(&self.injection.policy))
     }
 
+    /// The destination a Fast Open send names: sendto's own arguments, or the name in the
+    /// (first) message header, read from the program's memory.
+    fn message_name(&self, notif: &libc::seccomp_notif, name: Name) -> Option<(u64, u64)> {
+        match name {
+            Name::Direct(addr, len) => Some((addr, len)),
+            Name::InHeader(header) => {
+                // struct msghdr begins { void *msg_name; socklen_t msg_namelen; ... }, and
+                // struct mmsghdr begins with a msghdr.
+                let mut raw = [0u8; 12];
+                let n = sys::read_memory(notif.pid, header, &mut raw).ok()?;
+                if n != raw.len() {
+                    return None;
+                }
+                let addr = u64::from_ne_bytes(raw.get(0..8)?.try_into().ok()?);
+                let len = u32::from_ne_bytes(raw.get(8..12)?.try_into().ok()?);
+                Some((addr, u64::from(len)))
+            }
+        }
+    }
+
     /// The address a trapped connect() is for, read from the program's memory: at most a
     /// sockaddr_in6, and only if the call is still pending after the read (the memory was
     /// the caller's at the time of the call, not some later reuse).
@@ -242,6 +276,29 @@ fn tgid_of(tid: u32) -> Option<u32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Where a trapped send finds its destination.
+#[derive(Clone, Copy)]
+enum Name {
+    /// sendto's address and length arguments.
+    Direct(u64, u64),
+    /// The msghdr (sendmsg) or first mmsghdr (sendmmsg) at this address.
+    InHeader(u64),
+}
+
+/// For a send that connects by TCP Fast Open (MSG_FASTOPEN in its flags: the filter traps
+/// only those), where its destination is.
+fn fast_open_name(nr: i64, args: &[u64; 6]) -> Option<Name> {
+    let flag = libc::MSG_FASTOPEN as u64;
+    match nr {
+        libc::SYS_sendto if args[3] & flag != 0 => Some(Name::Direct(args[4], args[5])),
+        libc::SYS_sendmsg if args[2] & flag != 0 => Some(Name::InHeader(args[1])),
+        libc::SYS_sendmmsg if args[3] & flag != 0 && args[2] as u32 > 0 => {
+            Some(Name::InHeader(args[1]))
+        }
+        _ => None,
+    }
 }
 
 fn local_port(fd: impl AsFd) -> Option<u16> {
