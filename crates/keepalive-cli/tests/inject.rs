@@ -215,6 +215,8 @@ fn marks_follow_the_descriptor_not_its_number() {
         ("dupforce", "idle=30,dest=127.0.0.1/32,mode=force"),
         ("dupchoice", "idle=30,dest=127.0.0.1/32"),
         ("fastopen", "idle=30,dest=127.0.0.1/32"),
+        ("badsend", "idle=30,dest=127.0.0.1/32"),
+        ("refused", "idle=30,dest=127.0.0.2/32"),
     ] {
         let out = under_shim(&exe, policy).arg(mode).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -405,7 +407,7 @@ fn a_log_path_that_is_no_regular_file_never_blocks_the_program() {
 fn a_socket_made_in_an_earlier_constructor_gets_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/early.c");
-    let early = testkit::compile_c(&src, dir.path(), &["-shared", "-fPIC"]);
+    let early = testkit::compile_c(&src, dir.path(), &["-shared", "-fPIC", "-pthread"]);
     for order in [
         format!("{}:{}", early.display(), shim().display()),
         format!("{}:{}", shim().display(), early.display()),
@@ -419,6 +421,31 @@ fn a_socket_made_in_an_earlier_constructor_gets_the_policy() {
             String::from_utf8_lossy(&out.stdout),
             "early keepalive=1 idle=31\n",
             "LD_PRELOAD={order}: {}",
+            show(&out)
+        );
+    }
+}
+
+/// Threads another preloaded library's constructor starts make sockets while one of them
+/// loads the shim's configuration: every socket gets the policy (a hook that finds the load
+/// underway waits for it).
+#[test]
+fn sockets_made_while_the_configuration_loads_get_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/early.c");
+    let early = testkit::compile_c(&src, dir.path(), &["-shared", "-fPIC", "-pthread"]);
+    let order = format!("{}:{}", shim().display(), early.display());
+    for _ in 0..20 {
+        let out = Command::new("/bin/true")
+            .env("LD_PRELOAD", &order)
+            .env("KEEPALIVE_POLICY", "idle=31")
+            .env("EARLY_THREADS", "4")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("early threads without keepalive: 0\n"),
+            "{}",
             show(&out)
         );
     }

@@ -4,7 +4,7 @@ use crate::log;
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int};
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use keepalive::policy::injection::{ENV, Injection};
 use keepalive::policy::{Mode, Settings, UserTimeout};
 
@@ -83,8 +83,13 @@ pub fn get() -> Option<&'static Config> {
             }
             // SAFETY: libc's `environ`, initialised before any constructor runs.
             load(unsafe { environ });
-            STATE.load(Ordering::Acquire)
+            // Another thread may have won the load: wait for it as below.
+            match STATE.load(Ordering::Acquire) {
+                LOADING => wait_for_load(),
+                state => state,
+            }
         }
+        LOADING => wait_for_load(),
         state => state,
     };
     if state != READY {
@@ -92,6 +97,35 @@ pub fn get() -> Option<&'static Config> {
     }
     // SAFETY: READY is stored only after CONFIG was written (see `load`).
     Some(unsafe { (*CONFIG.0.get()).assume_init_ref() })
+}
+
+/// The thread loading the configuration (its kernel thread id), while it does.
+static LOADER: AtomicI32 = AtomicI32::new(0);
+
+fn thread_id() -> i32 {
+    // SAFETY: gettid takes no argument and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Another thread is loading the configuration (threads another library's constructor started
+/// before the shim's ran): wait until it is published, so that no socket made meanwhile goes
+/// without the policy. The loading thread itself, if a hook runs inside the load, gets the
+/// shim off for that call. The load reads the environment and at most a few /proc/sys files,
+/// so the wait is short; it is bounded all the same (about a second of yields), after which
+/// the call goes on without the policy rather than hang.
+fn wait_for_load() -> u8 {
+    if LOADER.load(Ordering::Acquire) == thread_id() {
+        return LOADING;
+    }
+    for _ in 0..1_000_000 {
+        let state = STATE.load(Ordering::Acquire);
+        if state != LOADING {
+            return state;
+        }
+        // SAFETY: sched_yield takes no argument.
+        unsafe { libc::sched_yield() };
+    }
+    LOADING
 }
 
 /// Reads the environment and publishes the configuration. Runs once, from the constructor or
@@ -103,6 +137,7 @@ pub fn load(envp: *const *mut c_char) {
     {
         return;
     }
+    LOADER.store(thread_id(), Ordering::Release);
     let env = |name: &str| getenv(envp, name);
     let injection = match Injection::from_env(env) {
         Ok(i) => i,

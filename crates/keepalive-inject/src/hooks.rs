@@ -211,6 +211,14 @@ fn get_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     (rc == 0).then_some(v)
 }
 
+/// Whether a connect (or Fast Open send) left the socket connected or connecting: it
+/// succeeded, or the connection goes on without the call (non-blocking, or interrupted by a
+/// signal). Then the kernel has read the address. A refused or failed one leaves the socket
+/// unconnected, and the program may connect it again elsewhere: no policy from this one.
+fn underway(ok: bool, errno: c_int) -> bool {
+    ok || matches!(errno, libc::EINPROGRESS | libc::EINTR | libc::EALREADY)
+}
+
 /// After the kernel was asked to connect `fd` to the `len` bytes at `addr` (connect, or a TCP
 /// Fast Open send) and answered `ok` or errno `after`: a filtered policy goes on if the peer
 /// matches. The policy goes on a connection that is underway, which keepalive options take at
@@ -220,10 +228,7 @@ fn get_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
 /// `addr` and `len` are what the call passed, and the call has returned.
 unsafe fn connected(fd: c_int, addr: *const sockaddr, len: socklen_t, ok: bool, after: c_int) {
     if let Some(config) = config::get()
-        // The kernel read the address unless it stopped before (a bad descriptor, a length
-        // out of range, memory it could not read); a refused or pending connection counts, as
-        // the program may use the socket again.
-        && (ok || !matches!(after, libc::EFAULT | libc::EBADF | libc::ENOTSOCK | libc::EINVAL))
+        && underway(ok, after)
         && wants_filtered(config, fd)
         // Connected: the kernel's own record of the peer; otherwise what was passed.
         // SAFETY: the kernel took `len` bytes at `addr` in the call (see the errors).
@@ -274,9 +279,10 @@ pub unsafe extern "C" fn sendto(
     rc
 }
 
-/// The destination a message names, if the kernel read it: the kernel copied the header and
-/// the name it points to unless the call failed with EFAULT (or stopped before, see
-/// `connected`).
+/// The destination a message names, if the kernel read it: only a call that connected or is
+/// connecting ([`underway`]) got past copying the header and the name it points to (a bad
+/// descriptor, a non-socket, a flag refused or an unreadable header all fail before), and only
+/// a configured shim looks.
 ///
 /// # Safety
 /// `msg` is what a sendmsg or sendmmsg call that has returned was passed.
@@ -285,7 +291,7 @@ unsafe fn named(
     after: c_int,
     ok: bool,
 ) -> Option<(*const sockaddr, socklen_t)> {
-    if msg.is_null() || (!ok && after == libc::EFAULT) {
+    if msg.is_null() || !underway(ok, after) || config::get().is_none() {
         return None;
     }
     // SAFETY: the kernel read the header at `msg` in that call.

@@ -5,9 +5,10 @@
 //! Rules for everything reachable from a hook, because it runs inside someone else's process:
 //! no allocation, no panic (lints in Cargo.toml forbid indexing, unwrap and overflowing
 //! arithmetic), no thread-locals beyond libc's own errno, errno as the caller left it, no
-//! syscall but the setsockopt calls the policy needs and the fstat that confirms which socket a
-//! descriptor holds, and no write to any file descriptor the
-//! program owns. Configuration is parsed once, at load, by the same parser as everywhere else.
+//! syscall but the setsockopt calls the policy needs, the fstat that confirms which socket a
+//! descriptor holds and socket queries that change nothing (getsockopt, getpeername,
+//! getsockname), and no write to any file descriptor the program owns. Configuration is parsed
+//! once, at load, by the same parser as everywhere else.
 //!
 //! `keepalive run` is the launcher; see crates/keepalive-cli.
 

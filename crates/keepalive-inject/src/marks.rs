@@ -1,9 +1,9 @@
 //! Which descriptors hold a TCP socket the shim saw made, and whether that socket carries the
 //! policy: a table of atomics in static memory (zero pages until touched), indexed by
 //! descriptor number, holding the socket's inode number as fstat(2) reported it when it was
-//! marked, shifted left two bits; bit 0 set when the policy went on, bit 1 when the program set
-//! a keepalive option itself (a filter's bind or connect then leaves its choice alone). 0 is
-//! "no mark".
+//! marked, shifted left three bits; bit 0 set when the policy went on, bit 1 when the program
+//! set a keepalive option itself (a filter's bind or connect then leaves its choice alone), bit
+//! 2 when the socket has more than one number (it was duplicated). 0 is "no mark".
 //!
 //! Descriptor numbers are reused as soon as they are closed, and a program can close or make
 //! one without the shim seeing it (raw `syscall(SYS_close)`, io_uring, a library calling the
@@ -16,13 +16,14 @@
 //! races with a new socket taking the number). The hooks on dup, dup2, dup3 and fcntl(F_DUPFD)
 //! copy a mark to the new number, so duplicates are guarded too; what later happens to the
 //! socket through one number (the policy going on at a filtered connect, the program's own
-//! choice) is spread to every number marked with the same inode.
+//! choice) is spread to every number marked with the same inode: a search of the table up to
+//! the highest number marked, made only for a socket that was duplicated.
 //!
 //! Descriptors past [`CAPACITY`] are never marked: the shim then treats them as sockets it did
 //! not make, and leaves them alone.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Descriptors covered: 0..1_048_576 (the kernel's default `nr_open` ceiling).
 pub const CAPACITY: usize = 1 << 20;
@@ -31,16 +32,17 @@ pub struct Marks {
     table: [AtomicU64; CAPACITY],
     /// One past the highest descriptor ever marked: how far a search for duplicates looks.
     end: AtomicUsize,
-    /// Whether a marked descriptor was ever duplicated: until then no socket has two numbers,
-    /// and nothing needs searching.
-    duplicated: AtomicBool,
 }
+
+const MANAGED: u64 = 1;
+const CHOSE: u64 = 2;
+const SHARED: u64 = 4;
+const SHIFT: u32 = 3;
 
 /// The table every hook shares.
 pub static MARKS: Marks = Marks {
     table: [const { AtomicU64::new(0) }; CAPACITY],
     end: AtomicUsize::new(0),
-    duplicated: AtomicBool::new(false),
 };
 
 /// What the table says of a descriptor.
@@ -50,17 +52,17 @@ pub struct Mark(u64);
 impl Mark {
     /// The socket carries the policy.
     pub fn managed(self) -> bool {
-        self.0 & 1 == 1
+        self.0 & MANAGED != 0
     }
 
     /// The program set a keepalive option on it itself.
     pub fn chose(self) -> bool {
-        self.0 & 2 == 2
+        self.0 & CHOSE != 0
     }
 
     /// The socket's inode number.
     pub fn inode(self) -> u64 {
-        self.0 >> 2
+        self.0 >> SHIFT
     }
 }
 
@@ -90,22 +92,20 @@ impl Marks {
         }
     }
 
-    /// Marks `fd` as the TCP socket with inode `inode`, with or without the policy.
+    /// Marks `fd` as the TCP socket with inode `inode`, just made (one number), with or
+    /// without the policy.
     pub fn mark(&self, fd: c_int, inode: u64, managed: bool) {
-        self.store(fd, inode.wrapping_shl(2) | u64::from(managed));
+        self.store(fd, inode.wrapping_shl(SHIFT) | u64::from(managed));
     }
 
     /// Sets `bits` on every descriptor marked with `inode`: the policy went on, or the program
     /// chose, through one number of a socket the program had duplicated, and the socket's other
     /// numbers must say so too (force mode guards them; a filter leaves the choice alone).
     fn spread(&self, inode: u64, bits: u64) {
-        if !self.duplicated.load(Ordering::Relaxed) {
-            return;
-        }
         let end = self.end.load(Ordering::Relaxed).min(CAPACITY);
         for slot in self.table.iter().take(end) {
             let raw = slot.load(Ordering::Relaxed);
-            if raw != 0 && raw >> 2 == inode && raw & bits != bits {
+            if raw != 0 && raw >> SHIFT == inode && raw & bits != bits {
                 // Only if it still holds the same mark: a concurrent re-mark wins.
                 let _ =
                     slot.compare_exchange(raw, raw | bits, Ordering::Relaxed, Ordering::Relaxed);
@@ -116,8 +116,18 @@ impl Marks {
     /// The policy went on the socket `inode` through one of its numbers (a filter's connect or
     /// bind): `fd` is marked so, and so are its duplicates.
     pub fn mark_managed(&self, fd: c_int, inode: u64) {
-        self.mark(fd, inode, true);
-        self.spread(inode, 1);
+        let Some(slot) = self.slot(fd) else {
+            return;
+        };
+        let raw = slot.load(Ordering::Relaxed);
+        if raw != 0 && raw >> SHIFT == inode {
+            slot.fetch_or(MANAGED, Ordering::Relaxed);
+            if raw & SHARED != 0 {
+                self.spread(inode, MANAGED);
+            }
+        } else {
+            self.mark(fd, inode, true);
+        }
     }
 
     /// `fd` is no TCP socket of the shim's.
@@ -133,9 +143,9 @@ impl Marks {
     /// it has.
     pub fn note_choice(&self, fd: c_int) {
         if let Some(slot) = self.slot(fd) {
-            let raw = slot.fetch_or(2, Ordering::Relaxed);
-            if raw != 0 {
-                self.spread(raw >> 2, 2);
+            let raw = slot.fetch_or(CHOSE, Ordering::Relaxed);
+            if raw & SHARED != 0 {
+                self.spread(raw >> SHIFT, CHOSE);
             }
         }
     }
@@ -147,8 +157,10 @@ impl Marks {
         if mark == 0 {
             self.clear(to);
         } else {
-            self.duplicated.store(true, Ordering::Relaxed);
-            self.store(to, mark);
+            if let Some(slot) = self.slot(from) {
+                slot.fetch_or(SHARED, Ordering::Relaxed);
+            }
+            self.store(to, mark | SHARED);
         }
     }
 

@@ -26,13 +26,14 @@ static int keepalive_on(int fd) {
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
     int failures = 0;
-    /* A refused blocking connect: the policy goes on first, errno must still say ECONNREFUSED. */
+    /* A refused blocking connect: errno must still say ECONNREFUSED, and the socket, left
+     * unconnected, gets no policy from it (the program may connect it elsewhere). */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in closed = addr(atoi(argv[1]));
     int rc = connect(fd, (struct sockaddr *)&closed, sizeof closed);
     int e = errno;
     printf("refused connect: rc=%d errno=%s keepalive=%d\n", rc, strerror(e), keepalive_on(fd));
-    failures += !(rc == -1 && e == ECONNREFUSED && keepalive_on(fd));
+    failures += !(rc == -1 && e == ECONNREFUSED && !keepalive_on(fd));
     close(fd);
     /* A non-blocking connect: EINPROGRESS (or 0) must come through untouched. */
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);

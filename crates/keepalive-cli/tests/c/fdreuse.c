@@ -18,6 +18,11 @@
  *                     the program's choice, which the filter leaves alone
  *   fdreuse fastopen  dest=127.0.0.1/32: TCP Fast Open (sendto/sendmsg with MSG_FASTOPEN,
  *                     no connect) to 127.0.0.1 gets the policy, to 127.0.0.2 does not
+ *   fdreuse badsend   Fast Open sends the kernel refuses before it reads the message header
+ *                     (a bad descriptor, a file, MSG_CMSG_COMPAT) with an unreadable header:
+ *                     the kernel's error, no crash
+ *   fdreuse refused   dest=127.0.0.2/32: a refused connect to a matching peer leaves no
+ *                     policy on a socket the program then connects elsewhere
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,7 +44,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef MSG_CMSG_COMPAT
+#define MSG_CMSG_COMPAT 0x80000000 /* the kernel's, include/linux/socket.h */
+#endif
+
 static int failed;
+
+static int listener(const char *ip, struct sockaddr_in *at);
 
 static void check(int ok, const char *name, const char *why) {
     if (ok) {
@@ -230,9 +241,13 @@ static void udp_check(void) {
     }
 
     /* RFC 2133's 24-byte sockaddr_in6 (no scope id), which the kernel takes: the policy goes
-     * on a matching v4-mapped peer. */
+     * on a matching v4-mapped peer. (The connects below go to a listener: a refused connect
+     * gets no policy.) */
+    struct sockaddr_in at;
+    int l = listener("127.0.0.1", &at);
+    a = at;
     int six = socket(AF_INET6, SOCK_STREAM, 0);
-    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(9)};
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = at.sin_port};
     inet_pton(AF_INET6, "::ffff:127.0.0.1", &a6.sin6_addr);
     connect(six, (struct sockaddr *)&a6, 24);
     check(get_int(six, SOL_SOCKET, SO_KEEPALIVE) == 1, "sockaddr-in6-24-bytes",
@@ -267,8 +282,7 @@ static void udp_check(void) {
     close(orig);
 
     /* A program that chose its own keepalive before connecting keeps it (default mode): curl
-     * --keepalive-time 5, socat keepidle=5. The connect fails (nothing listens on 9); the
-     * options were set before. */
+     * --keepalive-time 5, socat keepidle=5. The options were set before the connect. */
     int own = socket(AF_INET, SOCK_STREAM, 0);
     set_int(own, SOL_SOCKET, SO_KEEPALIVE, 1);
     set_int(own, IPPROTO_TCP, TCP_KEEPIDLE, 5);
@@ -288,6 +302,7 @@ static void udp_check(void) {
     check(get_int(plain, SOL_SOCKET, SO_KEEPALIVE) == 1, "policy-at-connect",
           "a matching connect() did not get the policy");
     close(plain);
+    close(l);
 }
 
 static volatile int stop_closing;
@@ -500,7 +515,57 @@ static void fast_open_check(void) {
     close(l);
 }
 
+static void bad_send_check(void) {
+    void *bad = (void *)8;
+    int file = open("/dev/null", O_RDONLY);
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    struct {
+        int fd, flags, err;
+        const char *name;
+    } cases[] = {
+        {-1, MSG_FASTOPEN, EBADF, "badsend-ebadf"},
+        {file, MSG_FASTOPEN, ENOTSOCK, "badsend-enotsock"},
+        {tcp, MSG_FASTOPEN | MSG_CMSG_COMPAT, EINVAL, "badsend-compat"},
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        errno = 0;
+        ssize_t n = sendmsg(cases[i].fd, bad, cases[i].flags);
+        check(n == -1 && errno == cases[i].err, cases[i].name, "sendmsg's errno changed");
+        errno = 0;
+        int m = sendmmsg(cases[i].fd, bad, 1, cases[i].flags);
+        check(m == -1 && errno == cases[i].err, cases[i].name, "sendmmsg's errno changed");
+    }
+    close(tcp);
+    close(file);
+}
+
+static void refused_check(void) {
+    struct sockaddr_in at, closed;
+    int l = listener("127.0.0.1", &at);
+    /* A port on 127.0.0.2 nobody listens on: bind one, take its number, close it. */
+    int gone = listener("127.0.0.2", &closed);
+    close(gone);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int rc = connect(s, (struct sockaddr *)&closed, sizeof closed);
+    check(rc == -1 && errno == ECONNREFUSED, "refused-refused", "the connect was not refused");
+    check(get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 0, "refused-no-policy",
+          "a refused connect to a matching peer put the policy on");
+    rc = connect(s, (struct sockaddr *)&at, sizeof at);
+    check(rc == 0 && get_int(s, SOL_SOCKET, SO_KEEPALIVE) == 0, "refused-then-elsewhere",
+          "the socket connected to a peer outside dest= holds the policy");
+    close(s);
+    close(l);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "badsend") == 0) {
+        bad_send_check();
+        return failed;
+    }
+    if (argc > 1 && strcmp(argv[1], "refused") == 0) {
+        refused_check();
+        return failed;
+    }
     if (argc > 1 && strcmp(argv[1], "dupforce") == 0) {
         dup_force_check();
         return failed;
@@ -543,7 +608,7 @@ int main(int argc, char **argv) {
         errno = 0;
         check(wrong == 0, "threads", why);
     } else {
-        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader|bind|seccomp|dupforce|dupchoice|fastopen\n");
+        fprintf(stderr, "usage: fdreuse force|udp|threads|racing|leader|bind|seccomp|dupforce|dupchoice|fastopen|badsend|refused\n");
         return 2;
     }
     return failed;
