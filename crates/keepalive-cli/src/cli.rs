@@ -51,22 +51,32 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// http://HOST[:PORT]/PATH or https://...
+    /// http://HOST[:PORT]/PATH or https://... (IPv6 as [ADDR], a zone as [ADDR%25IFACE])
     #[arg(value_name = "URL")]
     pub url: String,
-    /// The longest wait for a response, or for the server to close an idle connection.
+    /// The whole run ends by then: every response, the idle waits and the counting.
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     pub max_wait: String,
     /// Stop counting requests on one connection at this many.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub requests: u32,
-    /// A load balancer or NAT in front of the server (an id from docs/middleboxes.tsv, e.g.
-    /// aws-alb): warn when the server's idle timeout is not longer than its.
+    /// A load balancer, proxy or NAT in front of the server (an id from docs/middleboxes.tsv,
+    /// e.g. aws-alb, aws-nlb): what the measurement means behind it.
     #[arg(long, value_name = "NAME")]
     pub behind: Option<String>,
+    /// Trust the CA certificates in this PEM file instead of the system's store.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
     /// Accept any TLS certificate (self-signed test servers).
     #[arg(long)]
     pub insecure: bool,
+    /// Measure HTTP/2 in cleartext too, with prior knowledge (over TLS it is tried through
+    /// ALPN without asking).
+    #[arg(long, conflicts_with = "http1")]
+    pub http2: bool,
+    /// Measure HTTP/1.1 only.
+    #[arg(long)]
+    pub http1: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -2,10 +2,14 @@
 
 use crate::UsageError;
 use crate::cli::HttpArgs;
-use crate::render::json;
+use crate::render::{duration_ms, json};
 use keepalive::policy::grammar::parse_duration_ms;
 use keepalive::reference::{self, Middlebox};
-use keepalive_http::{CountEnd, HttpError, Idle, Options, Report, Url};
+use keepalive_http::verdict::{self, Finding, Level, Pool};
+use keepalive_http::{
+    Close, CountEnd, Http1, Http2, Http2Measured, Http2Mode, HttpError, Idle, Options, Progress,
+    Report, Trust, Url,
+};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -14,9 +18,9 @@ use std::time::Duration;
 struct Out<'a> {
     #[serde(flatten)]
     report: &'a Report,
-    pool_idle_timeout_s: Option<f64>,
+    pool: Vec<Pool>,
     behind: Option<Middlebox>,
-    warnings: Vec<String>,
+    findings: Vec<Finding>,
 }
 
 pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
@@ -43,100 +47,234 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
         })?),
     };
     let tty = std::io::stderr().is_terminal() && !args.json;
-    let report = keepalive_http::inspect(&Options {
+    let options = Options {
         url,
         max_wait: Duration::from_millis(max_wait),
         requests: args.requests,
-        insecure: args.insecure,
-        progress: tty.then(|| -> Box<dyn Fn(f64, f64)> {
-            Box::new(|done, most| crate::render::note(&format!("\r  waiting for the server to close the idle connection: {done:5.1}s (at most {most:.0}s) ")))
+        trust: Trust {
+            insecure: args.insecure,
+            cacert: args.cacert.clone(),
+        },
+        http2: if args.http1 {
+            Http2Mode::Off
+        } else if args.http2 {
+            Http2Mode::PriorKnowledge
+        } else {
+            Http2Mode::Auto
+        },
+        progress: tty.then(|| -> Box<dyn Fn(&Progress)> {
+            Box::new(|p| crate::render::note(&format!("\r{}", progress_line(p))))
         }),
-    })
-    .map_err(|e| match e {
-        HttpError::Url(m) => UsageError::err(m),
+    };
+    let report = keepalive_http::inspect(&options);
+    if tty {
+        crate::render::note(&format!("\r{:99}\r", ""));
+    }
+    let report = report.map_err(|e| match e {
+        HttpError::Url(m) | HttpError::Input(m) => UsageError::err(m),
         e => anyhow::anyhow!("{e}"),
     })?;
-    if tty {
-        crate::render::note(&format!("\r{:90}\r", ""));
-    }
-    let warnings: Vec<String> = behind
-        .iter()
-        .filter_map(|lb| keepalive_http::behind_warning(&report, lb.name, lb.idle_timeout_s))
-        .collect();
+    let pool = verdict::pools(&report);
+    let findings = behind
+        .as_ref()
+        .map(|m| verdict::behind(&report, m))
+        .unwrap_or_default();
     if args.json {
         return json(&Out {
             report: &report,
-            pool_idle_timeout_s: report.pool_idle_timeout_s(),
+            pool,
             behind,
-            warnings,
+            findings,
         });
     }
-    crate::render::out(&human(&report, &warnings))?;
+    crate::render::out(&crate::render::fit(&human(&report, &pool, &findings)))?;
     Ok(())
 }
 
-fn human(r: &Report, warnings: &[String]) -> String {
+/// One line on the terminal while measuring: each phase and the bound.
+fn progress_line(p: &Progress) -> String {
+    let phase = |requests: u32, done: bool, idle: Option<f64>| {
+        let idle = idle.map_or("connecting".into(), |s| format!("idle {s:.1}s"));
+        let mark = if done { ", done" } else { "" };
+        format!("{requests} requests{mark}; {idle}")
+    };
+    let mut line = format!(
+        "  HTTP/1.1: {}",
+        phase(p.h1_requests, p.h1_counting_done, p.h1_idle_s)
+    );
+    if let Some((requests, done, idle)) = p.h2 {
+        line += &format!("  HTTP/2: {}", phase(requests, done, idle));
+    }
+    line += &format!("  (at most {:.0}s)", p.max_wait_s);
+    format!("{line:98}")
+}
+
+fn seconds(s: f64) -> String {
+    duration_ms((s * 1000.0).round() as u64)
+}
+
+fn idle_text(idle: &Idle) -> String {
+    match idle {
+        Idle::Closed { after_s, by } => {
+            let how = match by {
+                Close::Fin => "FIN (a clean close)".to_owned(),
+                Close::Reset => "RST (a reset)".to_owned(),
+                Close::RequestTimeout => "408 Request Timeout, then the close".to_owned(),
+                Close::GoAway { code } => format!("GOAWAY {code}"),
+            };
+            format!("{} after the last response, then {how}", seconds(*after_s))
+        }
+        Idle::NotClosed { waited_s } => {
+            format!("did not close within {} (--max-wait)", seconds(*waited_s))
+        }
+        Idle::NotPersistent => "-".into(),
+    }
+}
+
+fn ended_text(end: CountEnd) -> &'static str {
+    match end {
+        CountEnd::ConnectionClose => "then it said Connection: close",
+        CountEnd::ServerClosed => "then it closed the connection",
+        CountEnd::GoAway => "then it sent GOAWAY",
+        CountEnd::Limit => "and kept going (--requests reached)",
+        CountEnd::MaxWait => "and kept going (--max-wait reached)",
+    }
+}
+
+fn human(r: &Report, pools: &[Pool], findings: &[Finding]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "{}  {} {}", r.url, r.version, r.status);
-    let show = |h: &Option<String>| h.clone().unwrap_or_else(|| "(none)".into());
+    let _ = writeln!(out, "{}", r.url);
+    match (&r.http1, &r.http1_error) {
+        (Some(h1), _) => http1(&mut out, h1),
+        (None, Some(e)) => {
+            let _ = writeln!(out, "HTTP/1.1: {e}");
+        }
+        (None, None) => {}
+    }
+    match &r.http2 {
+        None => {}
+        Some(Http2::NotOffered { alpn }) => {
+            let chosen = alpn.as_deref().map_or("none".to_owned(), |p| p.to_owned());
+            let _ = writeln!(
+                out,
+                "HTTP/2: not offered (the server's ALPN choice: {chosen})"
+            );
+        }
+        Some(Http2::Failed { error }) => {
+            let _ = writeln!(out, "HTTP/2: {error}");
+        }
+        Some(Http2::Measured(h2)) => http2(&mut out, h2),
+    }
+    for p in pools {
+        let _ = match p {
+            Pool::Below {
+                version,
+                below_s,
+                timeout_s,
+            } => writeln!(
+                out,
+                "Advice ({version}): keep idle pooled connections for less than {} (below the \
+                 server's {}), or the pool will reuse a connection the server is closing \
+                 (ECONNRESET, \"socket hang up\").",
+                seconds(*below_s),
+                seconds(*timeout_s)
+            ),
+            Pool::TooShort { version, timeout_s } => writeln!(
+                out,
+                "Advice ({version}): the server's idle timeout of {} leaves no safe margin for a \
+                 pool (at least {} is needed: a pool's timer and the request's trip to the \
+                 server must both fit under it): do not reuse idle connections, retry \
+                 idempotent requests on a fresh one, or raise the server's timeout.",
+                seconds(*timeout_s),
+                seconds(verdict::MIN_POOL_IDLE_S)
+            ),
+        };
+    }
+    for f in findings {
+        let label = match f.level {
+            Level::Warning => "Warning",
+            Level::Inconclusive => "Inconclusive",
+            Level::Advice => "Advice",
+        };
+        let _ = writeln!(out, "{label}: {}", f.text);
+    }
+    out
+}
+
+fn http1(out: &mut String, h: &Http1) {
+    use std::fmt::Write;
+    let show = |v: &Option<String>| {
+        v.as_deref().map_or("(none)".to_owned(), |s| {
+            crate::render::printable(s).into_owned()
+        })
+    };
+    let _ = writeln!(out, "{} {}", h.version, h.status);
     let _ = writeln!(
         out,
         "  Connection: {}   Keep-Alive: {}",
-        show(&r.connection_header),
-        show(&r.keep_alive_header)
+        show(&h.connection_header),
+        show(&h.keep_alive_header)
     );
-    if !r.persistent {
+    if !h.persistent {
+        let how = if h.requests_ended_by == CountEnd::ConnectionClose {
+            "it says Connection: close"
+        } else {
+            "without saying so"
+        };
         let _ = writeln!(
             out,
-            "  persistence: none; the server closes the connection after each response"
+            "  persistence: none; the server closes the connection after each response ({how})"
         );
     } else {
         let _ = writeln!(
             out,
             "  persistence: yes; the connection stays open after a response"
         );
-        let idle = match r.idle {
-            Idle::Closed { after_s, reset } => {
-                format!(
-                    "{after_s:.2}s after the last response, then {}",
-                    if reset {
-                        "RST (a reset)"
-                    } else {
-                        "FIN (a clean close)"
-                    }
-                )
-            }
-            Idle::NotClosed { waited_s } => {
-                format!("did not close within {waited_s:.0}s (--max-wait)")
-            }
-            Idle::NotPersistent => "-".into(),
-        };
-        let _ = writeln!(out, "  idle timeout: {idle}");
-        let ended = match r.requests_ended_by {
-            CountEnd::ConnectionClose => "then it said Connection: close",
-            CountEnd::ServerClosed => "then it closed the connection",
-            CountEnd::Limit => "and kept going (--requests reached)",
-        };
+        let _ = writeln!(out, "  idle timeout: {}", idle_text(&h.idle));
         let _ = writeln!(
             out,
-            "  requests per connection: {} {ended}",
-            r.requests_served
+            "  requests per connection: {} {}",
+            h.requests_served,
+            ended_text(h.requests_ended_by)
         );
     }
-    for d in &r.disagreements {
-        let _ = writeln!(out, "  disagreement: {d}");
+    for d in &h.disagreements {
+        let _ = writeln!(out, "  disagreement: {}", crate::render::printable(d));
     }
-    if let Some(pool) = r.pool_idle_timeout_s() {
-        let _ = writeln!(
-            out,
-            "Advice: keep client pool connections idle for less than {pool:.1}s (below the server's {:.1}s), or \
-             the pool will reuse a connection the server is closing (ECONNRESET, \"socket hang up\").",
-            r.idle_timeout_s().unwrap_or(0.0)
-        );
+}
+
+fn http2(out: &mut String, h: &Http2Measured) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "HTTP/2 {}", h.status);
+    let streams = h
+        .max_concurrent_streams
+        .map_or("no limit sent".to_owned(), |n| n.to_string());
+    let _ = writeln!(out, "  max concurrent streams: {streams}");
+    let others: Vec<String> = h
+        .settings
+        .iter()
+        .filter(|(name, _)| name != "MAX_CONCURRENT_STREAMS")
+        .map(|(name, v)| format!("{name}={v}"))
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "  SETTINGS: {}", others.join(" "));
     }
-    for w in warnings {
-        let _ = writeln!(out, "Warning: {w}");
-    }
-    out
+    let ping = h
+        .ping_rtt_ms
+        .map_or("no answer within 5s".to_owned(), |ms| {
+            format!("answered in {ms:.2}ms")
+        });
+    let _ = writeln!(out, "  PING: {ping}");
+    let _ = writeln!(out, "  idle timeout: {}", idle_text(&h.idle));
+    let goaway = h
+        .count_goaway
+        .as_deref()
+        .map_or(String::new(), |c| format!(" ({c})"));
+    let _ = writeln!(
+        out,
+        "  requests per connection: {} {}{goaway}",
+        h.requests_served,
+        ended_text(h.requests_ended_by)
+    );
 }

@@ -1,5 +1,6 @@
-//! `keepalive http` against Debian's nginx, started by the test with its own configuration (plain
-//! and TLS with a self-signed certificate), and against hostile servers written here.
+//! `keepalive http` against Debian's nginx and h2o, started by the test with their own
+//! configuration (plain, TLS with a self-signed certificate, HTTP/2 over TLS and in cleartext),
+//! Python's ThreadingHTTPServer, and servers written here that do one thing each.
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -20,10 +21,15 @@ fn http(args: &[&str]) -> Output {
 }
 
 fn http_json(args: &[&str]) -> Value {
+    http_json_env(args, &[])
+}
+
+fn http_json_env(args: &[&str], env: &[(&str, &str)]) -> Value {
     let out = Command::new(BIN)
         .arg("http")
         .args(args)
         .arg("--json")
+        .envs(env.iter().copied())
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();
@@ -74,8 +80,10 @@ impl Nginx {
                 String::from_utf8_lossy(&out.stderr)
             );
             format!(
-                "listen 127.0.0.1:{port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;"
+                "listen 127.0.0.1:{port} ssl http2; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;"
             )
+        } else if server_block.contains("#h2c") {
+            format!("listen 127.0.0.1:{port} http2;")
         } else {
             format!("listen 127.0.0.1:{port};")
         };
@@ -109,75 +117,510 @@ impl Nginx {
     fn url(&self, scheme: &str) -> String {
         format!("{scheme}://127.0.0.1:{}/", self.port)
     }
+
+    fn cert(&self) -> std::path::PathBuf {
+        self._dir.path().join("cert.pem")
+    }
 }
 
 #[test]
 fn measures_nginx_idle_timeout_and_requests() {
     let nginx = Nginx::start("keepalive_timeout 3s; keepalive_requests 7;", false);
     let v = http_json(&[&nginx.url("http")]);
-    assert_eq!(v["persistent"], true);
-    let idle = v["idle"]["after_s"].as_f64().unwrap();
+    let h1 = &v["http1"];
+    assert_eq!(h1["persistent"], true);
+    let idle = h1["idle"]["after_s"].as_f64().unwrap();
     assert!((idle - 3.0).abs() <= 0.25, "idle timeout measured {idle}s");
-    assert_eq!(v["idle"]["reset"], false, "nginx closes with FIN");
-    assert_eq!(v["requests_served"], 7);
-    assert_eq!(v["requests_ended_by"], "connection-close");
+    assert_eq!(h1["idle"]["by"]["how"], "fin", "nginx closes with FIN");
+    assert_eq!(h1["requests_served"], 7);
+    assert_eq!(h1["requests_ended_by"], "connection-close");
     // One connection waited for the close; one counted: no bisecting with new connections.
-    assert_eq!(v["connections_used"], 2);
-    assert!(v["pool_idle_timeout_s"].as_f64().unwrap() < idle);
+    assert_eq!(h1["connections_used"], 2);
+    assert!(v["http2"].is_null(), "cleartext: no HTTP/2 unless asked");
+    assert_eq!(v["pool"][0]["advice"], "below");
+    assert!(v["pool"][0]["below_s"].as_f64().unwrap() < idle);
 }
 
 #[test]
 fn reports_a_keep_alive_header_that_lies() {
     let nginx = Nginx::start("keepalive_timeout 3s 60s;", false);
     let v = http_json(&[&nginx.url("http"), "--requests", "20"]);
-    assert_eq!(v["advertised_timeout_s"], 60);
-    assert_eq!(v["keep_alive_header"], "timeout=60");
-    let d = v["disagreements"].as_array().unwrap();
+    let h1 = &v["http1"];
+    assert_eq!(h1["advertised_timeout_s"], 60);
+    assert_eq!(h1["keep_alive_header"], "timeout=60");
+    let d = h1["disagreements"].as_array().unwrap();
     assert!(
         d.iter().any(|s| s.as_str().unwrap().contains("timeout=60")),
         "{v:#}"
     );
-    assert_eq!(v["requests_ended_by"], "limit");
+    assert_eq!(h1["requests_ended_by"], "limit");
 }
 
 #[test]
 fn no_persistence_with_keepalive_timeout_0() {
     let nginx = Nginx::start("keepalive_timeout 0;", false);
     let v = http_json(&[&nginx.url("http")]);
-    assert_eq!(v["persistent"], false);
-    assert_eq!(v["connection_header"], "close");
-    assert_eq!(v["idle"]["result"], "not-persistent");
+    assert_eq!(v["http1"]["persistent"], false);
+    assert_eq!(v["http1"]["connection_header"], "close");
+    assert_eq!(v["http1"]["idle"]["result"], "not-persistent");
     let text = String::from_utf8_lossy(&http(&[&nginx.url("http")]).stdout).into_owned();
     assert!(text.contains("persistence: none"), "{text}");
 }
 
+/// TLS: a self-signed certificate is refused in words (what to pass), trusted through
+/// --cacert or SSL_CERT_FILE as curl does, or taken with --insecure; over TLS HTTP/2 is
+/// measured beside HTTP/1.1 through ALPN: nginx's GOAWAY after keepalive_timeout and after
+/// keepalive_requests, its SETTINGS and its PING answer.
 #[test]
-fn https_with_a_self_signed_certificate() {
+fn https_measures_http1_and_http2_side_by_side() {
     let nginx = Nginx::start("keepalive_timeout 2s; keepalive_requests 5;", true);
     let out = http(&[&nginx.url("https")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("TLS") && err.contains("--insecure"), "{err}");
-    let v = http_json(&[&nginx.url("https"), "--insecure"]);
-    let idle = v["idle"]["after_s"].as_f64().unwrap();
+    assert!(
+        err.contains("certificate") && err.contains("--cacert FILE") && err.contains("--insecure"),
+        "{err}"
+    );
+    assert!(!err.contains("OtherError"), "{err}");
+    let cert = nginx.cert();
+    let localhost = nginx.url("https").replace("127.0.0.1", "localhost");
+    for v in [
+        http_json(&[&nginx.url("https"), "--insecure"]),
+        http_json(&[&localhost, "--cacert", cert.to_str().unwrap()]),
+        http_json_env(&[&localhost], &[("SSL_CERT_FILE", cert.to_str().unwrap())]),
+    ] {
+        let idle = v["http1"]["idle"]["after_s"].as_f64().unwrap();
+        assert!((idle - 2.0).abs() <= 0.25, "{idle}");
+        assert_eq!(v["http1"]["requests_served"], 5);
+        let h2 = &v["http2"];
+        assert_eq!(h2["result"], "measured", "{v:#}");
+        let idle = h2["idle"]["after_s"].as_f64().unwrap();
+        assert!((idle - 2.0).abs() <= 0.25, "{idle}");
+        assert_eq!(h2["idle"]["by"]["how"], "go-away");
+        assert_eq!(h2["idle"]["by"]["code"], "NO_ERROR");
+        assert_eq!(h2["requests_served"], 5);
+        assert_eq!(h2["requests_ended_by"], "go-away");
+        assert_eq!(h2["max_concurrent_streams"], 128);
+        assert!(h2["ping_rtt_ms"].as_f64().is_some(), "nginx answers PING");
+    }
+    let bad = http(&[&localhost, "--cacert", "/nonexistent/ca.pem"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--cacert /nonexistent/ca.pem"));
+}
+
+/// h2o keeps an idle HTTP/1.1 connection 5 s and an idle HTTP/2 one 3 s: both measured, side
+/// by side, in one run of about 5 s.
+#[test]
+fn h2o_has_one_idle_timeout_per_version() {
+    require_program("h2o", "h2o");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(dir.path().join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("index.html"), "hi\n").unwrap();
+    let port = testkit::free_port();
+    let user = if rustix::process::geteuid().is_root() {
+        "user: root\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.path().join("h2o.conf"),
+        format!(
+            "listen:\n  host: 127.0.0.1\n  port: {port}\n  ssl:\n    certificate-file: {d}/cert.pem\n    \
+             key-file: {d}/key.pem\n    ocsp-update-interval: 0\n{user}http1-request-timeout: 5\n\
+             http2-idle-timeout: 3\nerror-log: {d}/error.log\nhosts:\n  default:\n    paths:\n      \
+             /:\n        file.dir: {d}\n"
+        ),
+    )
+    .unwrap();
+    let _h2o = Running(
+        Command::new("h2o")
+            .arg("-c")
+            .arg(dir.path().join("h2o.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("h2o to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let v = http_json(&[
+        &format!("https://127.0.0.1:{port}/"),
+        "--insecure",
+        "--max-wait",
+        "20s",
+    ]);
+    let h1 = v["http1"]["idle"]["after_s"].as_f64().unwrap();
+    let h2 = v["http2"]["idle"]["after_s"].as_f64().unwrap();
+    assert!(
+        (h1 - 5.0).abs() <= 0.25 && (h2 - 3.0).abs() <= 0.25,
+        "{v:#}"
+    );
+    assert_eq!(v["http2"]["idle"]["by"]["how"], "go-away");
+    let text = String::from_utf8_lossy(
+        &http(&[
+            &format!("https://127.0.0.1:{port}/"),
+            "--insecure",
+            "--max-wait",
+            "20s",
+        ])
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains("HTTP/1.1 200")
+            && text.contains("HTTP/2 200")
+            && text.contains("GOAWAY NO_ERROR"),
+        "{text}"
+    );
+}
+
+/// Cleartext HTTP/2 with prior knowledge (--http2) on nginx's h2c listener: HTTP/2 measured,
+/// HTTP/1.1 said to be absent in words; on a listener that speaks only HTTP/1.1, the other way
+/// round.
+#[test]
+fn cleartext_http2_with_prior_knowledge() {
+    let h2c = Nginx::start("#h2c\n keepalive_timeout 2s; keepalive_requests 4;", false);
+    let v = http_json(&[&h2c.url("http"), "--http2"]);
+    assert!(v["http1"].is_null(), "{v:#}");
+    assert!(
+        v["http1_error"]
+            .as_str()
+            .unwrap()
+            .contains("speaks only HTTP/2"),
+        "{v:#}"
+    );
+    assert_eq!(v["http2"]["requests_served"], 4);
+    let idle = v["http2"]["idle"]["after_s"].as_f64().unwrap();
     assert!((idle - 2.0).abs() <= 0.25, "{idle}");
-    assert_eq!(v["requests_served"], 5);
+    let h1 = Nginx::start("keepalive_timeout 2s;", false);
+    let v = http_json(&[&h1.url("http"), "--http2"]);
+    assert_eq!(v["http1"]["persistent"], true);
+    assert_eq!(v["http2"]["result"], "failed");
+    assert!(
+        v["http2"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer the first request in HTTP/2")
+    );
 }
 
 #[test]
-fn behind_a_load_balancer_warns_when_the_server_gives_up_first() {
+fn behind_a_proxy_warns_when_the_server_gives_up_first() {
     let nginx = Nginx::start("keepalive_timeout 2s;", false);
     let v = http_json(&[&nginx.url("http"), "--behind", "aws-alb", "--requests", "3"]);
-    let w = v["warnings"].as_array().unwrap();
+    let f = v["findings"].as_array().unwrap();
     assert!(
-        w.iter().any(|s| s
-            .as_str()
-            .unwrap()
-            .contains("AWS Application Load Balancer")),
+        f.iter().any(|f| f["level"] == "warning"
+            && f["text"]
+                .as_str()
+                .unwrap()
+                .contains("AWS Application Load Balancer")),
         "{v:#}"
     );
     assert_eq!(v["behind"]["idle_timeout_s"], 60);
+    assert_eq!(v["behind"]["layer"], "application");
+}
+
+/// Behind a layer-4 device whose timeout the run did not reach: inconclusive, and the path
+/// gets the keepalive policy that keeps connections through it.
+#[test]
+fn behind_a_nat_a_short_run_is_inconclusive_and_gets_a_policy() {
+    let nginx = Nginx::start("keepalive_timeout 75s;", false);
+    let v = http_json(&[
+        &nginx.url("http"),
+        "--behind",
+        "aws-nlb",
+        "--max-wait",
+        "2s",
+    ]);
+    let f = v["findings"].as_array().unwrap();
+    assert!(f.iter().any(|f| f["level"] == "inconclusive"), "{v:#}");
+    let advice = f.iter().find(|f| f["level"] == "advice").unwrap();
+    assert_eq!(advice["policy"], "idle=280s,interval=28s,count=3");
+    assert!(
+        !f.iter()
+            .any(|f| f["text"].as_str().unwrap().contains("above 350")),
+        "{v:#}"
+    );
+}
+
+/// A server of a few lines: for each connection, `serve` gets the stream.
+fn scripted(serve: fn(std::net::TcpStream)) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    port
+}
+
+/// Reads one request's head; `None` at the end of the connection.
+fn read_request(conn: &mut std::net::TcpStream) -> Option<String> {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The URL as the standard reads it: the fragment never sent, spaces and quotes
+/// percent-encoded, a Host header that is the URL's; a control character refused before any
+/// connection.
+#[test]
+fn the_request_line_is_the_urls_and_nothing_else() {
+    let port = scripted(|mut c| {
+        if let Some(head) = read_request(&mut c) {
+            SEEN.lock().unwrap().push(head);
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let v = http_json(&[
+        &format!("HTTP://127.0.0.1:{port}/a b\"?q=1 2#frag"),
+        "--requests",
+        "1",
+    ]);
+    assert_eq!(
+        v["url"],
+        format!("http://127.0.0.1:{port}/a%20b%22?q=1%202")
+    );
+    let seen = SEEN.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for head in seen {
+        let mut lines = head.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "GET /a%20b%22?q=1%202 HTTP/1.1",
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+        assert!(!head.contains("frag"), "{head}");
+    }
+    for url in [
+        format!("http://127.0.0.1:{port}/a\r\nX-Injected: 1"),
+        format!("http://127.0.0.1:{port}/\nx"),
+    ] {
+        let out = http(&[&url]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("control character"), "{err}");
+    }
+    let v = http_json(&[&format!("http://127.0.0.1:{port}#frag"), "--requests", "1"]);
+    assert_eq!(v["url"], format!("http://127.0.0.1:{port}/"));
+}
+
+/// A server that closes after every response without `Connection: close` is not persistent,
+/// and gets no pool advice.
+#[test]
+fn closing_after_each_response_without_saying_so_is_no_persistence() {
+    let port = scripted(|mut c| {
+        if read_request(&mut c).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(v["http1"]["persistent"], false, "{v:#}");
+    assert_eq!(v["http1"]["idle"]["result"], "not-persistent");
+    assert_eq!(v["pool"].as_array().unwrap().len(), 0, "{v:#}");
+    let text =
+        String::from_utf8_lossy(&http(&[&format!("http://127.0.0.1:{port}/")]).stdout).into_owned();
+    assert!(
+        text.contains("persistence: none") && text.contains("without saying so"),
+        "{text}"
+    );
+}
+
+/// A half-second idle timeout leaves no margin for a pool: the advice says so instead of
+/// "less than 0.0s".
+#[test]
+fn a_short_timeout_gets_no_pool_number_below_the_floor() {
+    let nginx = Nginx::start("keepalive_timeout 500ms;", false);
+    let v = http_json(&[&nginx.url("http")]);
+    assert_eq!(v["pool"][0]["advice"], "too-short", "{v:#}");
+    let text = String::from_utf8_lossy(&http(&[&nginx.url("http")]).stdout).into_owned();
+    assert!(
+        text.contains("leaves no safe margin") && !text.contains("less than 0"),
+        "{text}"
+    );
+}
+
+/// Apache's `Keep-Alive: max=N` counts the requests left after this one: a server that says
+/// max=7 and serves 8 agrees with itself.
+#[test]
+fn keep_alive_max_counts_the_requests_left() {
+    let port = scripted(|mut c| {
+        for left in (0..8).rev() {
+            if read_request(&mut c).is_none() {
+                return;
+            }
+            let close = if left == 0 {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5, max={left}\r\n{close}\r\nok"
+            );
+            let _ = c.write_all(reply.as_bytes());
+        }
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "2s"]);
+    assert_eq!(v["http1"]["advertised_max"], 7);
+    assert_eq!(v["http1"]["requests_served"], 8);
+    assert!(
+        !v["http1"]["disagreements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("max=")),
+        "{v:#}"
+    );
+}
+
+/// A `408 Request Timeout` on the idle connection before the close is the idle timeout, not
+/// an error.
+#[test]
+fn a_408_before_the_close_is_the_idle_timeout() {
+    let port = scripted(|mut c| {
+        if read_request(&mut c).is_none() {
+            return;
+        }
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            // Another request (the counting connection): answer, then close.
+            Ok(n) if n > 0 => {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+            _ => {
+                let _ = c.write_all(
+                    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "5s"]);
+    assert_eq!(v["http1"]["idle"]["by"]["how"], "408", "{v:#}");
+    let after = v["http1"]["idle"]["after_s"].as_f64().unwrap();
+    assert!((after - 1.0).abs() <= 0.25, "{after}");
+}
+
+/// Python's ThreadingHTTPServer writes headers and body in two writes with Nagle on: 1000
+/// requests on one connection still fit in a 2-second run (no delayed ACK in each).
+#[test]
+fn counting_does_not_wait_on_delayed_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let script = dir.path().join("server.py");
+    std::fs::write(
+        &script,
+        "import http.server, sys\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   protocol_version = 'HTTP/1.1'\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+         \x20   def log_message(self, *a): pass\n\
+         http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+    )
+    .unwrap();
+    let _py = Running(
+        Command::new(testkit::python())
+            .arg(&script)
+            .arg(port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("python to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "2s"]);
+    assert_eq!(v["http1"]["requests_served"], 1000, "{v:#}");
+    assert_eq!(v["http1"]["requests_ended_by"], "limit");
+    assert_eq!(v["http1"]["idle"]["result"], "not-closed");
+}
+
+/// A 2 GiB body is read and let go as it streams: the measuring process stays under 32 MiB.
+#[test]
+fn a_2_gib_body_is_discarded_as_it_streams() {
+    let port = scripted(|mut c| {
+        while read_request(&mut c).is_some() {
+            let len: u64 = 2 << 30;
+            if c.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..(len >> 20) {
+                if c.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let child = Command::new(BIN)
+        .args([
+            "http",
+            &format!("http://127.0.0.1:{port}/"),
+            "--requests",
+            "1",
+        ])
+        .args(["--max-wait", "60s", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let peak = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            } else {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["http1"]["status"], 200, "{v:#}");
+    let peak_kb = peak.join().unwrap();
+    assert!(peak_kb > 0 && peak_kb < 32 * 1024, "peak RSS {peak_kb} kB");
 }
 
 /// A server that answers every connection with `reply`, then keeps the socket open for `hold`.
@@ -202,6 +645,14 @@ fn hostile(reply: Vec<u8>, hold: Duration) -> u16 {
 
 #[test]
 fn hostile_servers_get_one_line_errors_not_hangs() {
+    let many = |n: usize| {
+        let mut r = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..n {
+            r.extend(format!("X-H{i}: v\r\n").into_bytes());
+        }
+        r.extend(b"Content-Length: 0\r\n\r\n");
+        r
+    };
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(),
@@ -211,22 +662,27 @@ fn hostile_servers_get_one_line_errors_not_hangs() {
             [
                 b"HTTP/1.1 200 OK\r\n".to_vec(),
                 b"X-Filler: ".to_vec(),
-                vec![b'a'; 70_000],
+                vec![b'a'; 300_000],
             ]
             .concat(),
-            "longer than 64 KiB",
+            "longer than 256 KiB",
         ),
+        (many(600), "more than 512 header fields"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial".to_vec(),
-            "did not end within",
+            "--max-wait ran out",
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
-            "did not end within",
+            "--max-wait ran out",
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: zz\r\n\r\n".to_vec(),
             "Content-Length 'zz'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok".to_vec(),
+            "two lengths, 2 and 3",
         ),
     ];
     for (reply, needle) in cases {
@@ -236,6 +692,25 @@ fn hostile_servers_get_one_line_errors_not_hangs() {
         assert_eq!(out.status.code(), Some(1), "{needle}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(needle), "expected {needle:?}: {err}");
+    }
+    // What real servers send is read: 150 header fields, a Content-Length list of one value.
+    for reply in [
+        many(150),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok".to_vec(),
+    ] {
+        let port = hostile(reply, Duration::from_secs(2));
+        let out = http(&[
+            &format!("http://127.0.0.1:{port}/"),
+            "--max-wait",
+            "1s",
+            "--requests",
+            "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -252,11 +727,11 @@ fn a_server_that_never_closes_is_a_result_not_an_error() {
         "--requests",
         "1",
     ]);
-    assert_eq!(v["idle"]["result"], "not-closed");
-    let waited = v["idle"]["waited_s"].as_f64().unwrap();
+    assert_eq!(v["http1"]["idle"]["result"], "not-closed");
+    let waited = v["http1"]["idle"]["waited_s"].as_f64().unwrap();
     assert!((2.0..3.0).contains(&waited), "{waited}");
     assert!(
-        v["disagreements"]
+        v["http1"]["disagreements"]
             .as_array()
             .unwrap()
             .iter()
@@ -267,8 +742,9 @@ fn a_server_that_never_closes_is_a_result_not_an_error() {
 #[test]
 fn bad_input_is_one_line_exit_2() {
     for (args, needle) in [
-        (vec!["ftp://x/"], "scheme must be http or https"),
+        (vec!["ftp://x/"], "the scheme is ftp, not http or https"),
         (vec!["http://h:0/"], "port"),
+        (vec!["http://u:p@h/"], "user names"),
         (
             vec!["http://127.0.0.1:1/", "--max-wait", "soon"],
             "--max-wait soon",
@@ -277,6 +753,10 @@ fn bad_input_is_one_line_exit_2() {
         (
             vec!["http://127.0.0.1:1/", "--requests", "0"],
             "--requests 0",
+        ),
+        (
+            vec!["http://127.0.0.1:1/", "--http1", "--http2"],
+            "cannot be used with",
         ),
     ] {
         let out = http(&args);

@@ -1,10 +1,16 @@
-//! One connection, plain TCP or TLS (rustls), with a buffer of bytes read ahead.
+//! One HTTP/1.1 connection, plain TCP or TLS (rustls), with a bounded buffer of bytes read
+//! ahead. Every wait has a deadline.
+//!
+//! Before each read the socket is set to acknowledge at once (TCP_QUICKACK, which the kernel
+//! clears again by itself, so it is set each time: tcp(7)). A server that writes a response's
+//! headers and body in two small writes with Nagle's algorithm on (Python's http.server, the
+//! JDK's HttpServer) holds the second write until the first is acknowledged, and a delayed ACK
+//! (40 ms minimum on Linux, TCP_DELACK_MIN) would put that into every request counted.
 
+use crate::tls::{self, Trust};
 use crate::{HttpError, Url};
-use rustls::pki_types::ServerName;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 enum Stream {
@@ -12,36 +18,46 @@ enum Stream {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
+/// The most bytes read at once. A body is discarded as it arrives, never held, so the
+/// buffer holds at most the headers (response::MAX_HEADER_BYTES) and one read.
+const CHUNK: usize = 16 * 1024;
+
 pub struct Conn {
     stream: Stream,
     /// Bytes read and not yet consumed.
     pub buf: Vec<u8>,
     /// When the last byte of the last response arrived.
     pub last_byte_at: Instant,
-    host: String,
+    request: Vec<u8>,
 }
 
+/// What an idle connection did within a wait.
 pub enum Wait {
     Quiet,
     Data,
     Closed { reset: bool },
 }
 
+/// The time left until `deadline`, or a timeout error naming what was waited for.
+pub fn left(deadline: Instant, what: &str) -> Result<Duration, HttpError> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(HttpError::Deadline(what.to_owned()));
+    }
+    Ok(deadline - now)
+}
+
 impl Conn {
-    pub fn open(url: &Url, insecure: bool, timeout: Duration) -> Result<Conn, HttpError> {
-        let addr = format!("{}:{}", url.host, url.port);
+    pub fn open(url: &Url, trust: &Trust, deadline: Instant) -> Result<Conn, HttpError> {
+        let shown = format!("{}:{}", url.server_name(), url.port);
         let connect_err = |source| HttpError::Connect {
-            addr: addr.clone(),
+            addr: shown.clone(),
             source,
         };
-        let addrs: Vec<_> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(connect_err)?
-            .collect();
-        let mut last = std::io::Error::new(ErrorKind::NotFound, "no address");
+        let mut last = std::io::Error::new(ErrorKind::NotFound, "the name has no address");
         let mut tcp = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, timeout) {
+        for a in url.addresses().map_err(connect_err)? {
+            match TcpStream::connect_timeout(&a, left(deadline, "connecting")?) {
                 Ok(s) => {
                     tcp = Some(s);
                     break;
@@ -52,15 +68,23 @@ impl Conn {
         let tcp = tcp.ok_or_else(|| connect_err(last))?;
         let _ = tcp.set_nodelay(true);
         let stream = if url.tls {
-            Stream::Tls(Box::new(tls(url, tcp, insecure)?))
+            Stream::Tls(Box::new(handshake(url, tcp, trust, deadline)?))
         } else {
             Stream::Plain(tcp)
         };
+        // Built once: the request line and headers come from the parsed URL only (its target
+        // holds no byte below 0x21), so nothing can add a header.
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: keepalive-http\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
+            url.target,
+            url.host_header()
+        )
+        .into_bytes();
         Ok(Conn {
             stream,
             buf: Vec::new(),
             last_byte_at: Instant::now(),
-            host: url.host.clone(),
+            request,
         })
     }
 
@@ -71,30 +95,31 @@ impl Conn {
         }
     }
 
-    pub fn send_request(&mut self, url: &Url) -> Result<(), HttpError> {
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: keepalive-http\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
-            url.target,
-            url.host_header()
-        );
+    pub fn send_request(&mut self, deadline: Instant) -> Result<(), HttpError> {
         let io = |source| HttpError::Io {
             what: "sending the request".into(),
             source,
         };
-        match &mut self.stream {
-            Stream::Plain(s) => s.write_all(request.as_bytes()).map_err(io),
-            Stream::Tls(s) => s
-                .write_all(request.as_bytes())
-                .and_then(|()| s.flush())
-                .map_err(io),
-        }
+        self.tcp()
+            .set_write_timeout(Some(left(deadline, "sending the request")?))
+            .map_err(io)?;
+        let request = std::mem::take(&mut self.request);
+        let result = match &mut self.stream {
+            Stream::Plain(s) => s.write_all(&request),
+            Stream::Tls(s) => s.write_all(&request).and_then(|()| s.flush()),
+        };
+        self.request = request;
+        result.map_err(io)
     }
 
-    /// Reads more bytes into `buf`, waiting at most `timeout`. `Ok(0)`: the server closed.
-    pub fn fill(&mut self, timeout: Duration) -> std::io::Result<usize> {
-        self.tcp()
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        let mut chunk = [0u8; 16 * 1024];
+    /// Reads more bytes into `buf`, waiting until `deadline`. `Ok(0)`: the server closed.
+    pub fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.tcp().set_read_timeout(Some(wait))?;
+        let _ = rustix::net::sockopt::set_tcp_quickack(self.tcp(), true);
+        let mut chunk = [0u8; CHUNK];
         let n = match &mut self.stream {
             Stream::Plain(s) => s.read(&mut chunk)?,
             Stream::Tls(s) => match s.read(&mut chunk) {
@@ -107,12 +132,12 @@ impl Conn {
         Ok(n)
     }
 
-    /// Whether the server speaks, closes, or stays quiet for `slice`.
-    pub fn wait_readable(&mut self, slice: Duration) -> Wait {
+    /// Whether the server speaks, closes, or stays quiet until `until`.
+    pub fn wait_readable(&mut self, until: Instant) -> Wait {
         if !self.buf.is_empty() {
             return Wait::Data;
         }
-        match self.fill(slice) {
+        match self.fill(until) {
             Ok(0) => Wait::Closed { reset: false },
             Ok(_) => Wait::Data,
             Err(e)
@@ -127,104 +152,39 @@ impl Conn {
             Err(_) => Wait::Closed { reset: false },
         }
     }
-
-    /// The host, for TLS error messages.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
 }
 
-fn tls(
+fn handshake(
     url: &Url,
     tcp: TcpStream,
-    insecure: bool,
+    trust: &Trust,
+    deadline: Instant,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, HttpError> {
-    let fail = |message: String| HttpError::Tls {
-        host: url.host.clone(),
-        message,
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(e.to_string()))?;
-    let config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    let name = ServerName::try_from(url.host.clone()).map_err(|e| fail(e.to_string()))?;
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| fail(e.to_string()))?;
+    let host = url.server_name();
+    let config = tls::config(trust, &[tls::HTTP1])?;
+    let conn = rustls::ClientConnection::new(config, tls::server_name(&host)?).map_err(|e| {
+        HttpError::Tls(format!(
+            "TLS with {host}: {}",
+            tls::explain(&e, &host, trust)
+        ))
+    })?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
-    // Complete the handshake now, so certificate problems are reported as such.
-    stream
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| fail(e.to_string()))?;
+    // The handshake now, so that certificate problems are reported as such.
     while stream.conn.is_handshaking() {
+        stream
+            .get_ref()
+            .set_read_timeout(Some(left(deadline, "the TLS handshake")?))
+            .map_err(|e| HttpError::Tls(e.to_string()))?;
         stream.conn.complete_io(&mut stream.sock).map_err(|e| {
-            let hint = if insecure {
-                ""
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                HttpError::Deadline("the TLS handshake".into())
             } else {
-                " (for a self-signed test server, --insecure)"
-            };
-            fail(format!("{e}{hint}"))
+                HttpError::Tls(format!(
+                    "TLS with {host}: {}",
+                    tls::explain_io(&e, &host, trust)
+                ))
+            }
         })?;
     }
     Ok(stream)
-}
-
-/// `--insecure`: accepts any certificate, still checks the handshake's signatures.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

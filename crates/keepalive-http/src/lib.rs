@@ -1,11 +1,12 @@
 //! HTTP keep-alive, measured: does a server keep connections open (HTTP/1.1 persistence), what
 //! do its `Connection` and `Keep-Alive` headers promise, how long does it really let an idle
-//! connection live (from the end of the last response to its FIN or RST), and how many requests
-//! does it serve on one connection.
+//! connection live (from the end of the last response to its FIN, RST, 408 or, in HTTP/2, its
+//! GOAWAY), how many requests does it serve on one connection, and over HTTP/2 its SETTINGS
+//! and whether it answers PING.
 //!
-//! Two connections are used: one waits, idle, for the server to close it (no bisecting with new
-//! connections, so an idle timeout of T costs about T of wall time); the other sends requests
-//! one after another until the server closes it or the limit is reached.
+//! Every phase runs at once, on connections of its own (for each version: one waits idle for
+//! the server to close it, one counts requests), so an idle timeout of T costs about T of wall
+//! time, and one deadline (`max_wait`) bounds the whole run.
 //!
 //! Seed 001 separates this from TCP keepalive: HTTP keep-alive reuses a connection for many
 //! requests; TCP keepalive probes an idle one. A client pool that keeps a connection longer than
@@ -13,33 +14,45 @@
 //! 502 on its next request.
 
 mod conn;
+mod h1;
+mod h2;
 mod response;
+mod tls;
 mod url;
+pub mod verdict;
 
-pub use url::Url;
+pub use crate::h1::Http1;
+pub use crate::h2::{Http2, Measured as Http2Measured};
+pub use crate::response::{MAX_HEADER_BYTES, MAX_HEADER_FIELDS};
+pub use crate::tls::Trust;
+pub use crate::url::Url;
 
-use conn::Conn;
-use response::Response;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-/// Response headers larger than this are refused.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// The URL given cannot be measured.
     #[error("{0}")]
     Url(String),
+    /// An option's value cannot be used (a --cacert file that holds no certificate).
+    #[error("{0}")]
+    Input(String),
     #[error("connecting to {addr}: {source}")]
     Connect {
         addr: String,
         source: std::io::Error,
     },
-    #[error("TLS with {host}: {message}")]
-    Tls { host: String, message: String },
+    #[error("{0}")]
+    Tls(String),
     #[error("{0}")]
     Protocol(String),
-    #[error("the response did not end within {0:?}")]
-    Unfinished(Duration),
+    /// `max_wait` ran out while waiting for this.
+    #[error("--max-wait ran out while waiting for {0}")]
+    Deadline(String),
+    #[error("the server closed the connection before answering{}", if *reset { " (reset)" } else { "" })]
+    ClosedBeforeAnswer { reset: bool },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -47,29 +60,130 @@ pub enum HttpError {
     },
 }
 
+/// Which HTTP/2 to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2Mode {
+    /// Over TLS, a connection offering `h2` in ALPN; in cleartext, none.
+    Auto,
+    /// In cleartext too, with prior knowledge (RFC 9113 section 3.3).
+    PriorKnowledge,
+    /// HTTP/1.1 only.
+    Off,
+}
+
 /// What to measure.
 pub struct Options {
     pub url: Url,
-    /// The longest wait for anything: a response, or the server closing an idle connection.
+    /// The whole run ends by then: every response, the idle waits and the counting.
     pub max_wait: Duration,
     /// Stop counting requests on one connection at this many.
     pub requests: u32,
-    /// Accept any TLS certificate (self-signed test servers).
-    pub insecure: bool,
-    /// Called while waiting for the idle close: (seconds so far, seconds at most).
-    pub progress: Option<Box<dyn Fn(f64, f64)>>,
+    pub trust: Trust,
+    pub http2: Http2Mode,
+    /// Called every quarter second while measuring, on the calling thread.
+    pub progress: Option<ProgressFn>,
+}
+
+/// What shows the progress.
+pub type ProgressFn = Box<dyn Fn(&Progress)>;
+
+/// How far the measurement is.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub elapsed_s: f64,
+    pub max_wait_s: f64,
+    /// HTTP/1.1: requests counted so far; the count has ended; seconds the idle connection has
+    /// waited (once its response came).
+    pub h1_requests: u32,
+    pub h1_counting_done: bool,
+    pub h1_idle_s: Option<f64>,
+    /// The same for HTTP/2, when it is measured.
+    pub h2: Option<(u32, bool, Option<f64>)>,
+}
+
+/// Counters the measuring threads update and the progress display reads.
+#[derive(Default)]
+pub(crate) struct Live {
+    h1_requests: AtomicU32,
+    h1_counting_done: AtomicBool,
+    h1_idle_since: Mutex<Option<Instant>>,
+    h2_requests: AtomicU32,
+    h2_counting_done: AtomicBool,
+    h2_idle_since: Mutex<Option<Instant>>,
+}
+
+impl Live {
+    fn set_h1_idle_since(&self, at: Instant) {
+        if let Ok(mut s) = self.h1_idle_since.lock() {
+            *s = Some(at);
+        }
+    }
+
+    fn set_h2_idle_since(&self, at: Instant) {
+        if let Ok(mut s) = self.h2_idle_since.lock() {
+            *s = Some(at);
+        }
+    }
+
+    fn snapshot(&self, start: Instant, max_wait: Duration, h2: bool) -> Progress {
+        let since = |m: &Mutex<Option<Instant>>| {
+            m.lock()
+                .ok()
+                .and_then(|s| *s)
+                .map(|at| at.elapsed().as_secs_f64())
+        };
+        Progress {
+            elapsed_s: start.elapsed().as_secs_f64(),
+            max_wait_s: max_wait.as_secs_f64(),
+            h1_requests: self.h1_requests.load(Ordering::Relaxed),
+            h1_counting_done: self.h1_counting_done.load(Ordering::Relaxed),
+            h1_idle_s: since(&self.h1_idle_since),
+            h2: h2.then(|| {
+                (
+                    self.h2_requests.load(Ordering::Relaxed),
+                    self.h2_counting_done.load(Ordering::Relaxed),
+                    since(&self.h2_idle_since),
+                )
+            }),
+        }
+    }
+}
+
+/// How the server ended an idle connection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "how", rename_all = "kebab-case")]
+pub enum Close {
+    /// A clean close.
+    Fin,
+    /// A reset.
+    Reset,
+    /// `408 Request Timeout`, then the close (HTTP/1.1).
+    #[serde(rename = "408")]
+    RequestTimeout,
+    /// GOAWAY with this error code (HTTP/2).
+    GoAway { code: String },
 }
 
 /// How the idle connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Idle {
-    /// The server closed it: FIN (a clean close) or RST.
-    Closed { after_s: f64, reset: bool },
-    /// Still open when the wait ran out.
+    /// The server ended it, this long after the last response.
+    Closed { after_s: f64, by: Close },
+    /// Still open when `max_wait` ran out.
     NotClosed { waited_s: f64 },
     /// Not measured: the server does not keep connections open.
     NotPersistent,
+}
+
+impl Idle {
+    /// The idle timeout measured, in seconds.
+    pub fn timeout_s(&self) -> Option<f64> {
+        match self {
+            Idle::Closed { after_s, .. } => Some(*after_s),
+            _ => None,
+        }
+    }
 }
 
 /// Why the request count stopped.
@@ -80,216 +194,74 @@ pub enum CountEnd {
     ConnectionClose,
     /// The server closed the connection without saying so.
     ServerClosed,
+    /// HTTP/2: the server sent GOAWAY.
+    GoAway,
     /// `--requests` was reached with the connection still open.
     Limit,
+    /// `max_wait` ran out first.
+    MaxWait,
 }
 
 /// Everything measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub url: String,
-    pub status: u16,
-    /// `HTTP/1.1` or `HTTP/1.0`.
-    pub version: String,
-    /// The server keeps the connection open after a response.
-    pub persistent: bool,
-    /// The `Connection` header of the first response.
-    pub connection_header: Option<String>,
-    /// The `Keep-Alive` header of the first response.
-    pub keep_alive_header: Option<String>,
-    /// `timeout=` from `Keep-Alive`, seconds.
-    pub advertised_timeout_s: Option<u64>,
-    /// `max=` from `Keep-Alive`.
-    pub advertised_max: Option<u64>,
-    pub idle: Idle,
-    /// Requests answered on one connection.
-    pub requests_served: u32,
-    pub requests_ended_by: CountEnd,
-    /// Connections opened for the whole measurement.
-    pub connections_used: u32,
-    /// Where what the server says and what it does differ.
-    pub disagreements: Vec<String>,
+    pub max_wait_s: f64,
+    /// `None` when HTTP/1.1 failed and HTTP/2 did not (a server that speaks only HTTP/2, as
+    /// gRPC servers do): then `http1_error` says why.
+    pub http1: Option<Http1>,
+    pub http1_error: Option<String>,
+    /// `None` when HTTP/2 was not tried (cleartext without prior knowledge, or turned off).
+    pub http2: Option<Http2>,
 }
 
-impl Report {
-    /// The idle timeout measured, in seconds.
-    pub fn idle_timeout_s(&self) -> Option<f64> {
-        match self.idle {
-            Idle::Closed { after_s, .. } => Some(after_s),
-            _ => None,
-        }
-    }
-
-    /// The longest idle time a client pool should keep a connection: comfortably below the
-    /// server's real idle timeout, so the pool never reuses a connection the server is closing.
-    pub fn pool_idle_timeout_s(&self) -> Option<f64> {
-        self.idle_timeout_s()
-            .map(|t| (t - (t * 0.1).max(1.0)).max(0.0))
-    }
-}
-
-/// What goes wrong when this server sits behind a load balancer or NAT that forgets idle
-/// connections after `idle_timeout_s`: if the server gives up on an idle connection first, the
-/// middlebox sends a request down a connection the server is closing.
-pub fn behind_warning(report: &Report, name: &str, idle_timeout_s: u64) -> Option<String> {
-    match report.idle {
-        Idle::Closed { after_s, .. } if after_s <= idle_timeout_s as f64 => Some(format!(
-            "the server closes idle connections after {after_s:.1}s, not later than {name} ({idle_timeout_s}s): \
-             the load balancer will send a request down a connection the server is closing (502s, resets); \
-             set the server's idle timeout above {idle_timeout_s}s"
-        )),
-        Idle::NotPersistent => Some(format!(
-            "the server closes every connection: {name} opens a new one per request"
-        )),
-        _ => None,
-    }
-}
-
-/// Measures `options.url`.
+/// Measures `options.url`: HTTP/1.1 always, HTTP/2 as `options.http2` says, side by side.
 pub fn inspect(options: &Options) -> Result<Report, HttpError> {
     let url = &options.url;
-    let mut connections = 0u32;
-
-    // Connection 1: one request, then wait idle for the server to close.
-    let mut conn = Conn::open(url, options.insecure, options.max_wait)?;
-    connections += 1;
-    let first = exchange(&mut conn, url, options.max_wait)?;
-    let persistent = first.keeps_open() && !first.closed_after;
-    let (advertised_timeout_s, advertised_max) = first.keep_alive_params();
-    let idle = if persistent {
-        wait_for_close(&mut conn, options)?
-    } else {
-        Idle::NotPersistent
+    let start = Instant::now();
+    let deadline = start + options.max_wait;
+    let with_h2 = match options.http2 {
+        Http2Mode::Off => false,
+        Http2Mode::Auto => url.tls,
+        Http2Mode::PriorKnowledge => true,
     };
-    drop(conn);
-
-    // Connection 2: requests until the server stops.
-    let (requests_served, requests_ended_by) = if persistent {
-        let mut conn = Conn::open(url, options.insecure, options.max_wait)?;
-        connections += 1;
-        count_requests(&mut conn, url, options)?
-    } else {
-        (
-            1,
-            if first.says_close() {
-                CountEnd::ConnectionClose
-            } else {
-                CountEnd::ServerClosed
-            },
-        )
+    // A --cacert that cannot be used is bad input, before any connection.
+    if url.tls && !options.trust.insecure {
+        tls::config(&options.trust, &[])?;
+    }
+    let live = Live::default();
+    let (trust, requests) = (&options.trust, options.requests);
+    let (http1, http2) = std::thread::scope(|s| {
+        let h1 = s.spawn(|| h1::measure(url, trust, deadline, requests, &live));
+        let h2 = with_h2.then(|| s.spawn(|| h2::measure(url, trust, deadline, requests, &live)));
+        if let Some(progress) = &options.progress {
+            while !h1.is_finished() || h2.as_ref().is_some_and(|h| !h.is_finished()) {
+                progress(&live.snapshot(start, options.max_wait, with_h2));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        let http1 = h1.join().unwrap_or_else(|_| {
+            Err(HttpError::Protocol(
+                "the HTTP/1.1 measurement failed".into(),
+            ))
+        });
+        let http2 = h2.map(|h| {
+            h.join().unwrap_or_else(|_| Http2::Failed {
+                error: "the HTTP/2 measurement failed".into(),
+            })
+        });
+        (http1, http2)
+    });
+    let (http1, http1_error) = match (http1, &http2) {
+        (Ok(h1), _) => (Some(h1), None),
+        (Err(e), Some(Http2::Measured(_))) => (None, Some(e.to_string())),
+        (Err(e), _) => return Err(e),
     };
-
-    let mut disagreements = Vec::new();
-    if let (Some(advertised), Idle::Closed { after_s, .. }) = (advertised_timeout_s, idle)
-        && (after_s - advertised as f64).abs() > 1.0
-    {
-        disagreements.push(format!(
-            "Keep-Alive says timeout={advertised}, but the server closed the idle connection after {after_s:.2}s"
-        ));
-    }
-    if let Some(max) = advertised_max
-        && requests_ended_by != CountEnd::Limit
-        && u64::from(requests_served) != max
-    {
-        disagreements.push(format!("Keep-Alive says max={max}, but the server served {requests_served} requests on one connection"));
-    }
-    if first
-        .header("connection")
-        .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive"))
-        && !persistent
-    {
-        disagreements.push(
-            "the response says Connection: keep-alive, but the server closed the connection".into(),
-        );
-    }
-    if advertised_timeout_s.is_some() && matches!(idle, Idle::NotClosed { .. }) {
-        disagreements.push(format!(
-            "Keep-Alive says timeout={}, but the server kept the idle connection past the wait",
-            advertised_timeout_s.unwrap_or(0)
-        ));
-    }
-
     Ok(Report {
         url: url.to_string(),
-        status: first.status,
-        version: format!("HTTP/1.{}", first.version),
-        persistent,
-        connection_header: first.header("connection").map(str::to_owned),
-        keep_alive_header: first.header("keep-alive").map(str::to_owned),
-        advertised_timeout_s,
-        advertised_max,
-        idle,
-        requests_served,
-        requests_ended_by,
-        connections_used: connections,
-        disagreements,
+        max_wait_s: options.max_wait.as_secs_f64(),
+        http1,
+        http1_error,
+        http2,
     })
-}
-
-fn exchange(conn: &mut Conn, url: &Url, max_wait: Duration) -> Result<Response, HttpError> {
-    conn.send_request(url)?;
-    response::read(conn, max_wait)
-}
-
-/// Waits on an idle connection until the server closes it, or `max_wait` runs out.
-fn wait_for_close(conn: &mut Conn, options: &Options) -> Result<Idle, HttpError> {
-    let since = conn.last_byte_at;
-    let deadline = since + options.max_wait;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(Idle::NotClosed {
-                waited_s: (now - since).as_secs_f64(),
-            });
-        }
-        if let Some(p) = &options.progress {
-            p((now - since).as_secs_f64(), options.max_wait.as_secs_f64());
-        }
-        let slice = (deadline - now).min(Duration::from_millis(250));
-        match conn.wait_readable(slice) {
-            conn::Wait::Quiet => continue,
-            conn::Wait::Data => {
-                return Err(HttpError::Protocol(
-                    "the server sent bytes on an idle connection, with no request".into(),
-                ));
-            }
-            conn::Wait::Closed { reset } => {
-                return Ok(Idle::Closed {
-                    after_s: (Instant::now() - since).as_secs_f64(),
-                    reset,
-                });
-            }
-        }
-    }
-}
-
-fn count_requests(
-    conn: &mut Conn,
-    url: &Url,
-    options: &Options,
-) -> Result<(u32, CountEnd), HttpError> {
-    let mut served = 0u32;
-    while served < options.requests {
-        if conn.send_request(url).is_err() {
-            return Ok((served, CountEnd::ServerClosed));
-        }
-        match response::read(conn, options.max_wait) {
-            Ok(r) => {
-                served += 1;
-                if r.says_close() {
-                    return Ok((served, CountEnd::ConnectionClose));
-                }
-                if r.closed_after {
-                    return Ok((served, CountEnd::ServerClosed));
-                }
-            }
-            Err(HttpError::Protocol(m))
-                if m.starts_with("the server closed the connection before") =>
-            {
-                return Ok((served, CountEnd::ServerClosed));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((served, CountEnd::Limit))
 }

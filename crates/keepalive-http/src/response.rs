@@ -1,9 +1,17 @@
 //! Reading one HTTP/1.x response: headers parsed by httparse, the body framed by
-//! Content-Length, chunked transfer coding, or the connection's end.
+//! Content-Length, chunked transfer coding, or the connection's end (RFC 9112 section 6.3),
+//! and discarded as it streams: memory stays at the read-ahead buffer whatever the body's size.
 
+use crate::HttpError;
 use crate::conn::Conn;
-use crate::{HttpError, MAX_HEADER_BYTES};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+/// Header fields in one response, at most: real servers send a few dozen; a site behind
+/// several proxies with many cookies, a few hundred.
+pub const MAX_HEADER_FIELDS: usize = 512;
+/// Bytes of the status line and headers, at most (nginx's and Apache's own defaults for
+/// what they accept are 8 to 64 KiB).
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -24,8 +32,10 @@ impl Response {
     }
 
     fn connection_has(&self, token: &str) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 
     pub fn says_close(&self) -> bool {
@@ -41,7 +51,9 @@ impl Response {
         }
     }
 
-    /// `timeout=` and `max=` of the Keep-Alive header.
+    /// `timeout=` and `max=` of the Keep-Alive header (RFC 2068 section 19.7.1.1, never
+    /// standardised further; Apache's `max` is the number of requests it will still take
+    /// on the connection after this response).
     pub fn keep_alive_params(&self) -> (Option<u64>, Option<u64>) {
         let Some(v) = self.header("keep-alive") else {
             return (None, None);
@@ -51,28 +63,54 @@ impl Response {
                 let (k, val) = p.trim().split_once('=')?;
                 k.trim()
                     .eq_ignore_ascii_case(name)
-                    .then(|| val.trim().parse().ok())
+                    .then(|| val.trim().trim_matches('"').parse().ok())
                     .flatten()
             })
         };
         (param("timeout"), param("max"))
     }
+
+    /// The body's length from Content-Length: a list of equal values counts as one (RFC 9110
+    /// section 8.6); differing values or anything but digits are an error.
+    fn content_length(&self) -> Result<Option<u64>, HttpError> {
+        let mut length = None;
+        for (_, v) in self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
+            for item in v.split(',').map(str::trim) {
+                let n: u64 = item
+                    .parse()
+                    .ok()
+                    .filter(|_| item.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        HttpError::Protocol(format!(
+                            "Content-Length '{}' is not a number",
+                            v.escape_debug()
+                        ))
+                    })?;
+                match length {
+                    Some(l) if l != n => {
+                        return Err(HttpError::Protocol(format!(
+                            "Content-Length gives two lengths, {l} and {n}"
+                        )));
+                    }
+                    _ => length = Some(n),
+                }
+            }
+        }
+        Ok(length)
+    }
 }
 
-fn more(
-    conn: &mut Conn,
-    deadline: Instant,
-    max_wait: Duration,
-    started: bool,
-) -> Result<usize, HttpError> {
-    let now = Instant::now();
-    if now >= deadline {
-        return Err(HttpError::Unfinished(max_wait));
+/// Reads more, or says why not.
+fn more(conn: &mut Conn, deadline: Instant, started: bool, what: &str) -> Result<usize, HttpError> {
+    if Instant::now() >= deadline {
+        return Err(HttpError::Deadline(what.to_owned()));
     }
-    match conn.fill(deadline - now) {
-        Ok(0) if !started => Err(HttpError::Protocol(
-            "the server closed the connection before answering".into(),
-        )),
+    match conn.fill(deadline) {
+        Ok(0) if !started => Err(HttpError::ClosedBeforeAnswer { reset: false }),
         Ok(n) => Ok(n),
         Err(e)
             if matches!(
@@ -80,96 +118,130 @@ fn more(
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ) =>
         {
-            Err(HttpError::Unfinished(max_wait))
+            Err(HttpError::Deadline(what.to_owned()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !started => Err(
-            HttpError::Protocol("the server closed the connection before answering (reset)".into()),
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !started => {
+            Err(HttpError::ClosedBeforeAnswer { reset: true })
+        }
         Err(source) => Err(HttpError::Io {
-            what: format!("reading the response from {}", conn.host()),
+            what: format!("reading {what}"),
             source,
         }),
     }
 }
 
-/// Reads one complete response (skipping 1xx), or fails within `max_wait`.
-pub fn read(conn: &mut Conn, max_wait: Duration) -> Result<Response, HttpError> {
-    let deadline = Instant::now() + max_wait;
+/// Reads the status line and headers of one response (1xx included).
+fn head(conn: &mut Conn, deadline: Instant) -> Result<Response, HttpError> {
     loop {
-        let (response, body_start) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 100];
-            let mut parsed = httparse::Response::new(&mut headers);
-            match parsed.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let response = Response {
-                        version: parsed.version.unwrap_or(1),
-                        status: parsed.code.unwrap_or(0),
-                        headers: parsed
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_owned(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
-                        closed_after: false,
-                    };
-                    break (response, len);
-                }
-                Ok(httparse::Status::Partial) => {
-                    if conn.buf.len() > MAX_HEADER_BYTES {
-                        return Err(HttpError::Protocol(format!(
-                            "the response headers are longer than {} KiB",
-                            MAX_HEADER_BYTES / 1024
-                        )));
-                    }
-                    let started = !conn.buf.is_empty();
-                    if more(conn, deadline, max_wait, started)? == 0 {
-                        return Err(HttpError::Protocol(
-                            "the server closed the connection in the middle of the headers".into(),
-                        ));
-                    }
-                }
-                Err(e) => {
-                    let start: String =
-                        String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(40)])
-                            .escape_debug()
-                            .collect();
+        let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&conn.buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let response = Response {
+                    version: parsed.version.unwrap_or(1),
+                    status: parsed.code.unwrap_or(0),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_owned(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    closed_after: false,
+                };
+                conn.buf.drain(..len);
+                return Ok(response);
+            }
+            Ok(httparse::Status::Partial) => {
+                if conn.buf.len() >= MAX_HEADER_BYTES {
                     return Err(HttpError::Protocol(format!(
-                        "not an HTTP/1.x response ({e}): it starts \"{start}\""
+                        "the response's headers are longer than {} KiB, the most keepalive reads",
+                        MAX_HEADER_BYTES / 1024
                     )));
                 }
-            }
-        };
-        conn.buf.drain(..body_start);
-        if (100..200).contains(&response.status) {
-            continue;
-        }
-        let mut response = response;
-        let chunked = response
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if response.status == 204 || response.status == 304 {
-        } else if chunked {
-            read_chunked(conn, deadline, max_wait)?;
-        } else if let Some(len) = response.header("content-length") {
-            let len: usize = len.trim().parse().map_err(|_| {
-                HttpError::Protocol(format!("Content-Length '{len}' is not a number"))
-            })?;
-            while conn.buf.len() < len {
-                if more(conn, deadline, max_wait, true)? == 0 {
+                let started = !conn.buf.is_empty();
+                if more(conn, deadline, started, "the response's headers")? == 0 {
                     return Err(HttpError::Protocol(
-                        "the server closed the connection in the middle of the body".into(),
+                        "the server closed the connection in the middle of the headers".into(),
                     ));
                 }
             }
-            conn.buf.drain(..len);
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HttpError::Protocol(format!(
+                    "the response has more than {MAX_HEADER_FIELDS} header fields, the most \
+                     keepalive reads"
+                )));
+            }
+            // A SETTINGS frame's header (RFC 9113 section 4.1: type 0x4 at byte 3, on
+            // stream 0): the server speaks HTTP/2 only, as a cleartext h2c listener does.
+            Err(_) if conn.buf.len() >= 9 && conn.buf[3] == 0x4 && conn.buf[5..9] == [0; 4] => {
+                return Err(HttpError::Protocol(
+                    "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 \
+                     here; measure it with --http2"
+                        .into(),
+                ));
+            }
+            Err(e) => {
+                let start: String = String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(40)])
+                    .escape_debug()
+                    .collect();
+                return Err(HttpError::Protocol(format!(
+                    "not an HTTP/1.x response ({e}): it starts \"{start}\""
+                )));
+            }
+        }
+    }
+}
+
+/// Drops `n` bytes of body, reading as needed, holding none of them.
+fn discard(conn: &mut Conn, mut n: u64, deadline: Instant, what: &str) -> Result<(), HttpError> {
+    loop {
+        let here = (conn.buf.len() as u64).min(n);
+        conn.buf.drain(..here as usize);
+        n -= here;
+        if n == 0 {
+            return Ok(());
+        }
+        if more(conn, deadline, true, "the response's body")? == 0 {
+            return Err(HttpError::Protocol(format!(
+                "the server closed the connection in the middle of {what}"
+            )));
+        }
+    }
+}
+
+/// Reads one complete response (skipping 1xx), or fails by `deadline`.
+pub fn read(conn: &mut Conn, deadline: Instant) -> Result<Response, HttpError> {
+    loop {
+        let mut response = head(conn, deadline)?;
+        if (100..200).contains(&response.status) {
+            continue;
+        }
+        let chunked = response
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+            .any(|(_, v)| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+            });
+        if response.status == 204 || response.status == 304 {
+        } else if chunked {
+            read_chunked(conn, deadline)?;
+        } else if let Some(len) = response.content_length()? {
+            discard(conn, len, deadline, "the body")?;
         } else {
             // No framing: the body runs to the end of the connection.
-            while more(conn, deadline, max_wait, true)? > 0 {}
-            conn.buf.clear();
+            loop {
+                conn.buf.clear();
+                if more(conn, deadline, true, "the response's body")? == 0 {
+                    break;
+                }
+            }
             response.closed_after = true;
         }
         conn.last_byte_at = Instant::now();
@@ -177,44 +249,43 @@ pub fn read(conn: &mut Conn, max_wait: Duration) -> Result<Response, HttpError> 
     }
 }
 
-fn read_chunked(conn: &mut Conn, deadline: Instant, max_wait: Duration) -> Result<(), HttpError> {
-    let line = |conn: &mut Conn| -> Result<String, HttpError> {
-        loop {
-            if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
-                let text = String::from_utf8_lossy(&conn.buf[..i]).into_owned();
-                conn.buf.drain(..i + 2);
-                return Ok(text);
-            }
-            if conn.buf.len() > MAX_HEADER_BYTES {
-                return Err(HttpError::Protocol(
-                    "a chunk-size line is longer than 64 KiB".into(),
-                ));
-            }
-            if more(conn, deadline, max_wait, true)? == 0 {
-                return Err(HttpError::Protocol(
-                    "the server closed the connection in the middle of a chunked body".into(),
-                ));
-            }
-        }
-    };
+/// A line of a chunked body (size line or trailer), without its CRLF.
+fn line(conn: &mut Conn, deadline: Instant) -> Result<String, HttpError> {
     loop {
-        let size_line = line(conn)?;
+        if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+            let text = String::from_utf8_lossy(&conn.buf[..i]).into_owned();
+            conn.buf.drain(..i + 2);
+            return Ok(text);
+        }
+        if conn.buf.len() >= MAX_HEADER_BYTES {
+            return Err(HttpError::Protocol(format!(
+                "a chunk-size or trailer line is longer than {} KiB",
+                MAX_HEADER_BYTES / 1024
+            )));
+        }
+        if more(conn, deadline, true, "a chunked body")? == 0 {
+            return Err(HttpError::Protocol(
+                "the server closed the connection in the middle of a chunked body".into(),
+            ));
+        }
+    }
+}
+
+fn read_chunked(conn: &mut Conn, deadline: Instant) -> Result<(), HttpError> {
+    loop {
+        let size_line = line(conn, deadline)?;
         let hex = size_line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(hex, 16).map_err(|_| {
-            HttpError::Protocol(format!("bad chunk size '{hex}' in a chunked body"))
+        let size = u64::from_str_radix(hex, 16).map_err(|_| {
+            HttpError::Protocol(format!(
+                "bad chunk size '{}' in a chunked body",
+                hex.escape_debug()
+            ))
         })?;
         if size == 0 {
             // Trailers, up to an empty line.
-            while !line(conn)?.is_empty() {}
+            while !line(conn, deadline)?.is_empty() {}
             return Ok(());
         }
-        while conn.buf.len() < size + 2 {
-            if more(conn, deadline, max_wait, true)? == 0 {
-                return Err(HttpError::Protocol(
-                    "the server closed the connection in the middle of a chunk".into(),
-                ));
-            }
-        }
-        conn.buf.drain(..size + 2);
+        discard(conn, size.saturating_add(2), deadline, "a chunk")?;
     }
 }

@@ -22,6 +22,9 @@ pub mod policy;
 pub mod printable;
 
 #[cfg(feature = "std")]
+pub mod advice;
+
+#[cfg(feature = "std")]
 pub mod bpf;
 #[cfg(feature = "std")]
 pub mod cgroup;

@@ -15,12 +15,30 @@ pub struct Middlebox {
     pub id: &'static str,
     /// What it is.
     pub name: &'static str,
+    /// Which connection it forgets.
+    pub layer: Layer,
     /// Its default idle timeout in seconds.
     pub idle_timeout_s: u64,
     /// Whether and how the timeout can be changed.
     pub adjustable: &'static str,
     /// Where the number comes from.
     pub source: &'static str,
+}
+
+/// Where a middlebox sits, which decides what keeps a connection through it alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Layer {
+    /// A NAT, firewall or layer-4 load balancer: it keeps state for the TCP connection that
+    /// passes through it, and every segment refreshes it (a keepalive probe and its ACK
+    /// included), so TCP keepalive below its timeout keeps the connection.
+    Transport,
+    /// A proxy that ends the client's TCP connection and keeps its own to the server: its idle
+    /// timer counts requests and data, so only traffic keeps a connection, and toward the
+    /// server the rule is that the server must wait longer than the proxy before closing an
+    /// idle connection (else the proxy sends a request down a connection being closed).
+    Application,
 }
 
 /// Keepalive defaults of an operating system.
@@ -47,9 +65,14 @@ fn rows(table: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
 /// Every middlebox in `docs/middleboxes.tsv`, in file order.
 pub fn middleboxes() -> impl Iterator<Item = Middlebox> {
     rows(MIDDLEBOXES).filter_map(|c| match c[..] {
-        [id, name, secs, adjustable, source] => Some(Middlebox {
+        [id, name, layer, secs, adjustable, source] => Some(Middlebox {
             id,
             name,
+            layer: match layer {
+                "transport" => Layer::Transport,
+                "application" => Layer::Application,
+                _ => return None,
+            },
             idle_timeout_s: secs.parse().ok()?,
             adjustable,
             source,
@@ -135,7 +158,9 @@ mod tests {
             middleboxes_outlasted_by(60)
                 .map(|m| m.id)
                 .collect::<Vec<_>>(),
-            ["aws-alb"]
+            ["aws-alb", "nginx-upstream"]
         );
+        assert_eq!(middlebox("aws-alb").unwrap().layer, Layer::Application);
+        assert_eq!(middlebox("aws-nlb").unwrap().layer, Layer::Transport);
     }
 }
