@@ -37,6 +37,9 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
     }
     let cg = resolve(&args.target, true)?;
     let defaults = Sysctls::current().read()?.settings();
+    // Ctrl-C or SIGTERM between the attach and the last socket changed would leave the
+    // change half made and unreported: held back until the report is out.
+    let _whole = (!args.dry_run).then(keepalive::signals::defer);
     let report = policy::set(&cg, policy, args.force, &defaults, args.dry_run)?;
     if args.json {
         json(&report)?;
@@ -90,6 +93,19 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
         for e in report
             .existing
             .iter()
+            .filter(|e| !e.outside_connections.is_empty() && args.force)
+        {
+            let fds: Vec<String> = e.outside_connections.iter().map(i32::to_string).collect();
+            writeln!(
+                out,
+                "    pid {}: connection fd {} was made before the process joined this cgroup: it                  has the policy now, but it is another cgroup's socket, and --force cannot                  guard it against the program's own setsockopt",
+                e.pid,
+                fds.join(", ")
+            )?;
+        }
+        for e in report
+            .existing
+            .iter()
             .filter(|e| !e.outside_listeners.is_empty())
         {
             let fds: Vec<String> = e.outside_listeners.iter().map(i32::to_string).collect();
@@ -109,7 +125,7 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
                 out,
                 "  new connections: covered from now on, client and server side, IPv4 and IPv6{}",
                 if args.force {
-                    "; the processes' own setsockopt of these options now does nothing"
+                    "; the processes' own setsockopt of these options on the cgroup's sockets now does nothing"
                 } else {
                     "; the processes' own setsockopt calls still win (--force to stop them)"
                 }

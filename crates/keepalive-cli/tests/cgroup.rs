@@ -600,8 +600,11 @@ fn a_listener_opened_before_the_process_joined_is_given_the_policy_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let cg = TempCgroup::new(Path::new(BIN));
     let mut go = go_server(dir.path(), false);
-    // Listening first, in the test's own cgroup: that listener is not the new cgroup's socket.
+    // Listening first, in the test's own cgroup: that listener is not the new cgroup's socket;
+    // nor is a connection dialed then.
     let port = go.listen();
+    let early = go.number("dial");
+    go.accepted(early);
     cg.add(go.pid());
     let cgroup = path_str(cg.path());
     let out = ok(&[
@@ -619,6 +622,11 @@ fn a_listener_opened_before_the_process_joined_is_given_the_policy_and_named() {
     assert!(
         out.contains("was opened before the process joined this cgroup"),
         "the listener outside the cgroup is named: {out}"
+    );
+    assert!(
+        out.contains("was made before the process joined this cgroup")
+            && out.contains("--force cannot guard it"),
+        "connections made outside the cgroup are named: {out}"
     );
     assert_eq!(
         listener_of(go.pid(), port),
@@ -794,4 +802,185 @@ fn nested_cgroups_the_outer_policy_wins_where_both_set_an_option() {
     let view = json(&["get", "--cgroup", outer, "--json"]);
     assert_eq!(view["policies"].as_array().unwrap().len(), 1, "{view}");
     assert_eq!(view["effective"], "idle=41s", "{view}");
+}
+
+/// From inside a cgroup namespace whose view the host's cgroup2 mount does not share (a pod
+/// agent with the host's /sys/fs/cgroup), `--cgroup-of` refuses in one line instead of
+/// naming an unrelated cgroup; with cgroup2 mounted inside the namespace it names the right
+/// one.
+#[test]
+fn cgroup_of_inside_a_cgroup_namespace_names_the_right_cgroup_or_none() {
+    require_root();
+    testkit::require_program("unshare", "util-linux");
+    let outer = TempCgroup::new(Path::new(BIN));
+    let inner = outer.child();
+    let target = inner.child();
+    // A top-level cgroup with the target's name: what the old resolution picked.
+    let decoy_name = target
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mount = target.path().ancestors().nth(3).unwrap().to_path_buf();
+    let decoy = mount.join(&decoy_name);
+    std::fs::create_dir(&decoy).unwrap();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    target.add(sleeper.id());
+    let own = tempfile::tempdir().unwrap();
+    // The shell moves itself into `inner`, then makes a cgroup namespace rooted there.
+    let script = format!(
+        "echo $$ > {inner}/cgroup.procs && exec unshare -C -m --propagation private sh -c \
+         '{bin} set --cgroup-of {pid} --idle 77 --dry-run; echo rc=$?; \
+          mount -t cgroup2 none {own} && {bin} set --cgroup-of {pid} --idle 77 --dry-run; echo rc=$?'",
+        inner = inner.path().display(),
+        bin = BIN,
+        pid = sleeper.id(),
+        own = own.path().display(),
+    );
+    let out = bounded({
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    });
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let _ = std::fs::remove_dir(&decoy);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("rc=2"), "{text}\n{err}");
+    assert!(
+        err.contains("does not show") && err.contains("--cgroup PATH"),
+        "{err}"
+    );
+    assert!(!text.contains(&decoy.display().to_string()), "{text}");
+    // Mounted inside the namespace, the mount shows it from its root: the target is
+    // /<target name> there.
+    assert!(
+        text.contains(&format!("cgroup {}/{decoy_name} (id", own.path().display()))
+            && text.contains("rc=0"),
+        "{text}\n{err}"
+    );
+}
+
+/// A process with many connections, in a cgroup of its own, for the tests below.
+fn many_sockets(cg: &TempCgroup, pairs: u32) -> Running {
+    let script = format!(
+        "import resource, socket, sys, time\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(4096)\n\
+         keep = []\n\
+         for _ in range({pairs}):\n\
+         \x20   c = socket.create_connection(l.getsockname()); keep += [c, l.accept()[0]]\n\
+         print('ready', flush=True)\n\
+         time.sleep(120)\n"
+    );
+    let mut child = Command::new(testkit::python())
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cg.add(child.id());
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Running(child)
+}
+
+/// The idle time of every TCP connection `pid` holds, as `get --pid` reads them.
+fn idles_of(pid: u32) -> Vec<u64> {
+    let v = json(&["get", "--pid", &pid.to_string(), "--json"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["listening"] == false)
+        .map(|s| s["keepalive"]["settings"]["idle"].as_u64().unwrap())
+        .collect()
+}
+
+/// SIGTERM in the middle of a `set --cgroup` over thousands of sockets: the change is made
+/// whole and reported, and then the signal ends the run; never an attached policy with half
+/// the sockets changed and nothing said.
+#[test]
+fn a_signal_during_set_waits_for_the_change_and_its_report() {
+    require_root();
+    let cg = TempCgroup::new(Path::new(BIN));
+    let holder = many_sockets(&cg, 2000);
+    let cgroup = path_str(cg.path()).to_owned();
+    let child = Command::new(BIN)
+        .args(["set", "--cgroup", &cgroup, "--idle", "45"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let idles = idles_of(holder.pid());
+    let attached = json(&["get", "--cgroup", &cgroup, "--json"])["policies"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty());
+    if attached {
+        assert!(
+            text.contains("existing sockets: changed 4000 of 4000"),
+            "{out:?}"
+        );
+        assert!(
+            idles.iter().all(|&i| i == 45),
+            "every socket changed: {out:?}"
+        );
+    } else {
+        assert!(
+            idles.iter().all(|&i| i != 45),
+            "nothing attached, nothing changed"
+        );
+    }
+    let _ = keepalive(&["unset", "--cgroup", &cgroup]);
+}
+
+/// Three `set --cgroup` at once on one cgroup: one at a time, so exactly one is the first
+/// attach and the others say what they replaced, and the existing sockets carry the policy
+/// that stays.
+#[test]
+fn concurrent_sets_on_one_cgroup_take_turns() {
+    require_root();
+    let cg = TempCgroup::new(Path::new(BIN));
+    let holder = many_sockets(&cg, 200);
+    let cgroup = path_str(cg.path()).to_owned();
+    let runs: Vec<_> = ["50", "60", "70"]
+        .iter()
+        .map(|idle| {
+            Command::new(BIN)
+                .args(["set", "--cgroup", &cgroup, "--idle", idle])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "{o:?}");
+    }
+    let firsts = outs
+        .iter()
+        .filter(|o| !String::from_utf8_lossy(&o.stdout).contains("replaces"))
+        .count();
+    assert_eq!(firsts, 1, "{outs:?}");
+    let v = json(&["get", "--cgroup", &cgroup, "--json"]);
+    let idle: u64 = v["policies"][0]["policy"]
+        .as_str()
+        .and_then(|p| p.strip_prefix("idle=")?.strip_suffix('s')?.parse().ok())
+        .unwrap();
+    assert!(idles_of(holder.pid()).iter().all(|&i| i == idle), "{v}");
+    let _ = keepalive(&["unset", "--cgroup", &cgroup]);
 }

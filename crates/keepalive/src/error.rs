@@ -212,6 +212,18 @@ pub enum Error {
         /// Why not.
         why: String,
     },
+    /// Another run holds what this one needs, longer than it waits.
+    #[error("{what}; try again when it has finished")]
+    Busy {
+        /// Who holds what, for how long.
+        what: String,
+    },
+    /// A process whose cgroup this process's cgroup namespace and mounts cannot place.
+    #[error("{why}")]
+    CgroupOutOfView {
+        /// What cannot be seen, and what to do.
+        why: String,
+    },
     /// A process whose cgroup is the root of the hierarchy, taken as a workload's.
     #[error(
         "process {pid} is in the root cgroup ({}), which holds every process on the machine; name it with --cgroup {} if that is what you mean",
@@ -289,6 +301,7 @@ impl Error {
             | Error::KernelThread { .. }
             | Error::NotATcpSocket { .. }
             | Error::NotACgroup { .. }
+            | Error::CgroupOutOfView { .. }
             | Error::RootCgroup { .. } => Class::BadInput,
             Error::Ptrace { .. } | Error::Capability { .. } => Class::Permission,
             Error::Output { source, .. } | Error::Persist { source, .. } => match source.kind() {

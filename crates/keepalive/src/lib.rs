@@ -47,6 +47,8 @@ pub mod reference;
 #[cfg(feature = "std")]
 pub mod retrofit;
 #[cfg(feature = "std")]
+pub mod signals;
+#[cfg(feature = "std")]
 pub mod socket;
 #[cfg(feature = "std")]
 pub mod status;

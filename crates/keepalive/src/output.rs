@@ -12,7 +12,7 @@
 //! A filesystem without unnamed files (vfat, some FUSE and network filesystems: EOPNOTSUPP)
 //! gets the same through a named one: created exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, so
 //! nothing planted at the name is opened) under the temporary name at once, and removed if the
-//! output is abandoned; only a run killed by SIGKILL can leave it behind there.
+//! output is abandoned; a run killed by a signal before it finishes can leave it behind there.
 
 use crate::error::Error;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};

@@ -164,8 +164,39 @@ impl Cgroup {
                 path: PathBuf::from(&file),
                 why: format!("process {pid} is in no cgroup v2 cgroup (no 0:: line)"),
             })?;
-        let mount = mount_point()?;
-        Cgroup::open(&mount.join(rel.trim_start_matches('/')))
+        let rel = Path::new(rel.trim_end());
+        let outside = |why: String| Error::CgroupOutOfView { why };
+        // The path is relative to this process's cgroup namespace, and so is each mount's root
+        // (mountinfo field 4): the cgroup is under the mount that shows that root. A root or a
+        // path that climbs out of the namespace (`/..`) names cgroups whose place in the
+        // hierarchy this namespace cannot see.
+        if rel.components().any(|c| c == Component::ParentDir) {
+            return Err(outside(format!(
+                "process {pid} is in cgroup {}, outside this cgroup namespace: run keepalive in \
+                 the namespace that holds it, or give --cgroup PATH",
+                rel.display()
+            )));
+        }
+        let mounts = cgroup2_mounts()?;
+        let found = mounts
+            .iter()
+            .filter(|(_, root)| !root.components().any(|c| c == Component::ParentDir))
+            .filter_map(|(point, root)| Some((point, rel.strip_prefix(root).ok()?)))
+            .max_by_key(|(point, _)| point.as_os_str().len());
+        match found {
+            Some((point, below)) => Cgroup::open(&point.join(below)),
+            None => Err(outside(match mounts.first() {
+                Some((point, root)) => format!(
+                    "process {pid} is in cgroup {}, which the cgroup2 mount at {} does not show \
+                     (it shows {} of this cgroup namespace): run keepalive in the namespace \
+                     that mounted it, or give --cgroup PATH",
+                    rel.display(),
+                    point.display(),
+                    root.display()
+                ),
+                None => "no cgroup2 filesystem is mounted (see /proc/self/mountinfo)".into(),
+            })),
+        }
     }
 
     /// The cgroup that process `pid` is the workload of (a container's main process, a

@@ -153,6 +153,9 @@ pub struct Existing {
     /// belong to another cgroup, so its programs do not see their connections. They were given
     /// the policy directly; force does not guard their connections and `unset` leaves them.
     pub outside_listeners: Vec<i32>,
+    /// Connections (descriptors) made before the process joined the cgroup: they got the
+    /// policy now, but they are another cgroup's sockets, so force does not guard them.
+    pub outside_connections: Vec<i32>,
 }
 
 /// What [`set`] did.
@@ -402,6 +405,43 @@ fn cgroup_fd(cg: &Cgroup) -> Result<OwnedFd, Error> {
     })
 }
 
+/// One `set` or `unset` at a time per cgroup: an exclusive flock(2) on the cgroup's
+/// directory, held until the returned descriptor closes. Two runs at once would each read
+/// "nothing attached", both report a first attach, race on the pins and leave the sockets
+/// with whichever retrofit came last. The wait is bounded: a run holds the lock only while it
+/// attaches and changes the existing sockets.
+fn lock(cg: &Cgroup) -> Result<OwnedFd, Error> {
+    use rustix::fs::FlockOperation;
+    let fd = cgroup_fd(cg)?;
+    let start = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(fd),
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Error::Busy {
+                    what: format!(
+                        "another keepalive set or unset has been working on cgroup {} for {}s",
+                        cg.path.display(),
+                        LOCK_WAIT.as_secs()
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    what: format!("locking {}", cg.path.display()),
+                    source: e.into(),
+                });
+            }
+        }
+    }
+}
+
+/// How long [`lock`] waits for another run.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Attaches `prog` at `hook` through the link pinned at `pin`: the pinned link's program is
 /// swapped in one step when there is one, a new link is made and pinned otherwise. Returns
 /// how to undo it.
@@ -494,19 +534,24 @@ fn prune() {
 /// The listening sockets of the namespace `pid` lives in, by inode, with the cgroup each
 /// belongs to, asked of sock_diag once per namespace (`seen`, keyed by the namespace's inode).
 /// Empty when sock_diag cannot be asked there.
-fn listeners_of(pid: u32, seen: &mut HashMap<u64, HashMap<u32, u64>>) -> &HashMap<u32, u64> {
+/// The TCP sockets of `pid`'s network namespace, by inode: the cgroup each was made in and
+/// whether it listens (sock_diag's INET_DIAG_CGROUP_ID, Linux 5.7).
+fn sockets_of(
+    pid: u32,
+    seen: &mut HashMap<u64, HashMap<u32, (u64, bool)>>,
+) -> &HashMap<u32, (u64, bool)> {
     use std::os::unix::fs::MetadataExt;
     let key = std::fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino());
     seen.entry(key)
-        .or_insert_with(|| dump_listeners(pid).unwrap_or_default())
+        .or_insert_with(|| dump_sockets(pid).unwrap_or_default())
 }
 
-fn dump_listeners(pid: u32) -> Option<HashMap<u32, u64>> {
+fn dump_sockets(pid: u32) -> Option<HashMap<u32, (u64, bool)>> {
     let netns = NetNs::of_pid(pid).ok()?;
     let mut out = HashMap::new();
-    diag::for_each_socket(netns.as_ref(), &[TcpState::Listen], |e| {
+    diag::for_each_socket(netns.as_ref(), &[], |e| {
         if let Some(id) = e.cgroup_id {
-            out.insert(e.inode, id);
+            out.insert(e.inode, (id, e.state == TcpState::Listen));
         }
     })
     .ok()?;
@@ -528,6 +573,7 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
         changed: 0,
         error: Some(e.to_string()),
         outside_listeners: Vec::new(),
+        outside_connections: Vec::new(),
     };
     let mut out = Vec::new();
     let mut namespaces = HashMap::new();
@@ -542,21 +588,27 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
                 continue;
             }
         };
-        let listeners = listeners_of(pid, &mut namespaces);
-        let outside_listeners: Vec<i32> = fds
-            .iter()
-            .filter(|(_, inode)| {
-                listeners
-                    .get(&(*inode as u32))
-                    .is_some_and(|id| !ours.contains(id))
-            })
-            .map(|&(fd, _)| fd)
-            .collect();
+        let sockets = sockets_of(pid, &mut namespaces);
+        let made_outside = |listen: bool| -> Vec<i32> {
+            fds.iter()
+                .filter(|(_, inode)| {
+                    sockets
+                        .get(&(*inode as u32))
+                        .is_some_and(|&(id, l)| l == listen && !ours.contains(&id))
+                })
+                .map(|&(fd, _)| fd)
+                .collect()
+        };
+        let outside_listeners = made_outside(true);
+        let outside_connections = made_outside(false);
+        let is_listener = |inode: u64| {
+            sockets
+                .get(&(inode as u32))
+                .is_some_and(|&(_, listen)| listen)
+        };
         let chosen: Vec<i32> = fds
             .iter()
-            .filter(|(fd, inode)| {
-                !listeners.contains_key(&(*inode as u32)) || outside_listeners.contains(fd)
-            })
+            .filter(|(fd, inode)| !is_listener(*inode) || outside_listeners.contains(fd))
             .map(|&(fd, _)| fd)
             .collect();
         let change = retrofit::Change::On(*policy);
@@ -589,6 +641,7 @@ fn retrofit_all(cg: &Cgroup, policy: &Policy, dry_run: bool) -> Vec<Existing> {
                             })
                         }),
                     outside_listeners,
+                    outside_connections,
                 })
             }
             Err(Error::KernelThread { .. }) => {}
@@ -617,6 +670,7 @@ pub fn set(
             cg.path.display()
         ))?;
     }
+    let _lock = if dry_run { None } else { Some(lock(cg)?) };
     let replaced = read_attached(cg)?;
     if dry_run {
         return Ok(SetReport {
@@ -780,6 +834,7 @@ pub fn unset(cg: &Cgroup) -> Result<UnsetReport, Error> {
         "removing the keepalive policy of cgroup {}",
         cg.path.display()
     ))?;
+    let _lock = lock(cg)?;
     prune();
     let removed = read_attached(cg)?;
     let dir = pin_dir(cg.id);
