@@ -410,45 +410,57 @@ fn prometheus(query: &Query, path: &std::path::Path) -> anyhow::Result<()> {
             })
             .collect::<String>()
     };
+    // Grouped by the label as written: two commands that differ only in characters the
+    // format cannot carry make one series, summed (a duplicate series is refused by
+    // node-exporter's textfile collector).
+    let mut connections: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    for ((command, verdict), n) in &tally.connections {
+        if *verdict != Verdict::NotApplicable {
+            *connections
+                .entry((label(command), verdict.name()))
+                .or_default() += *n;
+        }
+    }
+    let by_label = |counts: &std::collections::BTreeMap<String, _>| {
+        let mut out: std::collections::BTreeMap<String, u64> = Default::default();
+        for (command, n) in counts {
+            *out.entry(label(command)).or_default() += *n;
+        }
+        out
+    };
     let mut text = String::new();
     text.push_str(
         "# HELP keepalive_tcp_connections TCP connections by owning command and keepalive state.\n",
     );
     text.push_str("# TYPE keepalive_tcp_connections gauge\n");
-    for ((command, verdict), n) in &tally.connections {
-        if *verdict != Verdict::NotApplicable {
-            let _ = writeln!(
-                text,
-                "keepalive_tcp_connections{{command=\"{}\",keepalive=\"{}\"}} {n}",
-                label(command),
-                verdict.name()
-            );
-        }
+    for ((command, verdict), n) in &connections {
+        let _ = writeln!(
+            text,
+            "keepalive_tcp_connections{{command=\"{command}\",keepalive=\"{verdict}\"}} {n}"
+        );
     }
     text.push_str(
         "# HELP keepalive_tcp_probes_in_flight Keepalive probes sent and not yet answered.\n",
     );
     text.push_str("# TYPE keepalive_tcp_probes_in_flight gauge\n");
-    for (command, n) in &tally.probes {
+    for (command, n) in &by_label(&tally.probes) {
         let _ = writeln!(
             text,
-            "keepalive_tcp_probes_in_flight{{command=\"{}\"}} {n}",
-            label(command)
+            "keepalive_tcp_probes_in_flight{{command=\"{command}\"}} {n}"
         );
     }
     text.push_str("# HELP keepalive_tcp_connections_at_risk Established connections idle past the threshold with keepalive off.\n");
     text.push_str("# TYPE keepalive_tcp_connections_at_risk gauge\n");
-    for (command, n) in &tally.at_risk {
+    for (command, n) in &by_label(&tally.at_risk) {
         let _ = writeln!(
             text,
-            "keepalive_tcp_connections_at_risk{{command=\"{}\"}} {n}",
-            label(command)
+            "keepalive_tcp_connections_at_risk{{command=\"{command}\"}} {n}"
         );
     }
     keepalive::output::Pending::create(path)?.finish(text.as_bytes())?;
     crate::render::note(&format!(
         "wrote {} ({} sockets)\n",
-        path.display(),
+        crate::render::printable(&path.display().to_string()),
         summary.sockets
     ));
     Ok(())

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
             ));
             return ExitCode::from(2);
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+            render::note(&format!("keepalive: {}\n", not_utf8()));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             render::note(&format!(
                 "keepalive: {}\n",
@@ -103,6 +107,29 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// clap's "invalid UTF-8 was detected in one or more arguments", with the argument named:
+/// the first one before `--` (a command after `run --` may be any bytes) that is not UTF-8.
+fn not_utf8() -> String {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let bad = args
+        .iter()
+        .take_while(|a| a.as_os_str() != "--")
+        .enumerate()
+        .find(|(_, a)| a.to_str().is_none());
+    match bad {
+        Some((i, a)) => {
+            use std::os::unix::ffi::OsStrExt;
+            format!(
+                "argument {} '{}' is not UTF-8: options and values are read as text (a command \
+                 after `run --` may be any bytes)",
+                i + 1,
+                keepalive::printable::PrintableBytes(a.as_bytes())
+            )
+        }
+        None => "an argument is not UTF-8: options and values are read as text".into(),
     }
 }
 

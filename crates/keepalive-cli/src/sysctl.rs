@@ -48,7 +48,11 @@ pub fn run(cmd: &SysctlCommand) -> anyhow::Result<()> {
             }
             let s = persisted.settings;
             let mut o = String::new();
-            let _ = writeln!(o, "wrote {}", persisted.path.display());
+            let _ = writeln!(
+                o,
+                "wrote {}",
+                crate::render::printable(&persisted.path.display().to_string())
+            );
             let _ = writeln!(
                 o,
                 "  net.ipv4.tcp_keepalive_time = {}, _intvl = {}, _probes = {} (applied at boot)",
@@ -87,25 +91,30 @@ fn show(target: &NetnsArg) -> anyhow::Result<()> {
     let mut o = String::new();
     let _ = writeln!(o, "Keepalive defaults in {}", s.scope());
     let _ = writeln!(o, "  {:<32}{:>9}{:>9}  set by", "sysctl", "value", "kernel");
+    // A file's name and what it says come from the file system: escaped. The origin folds
+    // under its own column, so the other columns stay aligned.
+    let shown =
+        |p: &std::path::Path| crate::render::printable(&p.display().to_string()).into_owned();
     for row in &rows {
         let origin = match &row.origin {
             Origin::KernelDefault => "kernel default".to_owned(),
-            Origin::BootFile(b) => format!("{}:{}", b.file.display(), b.line),
+            Origin::BootFile(b) => format!("{}:{}", shown(&b.file), b.line),
             Origin::Runtime { boot: None } => "changed at runtime".to_owned(),
             Origin::Runtime { boot: Some(b) } => {
                 format!(
                     "changed at runtime ({}:{} says {})",
-                    b.file.display(),
+                    shown(&b.file),
                     b.line,
-                    b.value
+                    crate::render::printable(&b.value)
                 )
             }
         };
-        let _ = writeln!(
-            o,
-            "  {:<32}{:>9}{:>9}  {origin}",
+        let columns = format!(
+            "  {:<32}{:>9}{:>9}  ",
             row.key, row.value, row.kernel_default
         );
+        let indent = " ".repeat(columns.len());
+        o.push_str(&crate::render::wrap(&origin, &columns, &indent));
     }
     let _ = writeln!(
         o,

@@ -1216,3 +1216,75 @@ fn an_orphaned_fin_wait_2_timer_is_named_for_what_it_is() {
         "{said}"
     );
 }
+
+/// Two commands whose names differ only in control characters, which the text format cannot
+/// carry, make one series, summed: never the same series twice (node-exporter refuses the
+/// whole file then).
+#[test]
+fn prometheus_series_are_unique_after_escaping() {
+    let code = "import socket,time,ctypes,sys\n\
+        ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)\n\
+        l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+        c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+        print(l.getsockname()[1], flush=True); time.sleep(60)";
+    let (_a, p1) = python_says(code, &["x\x1by"]);
+    let (_b, p2) = python_says(code, &["x\x07y"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.prom");
+    let out = keepalive(&["status", "-p", "--port", &p1, "--port", &p2, "--prometheus"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    let unique: std::collections::HashSet<&&str> = series.iter().collect();
+    assert_eq!(unique.len(), series.len(), "{text}");
+    assert!(
+        text.contains("keepalive_tcp_connections{command=\"x\u{fffd}y\",keepalive=\"off\"} 4"),
+        "{text}"
+    );
+}
+
+/// sysctl.d files whose names and values hold escapes and newlines: `sysctl show` escapes
+/// them and keeps its columns (a bind mount over /etc/sysctl.d in a mount namespace of the
+/// test's own).
+#[test]
+fn sysctl_show_escapes_what_files_say() {
+    testkit::require_root();
+    testkit::require_program("unshare", "util-linux");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("50-\x1b[31mx\nz.conf"),
+        "net.ipv4.tcp_keepalive_time = 9\x1b[2J\n",
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {} /etc/sysctl.d && exec {BIN} sysctl show",
+        dir.path().display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!shown.contains('\x1b'), "{shown}");
+    let words = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("50-\\x1b[31mx\\nz.conf:1 says 9\\x1b[2J"),
+        "{shown}"
+    );
+    let row = shown
+        .lines()
+        .find(|l| l.contains("tcp_keepalive_time"))
+        .unwrap();
+    assert!(
+        row.starts_with("  net.ipv4.tcp_keepalive_time     "),
+        "{shown}"
+    );
+}

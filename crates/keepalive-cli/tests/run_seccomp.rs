@@ -750,3 +750,39 @@ fn fast_open_sends_connect_through_seccomp_too() {
         "{out:?}"
     );
 }
+
+/// A script under seccomp that starts a setuid program: run by root (CAP_SYS_ADMIN, so no
+/// no_new_privs) the program gains its owner's identity as without keepalive; run by a user
+/// without CAP_SYS_ADMIN, who needs no_new_privs, keepalive warns that it will not.
+#[test]
+fn setuid_programs_a_script_starts_keep_their_privileges_where_they_can() {
+    testkit::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::os::unix::fs::chown(&id, Some(65534), None).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("wrapper.sh");
+    std::fs::write(&script, format!("#!/bin/sh\n{} -u\n", id.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = keepalive()
+        .args(["run", POLICY, "--"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n", "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let out = testkit::as_nobody(BIN)
+        .args(["run", POLICY, "--"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        err.contains("no_new_privs") && err.contains("--via shim"),
+        "{err}"
+    );
+}

@@ -257,6 +257,8 @@ pub struct Plan {
     pub go: Go,
     /// The file judged: the program, or a script's interpreter.
     pub judged: PathBuf,
+    /// Whether the program is a script (it may start any program).
+    pub script: bool,
 }
 
 impl Plan {
@@ -286,6 +288,17 @@ impl Plan {
                 "{}; if it is, its sockets bypass the shim: use --via seccomp",
                 unsure()
             )),
+            _ if self.script
+                && self.mechanism == Mechanism::Seccomp
+                && crate::supervise::needs_no_new_privs() =>
+            {
+                Some(
+                    "the script runs under seccomp with no_new_privs (needed without \
+                     CAP_SYS_ADMIN): a setuid or file-capability program it starts (sudo, su, \
+                     ping) runs without its privileges; --via shim keeps them"
+                        .into(),
+                )
+            }
             _ => None,
         }
     }
@@ -300,10 +313,12 @@ pub fn plan(program: &Path, via: Via) -> Result<Plan, Error> {
         blocked,
         go,
     } = examine(program)?;
+    let script = is_script(program);
     let plan = |mechanism| Plan {
         mechanism,
         go,
         judged: judged.clone(),
+        script,
     };
     match (blocked, via) {
         (Some(why @ (Unreachable::SetId(_) | Unreachable::FileCapabilities)), _) => {
@@ -320,7 +335,7 @@ pub fn plan(program: &Path, via: Via) -> Result<Plan, Error> {
         // A script may exec anything, a Go or static program among them (a wrapper that ends in
         // `exec ./server`), and the shim would silently miss it: the supervisor reaches every
         // program the script starts.
-        (None, Via::Auto) if is_script(program) => Ok(plan(Mechanism::Seccomp)),
+        (None, Via::Auto) if script => Ok(plan(Mechanism::Seccomp)),
         (None, Via::Shim | Via::Auto) => Ok(plan(Mechanism::Shim)),
     }
 }
@@ -819,7 +834,10 @@ pub fn locate(name: &OsStr) -> Result<PathBuf, LaunchError> {
             why: "the program name is empty: give the program to run after --".into(),
         });
     }
-    let shown = name.to_string_lossy().into_owned();
+    let shown = {
+        use std::os::unix::ffi::OsStrExt;
+        crate::printable::PrintableBytes(name.as_bytes()).to_string()
+    };
     let (path_var, default_path) = search_path();
     let Some(program) = resolve_program(name, Some(&path_var)) else {
         // As execvp(3) and env(1): something of that name in PATH that cannot run is 126.

@@ -22,6 +22,22 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
+/// Bytes that should be text (a path, an argument), displayed as [`Printable`] does, with each
+/// byte that is not part of valid UTF-8 written as `\xNN`.
+pub struct PrintableBytes<'a>(pub &'a [u8]);
+
+impl fmt::Display for PrintableBytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            Printable(chunk.valid()).fmt(f)?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Unicode format characters (category Cf) that change how a line is shown without showing
 /// themselves: bidirectional overrides and isolates (U+202E turns the rest of a line around),
 /// zero-width spaces and joiners, the byte-order mark.
@@ -56,6 +72,14 @@ mod tests {
     use super::*;
     extern crate std;
     use std::format;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_one_by_one() {
+        assert_eq!(
+            format!("{}", PrintableBytes(b"/tmp/\xff\xfe\xc3\xa9\n")),
+            "/tmp/\\xff\\xfe\u{e9}\\n"
+        );
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -131,7 +131,9 @@ impl Key {
             Key::Dest => {
                 "IPv4 or IPv6 addresses or networks such as 198.18.0.0/15, comma-separated"
             }
-            Key::Log => "off, syslog, or an absolute file path",
+            Key::Log => {
+                "off, syslog, or an absolute file path without commas, control characters or blanks at its ends (a policy carries it between commas)"
+            }
             Key::Inherit => "yes or no",
         }
     }
@@ -391,8 +393,8 @@ impl fmt::Display for PolicyError {
                 ),
                 Some(Key::Idle | Key::Interval) => write!(
                     f,
-                    "{key}={v}: not a number of seconds; {key} must be {allowed}, units s, m, h \
-                     (a bare number is seconds)"
+                    "{key}={v}: not a number of seconds; {key} must be {allowed}, units ms, s, m, \
+                     h (a bare number is seconds)"
                 ),
                 Some(Key::UserTimeout) => write!(
                     f,
@@ -678,7 +680,16 @@ pub fn parse_value(key: Key, value: &str) -> Result<Field<'_>, PolicyError> {
         Key::Log => match value {
             "off" => return Ok(Field::Log(Log::Off)),
             "syslog" => return Ok(Field::Log(Log::Syslog)),
-            path if path.starts_with('/') => return Ok(Field::Log(Log::File(path))),
+            // A path the text form cannot carry is refused here too, when it comes from a
+            // flag: the policy is handed on as text (KEEPALIVE_POLICY), where a comma ends
+            // the value and blanks around it are dropped.
+            path if path.starts_with('/')
+                && !path.contains(',')
+                && path.trim() == path
+                && !path.chars().any(char::is_control) =>
+            {
+                return Ok(Field::Log(Log::File(path)));
+            }
             _ => return Err(err(ErrorKind::BadValue)),
         },
         Key::Dest => {

@@ -4,8 +4,8 @@
 //! How it works, as the kernel does it (kernel/seccomp.c, seccomp_unotify(2)):
 //!
 //! - The launcher stays the program's parent. In the forked child, before exec, it sets
-//!   no_new_privs (required to install a filter without CAP_SYS_ADMIN; it also means a setuid
-//!   program would not gain its privileges), installs a classic-BPF filter with
+//!   no_new_privs when it lacks CAP_SYS_ADMIN (required then to install a filter; it also means
+//!   a setuid program the program starts does not gain its privileges), installs a classic-BPF filter with
 //!   SECCOMP_FILTER_FLAG_NEW_LISTENER, sends the listener descriptor the kernel returns to the
 //!   parent over a socketpair (SCM_RIGHTS), closes its own copy and execs. The filter stays on
 //!   across exec and is inherited by every process the program starts.
@@ -137,13 +137,14 @@ pub fn run(
         .map_err(io_err(&format!("starting {}", program.display())))?;
     let mut cmd = Command::new(program);
     let theirs_fd = theirs.as_raw_fd();
+    let no_new_privs = needs_no_new_privs();
     // SAFETY: the closure runs in the forked child between fork and exec, where only
     // async-signal-safe work is allowed: it makes system calls (prctl, seccomp, sendmsg,
     // close, sigprocmask, execve) on stack data, the filter and the exec's strings built
     // before the fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            child_setup(theirs_fd, &filter)?;
+            child_setup(theirs_fd, &filter, no_new_privs)?;
             Err(exec.exec())
         });
     }
@@ -264,12 +265,30 @@ fn start_supervisor(
     Ok((hup, pidfd))
 }
 
-/// In the forked child: no_new_privs, the filter, the listener to the parent, exec. Only
-/// system calls on the stack: nothing here may allocate.
-fn child_setup(to_parent: RawFd, filter: &[libc::sock_filter]) -> io::Result<()> {
+/// Whether installing the filter needs no_new_privs: seccomp(2) takes a filter from a thread
+/// that has CAP_SYS_ADMIN in its user namespace, or no_new_privs (kernel/seccomp.c,
+/// seccomp_prepare_filter()). no_new_privs is inherited by every process the program starts and
+/// makes execve ignore setuid bits and file capabilities, so it is set only where it must be:
+/// run by root, a script's `sudo`, `ping` or `su` keep their privileges.
+pub fn needs_no_new_privs() -> bool {
+    !rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+    })
+}
+
+/// In the forked child: no_new_privs where needed, the filter, the listener to the parent,
+/// exec. Only system calls on the stack: nothing here may allocate.
+fn child_setup(
+    to_parent: RawFd,
+    filter: &[libc::sock_filter],
+    no_new_privs: bool,
+) -> io::Result<()> {
     sys::unblock_all();
     sys::own_group(0);
-    rustix::thread::set_no_new_privs(true)?;
+    if no_new_privs {
+        rustix::thread::set_no_new_privs(true)?;
+    }
     let listener = sys::install_filter(filter)?;
     // SAFETY: `to_parent` is the child's end of the socketpair, inherited across fork and open
     // until exec closes it (close-on-exec).
