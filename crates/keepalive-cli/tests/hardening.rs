@@ -915,11 +915,36 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
             2,
             vec!["/dev/zero", "not a regular file"],
         ),
+        // Fifth pass: a log path the policy text cannot carry.
+        (
+            vec!["run", "--log", "/tmp/e,idle=9", "idle=5", "--", "true"],
+            2,
+            vec!["log=/tmp/e,idle=9", "without commas"],
+        ),
+        (
+            vec!["run", "--log", "/tmp/a\nb", "idle=5", "--print-env"],
+            2,
+            vec!["log=/tmp/a\\nb", "control characters"],
+        ),
     ] {
         let out = keepalive(&args).output().unwrap();
         testkit::assert_one_line_failure(&out, code, &needles);
         assert!(!text(&out.stderr).contains('\x1b'), "{args:?}");
     }
+    // An argument that is not UTF-8 is named, its bytes escaped.
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(BIN)
+        .arg("explain")
+        .arg(std::ffi::OsStr::from_bytes(b"idle=\xff"))
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 2, &["argument 2 'idle=\\xff' is not UTF-8"]);
+    let out = Command::new(BIN)
+        .args(["run", "--"])
+        .arg(std::ffi::OsStr::from_bytes(b"/nonexistent/\xfe"))
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 127, &["/nonexistent/\\xfe"]);
     // A dry run over the root cgroup (every process on the host, kernel threads too) names
     // no kernel thread: they hold no sockets.
     let root = testkit::cgroup2_mount();
