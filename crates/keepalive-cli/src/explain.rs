@@ -1,7 +1,7 @@
 //! `keepalive explain`: the probe timeline and time to detect, rendered.
 
 use crate::cli::ExplainArgs;
-use crate::render::{duration_ms, duration_s, json, wrap};
+use crate::render::{WIDTH, cols, duration_ms, duration_s, fit, json, wrap};
 use keepalive::explain::{Detected, Explanation};
 use keepalive::netns::NetNs;
 use keepalive::policy::timeline::{Decider, ProbeTimeline};
@@ -64,7 +64,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     if args.json {
         return json(&report);
     }
-    crate::render::out(&human(&report))?;
+    crate::render::out(&fit(&human(&report)))?;
     Ok(())
 }
 
@@ -161,6 +161,20 @@ fn human(r: &Report<'_>) -> String {
         "{:>12}  the program's next read, write or poll gets ETIMEDOUT",
         ""
     ));
+    if t.counter_wrapped {
+        let text = format!(
+            "(the run that sent probe {} was already past the user timeout, but the kernel's \
+             count of probes out, a u8, had wrapped to 0 after {} probes: it resets only with \
+             a probe out, so one more went out and the reset waited one more interval)",
+            t.probes,
+            t.probes - 1
+        );
+        line(
+            wrap(&text, &" ".repeat(14), &" ".repeat(15))
+                .trim_end()
+                .to_owned(),
+        );
+    }
     line(String::new());
     line(format!(
         "Time to detect: {} ({} s after the last segment received)",
@@ -195,11 +209,12 @@ fn human(r: &Report<'_>) -> String {
         } else {
             ""
         };
-        line(format!(
-            "  ETIMEDOUT {} after the first unanswered send: {probe}{} retransmission{plural}",
+        let text = format!(
+            "ETIMEDOUT {} after the first unanswered send: {probe}{} retransmission{plural}",
             duration_ms(u.give_up_ms),
             u.retransmissions,
-        ));
+        );
+        line(wrap(&text, "  ", "    ").trim_end().to_owned());
         let limit = match u.decided_by {
             Decider::UserTimeout => format!("TCP_USER_TIMEOUT {}", duration_ms(u.limit_ms)),
             _ => format!(
@@ -217,13 +232,29 @@ fn human(r: &Report<'_>) -> String {
             ),
             None => String::new(),
         };
+        let wrapped = if u.counter_wrapped {
+            format!(
+                " The run that reached the limit had {} retransmissions behind it, and the \
+                 kernel's count of them, a u8, read 0: it gives up only with one counted, so it \
+                 retransmitted once more and gave up at the next run.",
+                u.retransmissions - 1
+            )
+        } else {
+            String::new()
+        };
         let text = format!(
             "The limit ({limit}) counts from the first retransmission, at {}, and the kernel \
-             gives up at the first retransmission timer run past it. The RTO doubles up to {}; \
-             these times are for the fastest path ({}ms RTO), on time.{sooner}",
+             gives up at the first retransmission timer run past it.{wrapped} The RTO doubles \
+             up to {}; these times are for the fastest path ({} RTO, from \
+             net.ipv4.tcp_rto_min_us = {}), on time.{sooner}",
             duration_ms(u.first_retransmission_ms),
             duration_ms(u.rto_max_ms),
-            keepalive::policy::timeline::FASTEST_RTO_MS,
+            if u.rto_ms < 1000 {
+                format!("{}ms", u.rto_ms)
+            } else {
+                duration_ms(u.rto_ms)
+            },
+            u.rto_min_us,
         );
         line(wrap(&text, "  ", "  ").trim_end().to_owned());
     }
@@ -237,13 +268,19 @@ fn human(r: &Report<'_>) -> String {
             "the connection before probe 1 refreshes it, and the next packet is dropped or reset:"
                 .into(),
         );
-        for m in &e.middleboxes_outlasted {
-            line(format!(
-                "  {:<58}{:>10}  {}",
-                m.name,
-                duration_s(m.idle_timeout_s),
-                m.id
-            ));
+        let rows: Vec<[String; 3]> = e
+            .middleboxes_outlasted
+            .iter()
+            .map(|m| {
+                [
+                    m.name.to_string(),
+                    duration_s(m.idle_timeout_s),
+                    m.id.to_string(),
+                ]
+            })
+            .collect();
+        for row in middlebox_table(&rows) {
+            line(row);
         }
         if let Some(min) = e.tightest_middlebox_s() {
             line(format!(
@@ -253,4 +290,74 @@ fn human(r: &Report<'_>) -> String {
         }
     }
     out
+}
+
+/// The middlebox rows (name, idle timeout, id) as a table whose columns are as wide as their
+/// widest cell: names left, times right, ids left. Where that would pass [`WIDTH`] the name
+/// column narrows and a longer name folds at spaces onto lines of its own, the time staying on
+/// the name's last line.
+fn middlebox_table(rows: &[[String; 3]]) -> Vec<String> {
+    let widest = |i: usize| rows.iter().map(|r| cols(&r[i])).max().unwrap_or(0);
+    let (time_w, id_w) = (widest(1), widest(2));
+    // "  " name "  " time "  " id
+    let fixed = 2 + 2 + time_w + 2 + id_w;
+    let name_w = widest(0).min(WIDTH.saturating_sub(fixed).max(20));
+    let mut out = Vec::new();
+    for [name, time, id] in rows {
+        let mut parts: Vec<String> = Vec::new();
+        for word in name.split(' ').filter(|w| !w.is_empty()) {
+            match parts.last_mut() {
+                Some(last) if cols(last) + 1 + cols(word) <= name_w => {
+                    last.push(' ');
+                    last.push_str(word);
+                }
+                _ => parts.push(word.to_owned()),
+            }
+        }
+        let last = parts.pop().unwrap_or_default();
+        for part in parts {
+            out.push(format!("  {part}"));
+        }
+        let pad = " ".repeat(name_w.saturating_sub(cols(&last)));
+        out.push(format!("  {last}{pad}  {time:>time_w$}  {id}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, time: &str, id: &str) -> [String; 3] {
+        [name.into(), time.into(), id.into()]
+    }
+
+    #[test]
+    fn the_middlebox_table_measures_its_columns() {
+        let rows = [
+            row("AWS NAT gateway", "5m50s", "aws-nat-gateway"),
+            row(
+                "RFC 5382 NAT, the least it may keep an idle established connection",
+                "2h4m",
+                "rfc5382",
+            ),
+        ];
+        let out = middlebox_table(&rows);
+        assert_eq!(out.len(), 2);
+        // The times end in one column, the ids start in one.
+        let end = |l: &str, t: &str| l.find(t).unwrap() + t.len();
+        assert_eq!(end(&out[0], "5m50s"), end(&out[1], "2h4m"));
+        assert_eq!(out[0].find("aws-nat"), out[1].find("rfc5382"));
+        assert!(out.iter().all(|l| cols(l) <= WIDTH), "{out:#?}");
+        // A name that cannot fit folds, and the time stays in its column.
+        let long = "word ".repeat(30);
+        let rows = [row(&long, "1m", "x"), row("short", "10m", "y")];
+        let out = middlebox_table(&rows);
+        assert!(
+            out.len() > 2 && out.iter().all(|l| cols(l) <= WIDTH),
+            "{out:#?}"
+        );
+        let last = &out[out.len() - 2];
+        assert_eq!(end(last, "1m"), end(&out[out.len() - 1], "10m"));
+    }
 }

@@ -168,11 +168,12 @@ pub struct Explanation {
 
 impl Explanation {
     /// Explains `settings` on Linux, with retransmission governed by `kernel`'s
-    /// `tcp_retries2` and `tcp_rto_max_ms`.
+    /// `tcp_retries2`, `tcp_rto_max_ms` and `tcp_rto_min_us`.
     pub fn linux(settings: Settings, kernel: &Defaults) -> Self {
-        let unacked = RetransmitTimeout::new(
+        let unacked = RetransmitTimeout::with_rto_min(
             kernel.retries2,
             kernel.rto_max_ms,
+            kernel.rto_min_us,
             settings.user_timeout_ms,
             kernel.tail_loss_probe,
         );
@@ -271,6 +272,39 @@ mod tests {
                 after_ms: 7_200_000
             }
         );
+    }
+
+    #[test]
+    fn a_namespace_rto_floor_reaches_the_retransmission_schedule() {
+        // tcp_retries2 5, tcp_rto_min_us 1000: the limit stays tcp_model_timeout(5) from
+        // TCP_RTO_MIN (12.6 s), the runs come 8 ms, 16 ms, ... apart from 12 ms (probe at the
+        // 4 ms floor, then one 8 ms RTO): the first run past 12.612 s is at 16.38 s. Measured
+        // over a veth pair: 17.088 s, the timers each a little late (up to 0.88 s in all).
+        let kernel = Defaults {
+            retries2: 5,
+            rto_min_us: 1000,
+            ..Defaults::LINUX
+        };
+        let e = Explanation::linux(Settings::LINUX_DEFAULT, &kernel);
+        let u = e.unacked_data.unwrap();
+        assert_eq!(
+            (
+                u.limit_ms,
+                u.first_retransmission_ms,
+                u.rto_ms,
+                u.give_up_ms
+            ),
+            (12_600, 12, 8, 16_380)
+        );
+        assert_eq!((u.retransmissions, u.rto_min_us), (10, 1000));
+        let default_floor = Defaults {
+            retries2: 5,
+            ..Defaults::LINUX
+        };
+        let u = Explanation::linux(Settings::LINUX_DEFAULT, &default_floor)
+            .unacked_data
+            .unwrap();
+        assert_eq!((u.give_up_ms, u.rto_ms), (13_052, 204));
     }
 
     #[test]

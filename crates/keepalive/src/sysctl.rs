@@ -10,7 +10,7 @@
 
 use crate::error::{Error, WriteFailure};
 use crate::netns::NetNs;
-use crate::policy::timeline::{ProbeTimeline, RTO_MAX_MS, RetransmitTimeout};
+use crate::policy::timeline::{ProbeTimeline, RTO_MAX_MS, RTO_MIN_US, RetransmitTimeout};
 use crate::policy::{Policy, Settings};
 use std::fs;
 use std::io::{self, Write};
@@ -102,6 +102,9 @@ pub struct Defaults {
     pub retries2: u32,
     /// `net.ipv4.tcp_rto_max_ms`, or 120000 on kernels without that sysctl.
     pub rto_max_ms: u64,
+    /// `net.ipv4.tcp_rto_min_us`, the floor of a path's RTO (Linux 6.11 and later), or
+    /// 200000 (`TCP_RTO_MIN`) on kernels without that sysctl.
+    pub rto_min_us: u64,
     /// `net.ipv4.tcp_early_retrans` is 3 or 4 (the default 3): a tail-loss probe resends a
     /// silent tail before the retransmission timer does.
     pub tail_loss_probe: bool,
@@ -125,6 +128,7 @@ impl Defaults {
         keepalive_probes: Key::KeepaliveProbes.kernel_default() as u32,
         retries2: Key::Retries2.kernel_default() as u32,
         rto_max_ms: Key::RtoMaxMs.kernel_default(),
+        rto_min_us: RTO_MIN_US,
         tail_loss_probe: true,
     };
 
@@ -132,9 +136,10 @@ impl Defaults {
     pub fn detection(&self) -> Detection {
         Detection {
             idle_connection_ms: ProbeTimeline::silent_peer(&self.settings()).reset_ms,
-            unacked_data_ms: RetransmitTimeout::new(
+            unacked_data_ms: RetransmitTimeout::with_rto_min(
                 self.retries2,
                 self.rto_max_ms,
+                self.rto_min_us,
                 0,
                 self.tail_loss_probe,
             )
@@ -283,12 +288,37 @@ impl Sysctls {
             }
             other => other?,
         };
+        // Not one of the keys this tool sets (so not in Key::ALL); absent before Linux 6.11,
+        // where the floor is TCP_RTO_MIN. Its minimum is 1 (sysctl_net_ipv4.c: extra1 =
+        // SYSCTL_ONE).
+        const RTO_MIN_US_KEY: &str = "net.ipv4.tcp_rto_min_us";
+        let rto_min_us = match fs::read_to_string(self.root.join("net/ipv4/tcp_rto_min_us")) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => RTO_MIN_US,
+            Err(source) => {
+                return Err(Error::SysctlRead {
+                    key: RTO_MIN_US_KEY,
+                    scope: self.scope(),
+                    source,
+                });
+            }
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&v| v >= 1)
+                .ok_or_else(|| Error::SysctlValue {
+                    key: RTO_MIN_US_KEY,
+                    scope: self.scope(),
+                    value: text.trim().to_owned(),
+                })?,
+        };
         Ok(Defaults {
             keepalive_time: small(Key::KeepaliveTime)?,
             keepalive_intvl: small(Key::KeepaliveIntvl)?,
             keepalive_probes: small(Key::KeepaliveProbes)?,
             retries2: small(Key::Retries2)?,
             rto_max_ms,
+            rto_min_us,
             // Not one of the keys this tool sets; read as the kernel's default where absent.
             tail_loss_probe: fs::read_to_string(self.root.join("net/ipv4/tcp_early_retrans"))
                 .ok()
@@ -638,6 +668,23 @@ mod tests {
         let d = Sysctls::at(dir.path()).read().unwrap();
         assert_eq!(d.settings(), Settings::LINUX_DEFAULT);
         assert_eq!((d.retries2, d.rto_max_ms), (15, 120_000));
+        assert_eq!(d.rto_min_us, 200_000, "no tcp_rto_min_us before Linux 6.11");
+    }
+
+    #[test]
+    fn reads_tcp_rto_min_us_where_present() {
+        let dir = fake_proc();
+        let file = dir.path().join("net/ipv4/tcp_rto_min_us");
+        fs::write(&file, "1000\n").unwrap();
+        let d = Sysctls::at(dir.path()).read().unwrap();
+        assert_eq!(d.rto_min_us, 1000);
+        // The floor reaches the retransmission model: tcp_retries2 5 under a 1 ms floor gives
+        // up at 16.38 s, not the 13.052 s of the 200 ms floor.
+        let d = Defaults { retries2: 5, ..d };
+        assert_eq!(d.detection().unacked_data_ms, 16_380);
+        fs::write(&file, "soon\n").unwrap();
+        let e = Sysctls::at(dir.path()).read().unwrap_err().to_string();
+        assert!(e.contains("tcp_rto_min_us") && e.contains("soon"), "{e}");
     }
 
     #[test]

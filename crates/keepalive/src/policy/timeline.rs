@@ -15,7 +15,14 @@
 //!   `retransmits_timed_out()` with `tcp_model_timeout()`: `tcp_retries2` exponentially
 //!   backed-off retransmissions starting from `TCP_RTO_MIN` (200 ms), capped at
 //!   `tcp_rto_max_ms` (120 s), so 15 retries give at least 924.6 s; the connection fails at
-//!   the first timer run past that ([`RetransmitTimeout`]).
+//!   the first timer run past that ([`RetransmitTimeout`]). The path's own RTO, which sets
+//!   when those runs come, has the floor `net.ipv4.tcp_rto_min_us`; the limit does not.
+//!
+//! Both timers test a count that is a `__u8` in `struct inet_connection_sock`
+//! (`include/net/inet_connection_sock.h`: `icsk_probes_out`, `icsk_retransmits`), and both
+//! refuse to end the connection while that count reads 0. After 256 probes or 256
+//! retransmissions it reads 0 again, so a run that would have ended the connection sends one
+//! more instead ([`COUNTER_WRAP`]).
 //!
 //! Times here are exact in the kernel's model; a real run lands a little later because timers
 //! fire on jiffies (HZ=250 here: 4 ms) and are batched by the timer wheel. Expect measured
@@ -28,6 +35,12 @@ use core::time::Duration;
 pub const RTO_MIN_MS: u64 = 200;
 /// `TCP_RTO_MAX` (120 s), the default of `net.ipv4.tcp_rto_max_ms` where that sysctl exists.
 pub const RTO_MAX_MS: u64 = 120_000;
+/// The default of `net.ipv4.tcp_rto_min_us` (Linux 6.11 and later; `tcp_sk_init()`:
+/// `jiffies_to_usecs(TCP_RTO_MIN)`), and the floor kernels without that sysctl use.
+pub const RTO_MIN_US: u64 = RTO_MIN_MS * 1000;
+/// `icsk_probes_out` and `icsk_retransmits` are `__u8` (`include/net/inet_connection_sock.h`):
+/// after this many increments they read 0 again.
+pub const COUNTER_WRAP: u64 = 256;
 
 /// What ends a connection to a silent peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +74,10 @@ pub struct ProbeTimeline {
     pub reset_ms: u64,
     /// Which rule ends it.
     pub decided_by: Decider,
+    /// The timer run that first found the user timeout passed came after a multiple of 256
+    /// probes: `icsk_probes_out` (a `__u8`) read 0, so it sent one more probe and the reset
+    /// waited one more interval.
+    pub counter_wrapped: bool,
 }
 
 impl ProbeTimeline {
@@ -72,18 +89,32 @@ impl ProbeTimeline {
         // Timer runs happen at idle + k x interval, k = 0, 1, ...; the run at k sends probe k+1
         // unless it resets. The count rule resets at the run where k probes are out (k = count).
         // The user-timeout rule resets at the first run with k >= 1 and elapsed >= user timeout.
-        let (runs, decided_by) = if user_timeout == 0 {
+        //
+        // tcp_keepalive_timer() (net/ipv4/tcp_timer.c) resets under a user timeout only when
+        //     elapsed >= msecs_to_jiffies(user_timeout) && icsk->icsk_probes_out > 0
+        // and icsk_probes_out is a __u8 (include/net/inet_connection_sock.h), incremented per
+        // probe sent and cleared only by an answer. The run at k sees k mod 256 probes out: when
+        // the first run past the user timeout is at a multiple of 256, it reads 0, sends probe
+        // k+1 instead (icsk_probes_out++ makes it 1), and the run one interval later resets.
+        // The count rule cannot wrap: count is at most 255 (tcp_keepalive_probes is a u8,
+        // TCP_KEEPCNT at most 127), so the run at k = count resets before the counter wraps.
+        let (mut runs, decided_by) = if user_timeout == 0 {
             (u64::from(s.count), Decider::ProbeCount)
         } else {
             let over = user_timeout.saturating_sub(idle);
             (over.div_ceil(interval.max(1)).max(1), Decider::UserTimeout)
         };
+        let counter_wrapped = decided_by == Decider::UserTimeout && runs % COUNTER_WRAP == 0;
+        if counter_wrapped {
+            runs += 1;
+        }
         ProbeTimeline {
             first_probe_ms: idle,
             interval_ms: interval,
             probes: runs,
             reset_ms: idle + runs * interval,
             decided_by,
+            counter_wrapped,
         }
     }
 
@@ -101,19 +132,38 @@ impl ProbeTimeline {
 /// How long a connection with unacknowledged data survives a silent peer, on the fastest path
 /// the kernel allows.
 ///
-/// The schedule (net/ipv4/tcp_timer.c, tcp_output.c): with tail-loss probes on
-/// (`net.ipv4.tcp_early_retrans` 3 or 4, the default) a lone unanswered segment is resent once
-/// by the probe, `TCP_RTO_MIN` after it went out (`tcp_schedule_loss_probe()`: 2 x srtt +
-/// TCP_RTO_MIN, no later than the RTO), and the retransmission timer is armed again from
-/// there. Each timer run retransmits and doubles `icsk_rto` up to `tcp_rto_max_ms`
-/// (`tcp_retransmit_timer()`). The path's RTO is `srtt/8 + rttvar` with rttvar at least
-/// TCP_RTO_MIN, rounded up to whole jiffies (`__tcp_set_rto()`, `usecs_to_jiffies()`): on the
-/// fastest path [`FASTEST_RTO_MS`]. `retransmits_timed_out()` counts from the timer's first
-/// retransmission (`tp->retrans_stamp`, set by `tcp_retransmit_skb()`, which the probe does not
-/// go through) and gives up at the first run at least the limit after it: the user timeout, or
-/// `tcp_model_timeout()` of `tcp_retries2` ([`model_timeout_ms`], a lower bound, as
-/// Documentation/networking/ip-sysctl.rst says). With a user timeout the timer is clamped to
-/// what is left of it (`tcp_clamp_rto_to_user_timeout()`), so it gives up right at it.
+/// The schedule (net/ipv4/tcp_timer.c, tcp_output.c, tcp_input.c):
+///
+/// - The path's RTO has a floor: `tcp_init_sock()` sets `icsk_rto_min` to
+///   `usecs_to_jiffies(net.ipv4.tcp_rto_min_us)` (whole jiffies, rounded up), and
+///   `tcp_rto_min_us(sk)` is `jiffies_to_usecs()` of that ([`rto_floor_ms`]).
+///   `tcp_rtt_estimator()` keeps `rttvar_us` at least `tcp_rto_min_us(sk)`, and
+///   `__tcp_set_rto()` is `usecs_to_jiffies(srtt/8 + rttvar)`: on the fastest path the floor
+///   plus a round trip, rounded up to the next jiffy ([`fastest_rto_ms`]), no more than
+///   `tcp_rto_max_ms` (`tcp_bound_rto()`).
+/// - With tail-loss probes on (`net.ipv4.tcp_early_retrans` 3 or 4, the default) a lone
+///   unanswered segment is resent once by the probe, armed for `usecs_to_jiffies(srtt/4 +
+///   tcp_rto_min_us(sk))` and no later than the RTO (`tcp_schedule_loss_probe()`); the timer
+///   fires on a jiffy edge, so the probe goes out as soon as the floor after the send.
+///   The retransmission timer is armed again from there for the RTO.
+/// - Each timer run retransmits and doubles `icsk_rto` up to `tcp_rto_max_ms`
+///   (`tcp_retransmit_timer()`).
+/// - `retransmits_timed_out()` counts from the timer's first retransmission
+///   (`tp->retrans_stamp`, set by `tcp_retransmit_skb()`, which the probe does not go through)
+///   and gives up at the first run at least the limit after it: the user timeout, or
+///   `tcp_model_timeout()` of `tcp_retries2` ([`model_timeout_ms`], a lower bound, as
+///   Documentation/networking/ip-sysctl.rst says). That model starts from the constant
+///   `TCP_RTO_MIN` (`unsigned int rto_base = TCP_RTO_MIN;` outside the SYN states), never from
+///   `tcp_rto_min_us`: a lower floor makes the runs come faster, not the limit shorter.
+/// - With a user timeout the timer is clamped to what is left of it
+///   (`tcp_clamp_rto_to_user_timeout()`), so it gives up right at it; once it has passed, the
+///   clamp is 1 jiffy ("fire ASAP").
+/// - `retransmits_timed_out()` starts with `if (!inet_csk(sk)->icsk_retransmits) return
+///   false;`, and `tcp_write_timeout()` runs before `icsk_retransmits++`. That is why the
+///   first run never gives up; `icsk_retransmits` is a `__u8`, so it reads 0 again after every
+///   256th retransmission, and a run that reaches the limit then retransmits once more instead
+///   and gives up at the next run: 1 jiffy later under a user timeout, a doubled RTO later
+///   under `tcp_retries2` ([`COUNTER_WRAP`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RetransmitTimeout {
@@ -135,6 +185,14 @@ pub struct RetransmitTimeout {
     pub retries2: u32,
     /// The ceiling of the retransmission timeout the model used (milliseconds).
     pub rto_max_ms: u64,
+    /// The `net.ipv4.tcp_rto_min_us` the model used (microseconds).
+    pub rto_min_us: u64,
+    /// The fastest path's RTO under that floor, the first timer's span (milliseconds).
+    pub rto_ms: u64,
+    /// The run that reached the limit came after a multiple of 256 retransmissions:
+    /// `icsk_retransmits` (a `__u8`) read 0, so the timer retransmitted once more and gave
+    /// up at its next run.
+    pub counter_wrapped: bool,
     /// When the limit falls just after a timer run, timers that run late (the timer wheel
     /// files each one with up to [`wheel_slack_ms`] of lateness, and the next is armed from
     /// when it ran) or a slower path's RTO can push that run past the limit: it then gives up
@@ -144,21 +202,62 @@ pub struct RetransmitTimeout {
 
 /// The HZ of Debian's kernels (CONFIG_HZ_250), whose jiffy the fastest path's RTO rounds up to.
 pub const DEBIAN_HZ: u64 = 250;
-/// The RTO of the fastest path: TCP_RTO_MIN plus a round-trip time, rounded up to the next
-/// jiffy at [`DEBIAN_HZ`] (on loopback, 51 jiffies).
-pub const FASTEST_RTO_MS: u64 = RTO_MIN_MS + 1000 / DEBIAN_HZ;
+/// One jiffy at [`DEBIAN_HZ`] (milliseconds).
+const JIFFY_MS: u64 = 1000 / DEBIAN_HZ;
+
+/// The floor of a path's RTO when `net.ipv4.tcp_rto_min_us` is `rto_min_us`: whole jiffies,
+/// rounded up (`tcp_init_sock()`: `icsk_rto_min = usecs_to_jiffies(rto_min_us)`). 200000 µs
+/// gives 200 ms, 1000 µs one jiffy (4 ms at [`DEBIAN_HZ`]).
+pub const fn rto_floor_ms(rto_min_us: u64) -> u64 {
+    rto_min_us.div_ceil(JIFFY_MS * 1000) * JIFFY_MS
+}
+
+/// The RTO of the fastest path: the floor ([`rto_floor_ms`]) plus a round trip, rounded up to
+/// the next jiffy at [`DEBIAN_HZ`] (`__tcp_set_rto()`: `usecs_to_jiffies(srtt/8 + rttvar)`,
+/// rttvar at least the floor). 200000 µs gives 204 ms (on loopback, 51 jiffies); 1000 µs 8 ms.
+pub const fn fastest_rto_ms(rto_min_us: u64) -> u64 {
+    rto_floor_ms(rto_min_us) + JIFFY_MS
+}
+
+/// The RTO of the fastest path under the default floor ([`RTO_MIN_US`]): 204 ms.
+pub const FASTEST_RTO_MS: u64 = fastest_rto_ms(RTO_MIN_US);
 
 impl RetransmitTimeout {
     /// The schedule for `tcp_retries2` = `retries2`, a maximum RTO of `rto_max_ms`, the user
-    /// timeout (0 = none) and tail-loss probes on or off.
+    /// timeout (0 = none) and tail-loss probes on or off, under the default RTO floor
+    /// ([`RTO_MIN_US`]).
     pub fn new(
         retries2: u32,
         rto_max_ms: u64,
         user_timeout_ms: u32,
         tail_loss_probe: bool,
     ) -> Self {
-        let probe_ms = if tail_loss_probe { RTO_MIN_MS } else { 0 };
-        let first = probe_ms + FASTEST_RTO_MS;
+        Self::with_rto_min(
+            retries2,
+            rto_max_ms,
+            RTO_MIN_US,
+            user_timeout_ms,
+            tail_loss_probe,
+        )
+    }
+
+    /// [`RetransmitTimeout::new`] under the RTO floor `net.ipv4.tcp_rto_min_us` =
+    /// `rto_min_us`.
+    pub fn with_rto_min(
+        retries2: u32,
+        rto_max_ms: u64,
+        rto_min_us: u64,
+        user_timeout_ms: u32,
+        tail_loss_probe: bool,
+    ) -> Self {
+        let rto_max = rto_max_ms.max(1);
+        let rto_ms = fastest_rto_ms(rto_min_us).min(rto_max);
+        let probe_ms = if tail_loss_probe {
+            rto_floor_ms(rto_min_us).min(rto_ms)
+        } else {
+            0
+        };
+        let first = probe_ms + rto_ms;
         let (limit_ms, decided_by) = if user_timeout_ms > 0 {
             (u64::from(user_timeout_ms), Decider::UserTimeout)
         } else {
@@ -171,16 +270,25 @@ impl RetransmitTimeout {
         // The runs on time, and as late as the wheel lets each be (the lateness adds up: each
         // run arms the next from when it ran).
         let schedule = |late: bool| {
-            let (mut run, mut rto, mut retransmissions) = (first, FASTEST_RTO_MS, 0u64);
-            // The first run never gives up (no retransmission yet); each run retransmits and
-            // arms the next one the doubled RTO later, or, with a user timeout, no later than
-            // when it runs out.
+            let (mut run, mut rto, mut retransmissions) = (first, rto_ms, 0u64);
+            let mut wrapped = false;
             loop {
+                // tcp_write_timeout() at this run sees icsk_retransmits = retransmissions so
+                // far, mod 256: at 0 (the first run, and after every 256th) it does not give up.
+                if run >= give_up_at {
+                    if retransmissions % COUNTER_WRAP != 0 {
+                        return (run, retransmissions, wrapped);
+                    }
+                    wrapped = true;
+                }
+                // The run retransmits and arms the next one the doubled RTO later, or, with a
+                // user timeout, no later than when it runs out (1 jiffy once it has).
                 retransmissions += 1;
-                rto = (rto * 2).min(rto_max_ms.max(1));
+                rto = (rto * 2).min(rto_max);
                 let mut step = rto;
                 if decided_by == Decider::UserTimeout {
-                    step = step.min(give_up_at.saturating_sub(run));
+                    let left = give_up_at.saturating_sub(run);
+                    step = if left == 0 { JIFFY_MS } else { step.min(left) };
                 }
                 run += step
                     + if late {
@@ -188,13 +296,10 @@ impl RetransmitTimeout {
                     } else {
                         0
                     };
-                if run >= give_up_at {
-                    return (run, retransmissions);
-                }
             }
         };
-        let (run, retransmissions) = schedule(false);
-        let (late_run, late_retransmissions) = schedule(true);
+        let (run, retransmissions, counter_wrapped) = schedule(false);
+        let (late_run, late_retransmissions, _) = schedule(true);
         let sooner_ms = (decided_by == Decider::Retries && late_retransmissions < retransmissions)
             .then_some((give_up_at, late_run));
         RetransmitTimeout {
@@ -207,6 +312,9 @@ impl RetransmitTimeout {
             decided_by,
             retries2,
             rto_max_ms,
+            rto_min_us,
+            rto_ms,
+            counter_wrapped,
         }
     }
 
@@ -231,7 +339,9 @@ pub fn wheel_slack_ms(span_ms: u64, hz: u64) -> u64 {
 }
 
 /// `tcp_model_timeout()`: the time `boundary` retransmissions take when the RTO starts at
-/// `TCP_RTO_MIN`, doubles, and stops doubling at `rto_max_ms`.
+/// `TCP_RTO_MIN`, doubles, and stops doubling at `rto_max_ms`. `retransmits_timed_out()` passes
+/// the constant `TCP_RTO_MIN` as `rto_base` on an established connection, whatever
+/// `net.ipv4.tcp_rto_min_us` says.
 pub fn model_timeout_ms(boundary: u64, rto_max_ms: u64) -> u64 {
     let thresh = u64::from((rto_max_ms / RTO_MIN_MS).max(1).ilog2());
     if boundary <= thresh {
@@ -288,6 +398,108 @@ mod tests {
         // Longer than count x interval: more probes than count.
         let t = ProbeTimeline::silent_peer(&settings(3, 1, 3, 10_000));
         assert_eq!((t.probes, t.reset_ms), (7, 10_000));
+    }
+
+    #[test]
+    fn the_probe_counter_wraps_after_256_probes() {
+        // idle 1 s, interval 1 s, user timeout 257 s: the run at 257 s is the first past the
+        // user timeout, but it comes after 256 probes and icsk_probes_out (a u8) reads 0: it
+        // sends probe 257, and the run at 258 s resets.
+        let t = ProbeTimeline::silent_peer(&settings(1, 1, 9, 257_000));
+        assert_eq!(
+            (t.probes, t.reset_ms, t.counter_wrapped),
+            (257, 258_000, true)
+        );
+        assert_eq!(t.probe_at(257), Duration::from_secs(257));
+        // Anywhere in (256 s, 257 s] the same; at 256 s the run after 255 probes resets.
+        let t = ProbeTimeline::silent_peer(&settings(1, 1, 9, 256_001));
+        assert_eq!((t.probes, t.reset_ms), (257, 258_000));
+        let t = ProbeTimeline::silent_peer(&settings(1, 1, 9, 256_000));
+        assert_eq!(
+            (t.probes, t.reset_ms, t.counter_wrapped),
+            (255, 256_000, false)
+        );
+        // Every 256: the run after 512 probes reads 0 too.
+        let t = ProbeTimeline::silent_peer(&settings(1, 1, 9, 513_000));
+        assert_eq!((t.probes, t.reset_ms), (513, 514_000));
+        // The count rule never gets that far (count <= 255).
+        let t = ProbeTimeline::silent_peer(&settings(1, 1, 255, 0));
+        assert_eq!(
+            (t.probes, t.reset_ms, t.counter_wrapped),
+            (255, 256_000, false)
+        );
+    }
+
+    #[test]
+    fn the_retransmission_counter_wraps_after_256_retransmissions() {
+        // The fastest path's runs: 0.404 s, then 408 ms, 816 ms, ... up to 120 s apart; the
+        // run after retransmission 255 is at 0.404 + 208.488 + 246 x 120 s = 29728.892 s.
+        // A user timeout of 29800 s: the clamped run at 29800.404 s has 256 retransmissions
+        // behind it, icsk_retransmits (a u8) reads 0 and retransmits_timed_out() says no; it
+        // retransmits once more, the clamp arms 1 jiffy, and the run 4 ms later gives up.
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 29_800_000, true);
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.counter_wrapped),
+            (29_800_408, 257, true)
+        );
+        // One run earlier it gives up where the limit says.
+        let r = RetransmitTimeout::new(15, RTO_MAX_MS, 29_700_000, true);
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.counter_wrapped),
+            (29_700_404, 255, false)
+        );
+        // tcp_retries2 256 without a user timeout: its limit is reached at the run after
+        // retransmission 256 (29848.892 s), which reads 0; the next is a full 120 s later.
+        let r = RetransmitTimeout::new(256, RTO_MAX_MS, 0, true);
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.counter_wrapped),
+            (29_968_892, 257, true)
+        );
+        let r = RetransmitTimeout::new(255, RTO_MAX_MS, 0, true);
+        assert_eq!(
+            (r.give_up_ms, r.retransmissions, r.counter_wrapped),
+            (29_728_892, 255, false)
+        );
+    }
+
+    #[test]
+    fn the_rto_floor_follows_tcp_rto_min_us() {
+        assert_eq!(
+            (rto_floor_ms(RTO_MIN_US), fastest_rto_ms(RTO_MIN_US)),
+            (200, 204)
+        );
+        assert_eq!(FASTEST_RTO_MS, 204);
+        // usecs_to_jiffies() rounds up: 1 us to 4 ms is one jiffy, 4.001 ms two.
+        assert_eq!(
+            (rto_floor_ms(1), rto_floor_ms(1000), rto_floor_ms(4000)),
+            (4, 4, 4)
+        );
+        assert_eq!((rto_floor_ms(4001), fastest_rto_ms(1000)), (8, 8));
+        // The default floor is what new() uses.
+        assert_eq!(
+            RetransmitTimeout::new(15, RTO_MAX_MS, 0, true),
+            RetransmitTimeout::with_rto_min(15, RTO_MAX_MS, RTO_MIN_US, 0, true)
+        );
+        // tcp_retries2 5 under a 1 ms floor: probe at 4 ms, first retransmission at 12 ms,
+        // runs 16, 32, ... 8192 ms apart; the limit (12.6 s from TCP_RTO_MIN, not the floor)
+        // is first passed at 16.38 s.
+        let r = RetransmitTimeout::with_rto_min(5, RTO_MAX_MS, 1000, 0, true);
+        assert_eq!(
+            (
+                r.first_retransmission_ms,
+                r.limit_ms,
+                r.give_up_ms,
+                r.retransmissions
+            ),
+            (12, 12_600, 16_380, 10)
+        );
+        assert_eq!(r.sooner_ms, None);
+        // Without the probe the first retransmission is one RTO after the send.
+        let r = RetransmitTimeout::with_rto_min(5, RTO_MAX_MS, 1000, 0, false);
+        assert_eq!((r.first_retransmission_ms, r.give_up_ms), (8, 16_376));
+        // A floor above tcp_rto_max_ms: the RTO stays at the ceiling (tcp_bound_rto()).
+        let r = RetransmitTimeout::with_rto_min(0, 1_000, 5_000_000, 0, true);
+        assert_eq!((r.rto_ms, r.first_retransmission_ms), (1_000, 2_000));
     }
 
     #[test]
