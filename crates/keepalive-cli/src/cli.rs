@@ -229,7 +229,7 @@ pub struct SetArgs {
     #[arg(long, value_name = "PID", allow_hyphen_values = true, value_parser = pid)]
     pub pid: Option<u32>,
     /// With --pid: only this descriptor.
-    #[arg(long, value_name = "N", requires = "pid", conflicts_with = "all", allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(0..))]
+    #[arg(long, value_name = "N", requires = "pid", conflicts_with = "all", allow_hyphen_values = true, value_parser = fd)]
     pub fd: Option<i32>,
     /// With --pid: every TCP socket of the process, listeners included.
     #[arg(long, requires = "pid")]
@@ -441,6 +441,14 @@ fn count(text: &str) -> Result<u64, String> {
 
 /// A process id as the command line gives one: a whole number from 1 to below kernel.pid_max,
 /// refused here with the range (a negative number too, which clap would take for a flag).
+/// A file descriptor number, 0 or more.
+fn fd(text: &str) -> Result<i32, String> {
+    text.parse::<i32>()
+        .ok()
+        .filter(|&fd| fd >= 0)
+        .ok_or_else(|| format!("'{text}' is not a file descriptor: expected a number, 0 or more"))
+}
+
 fn pid(text: &str) -> Result<u32, String> {
     let max = keepalive::process::pid_max();
     text.parse::<u64>()

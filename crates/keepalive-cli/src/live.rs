@@ -14,10 +14,20 @@ use std::net::SocketAddr;
 
 fn query(args: &StatusArgs) -> anyhow::Result<Query> {
     let risk_idle_ms = parse_duration_ms(&args.idle_over).ok_or_else(|| {
-        UsageError::err(format!(
-            "--idle-over {}: expected a duration such as 300s, 5m or 1m30s (units ms, s, m, h; no fractions)",
-            args.idle_over
-        ))
+        let digits = args.idle_over.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let huge = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        UsageError::err(if huge {
+            format!(
+                "--idle-over {}: too large; at most {}h (units ms, s, m, h)",
+                args.idle_over,
+                u64::MAX / 3_600_000
+            )
+        } else {
+            format!(
+                "--idle-over {}: expected a duration such as 300s, 5m or 1m30s (units ms, s, m, h; no fractions)",
+                args.idle_over
+            )
+        })
     })?;
     let mut states = Vec::new();
     for name in &args.state {
@@ -74,8 +84,9 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         out.push_str(&wrap(&human_summary(&summary, &args.idle_over), "", "  "));
         if summary.owner_unknown > 0 {
             let text = format!(
-                "owner unknown for {} sockets: {}",
+                "owner unknown for {} socket{}: {}",
                 summary.owner_unknown,
+                if summary.owner_unknown == 1 { "" } else { "s" },
                 owner_unknown_reason(&summary, query.exact)
             );
             out.push_str(&wrap(&text, "", "  "));
@@ -139,7 +150,8 @@ fn owner_unknown_reason(summary: &Summary, exact: bool) -> String {
     }
     causes.push(
         "their processes exited, or passed the sockets on, between the kernel's list and the \
-         /proc scan"
+         /proc scan; or no process holds them: a socket in flight in a UNIX socket's message \
+         (SCM_RIGHTS) is nobody's until it is received"
             .to_owned(),
     );
     let mut text = causes.join("; or ");
@@ -196,6 +208,8 @@ const STATUS_LAYOUTS: &[&[&[usize]]] = &[
     &[&[0, 1, 2, 3, 4, 5, 6]],
     &[&[0, 1, 2, 6], &[3, 4, 5]],
     &[&[0, 6], &[1, 2], &[3, 4, 5]],
+    // Two long addresses (link-local IPv6 with a scope) do not fit on one line together.
+    &[&[0, 6], &[1], &[2], &[3, 4, 5]],
 ];
 
 /// get's and set's: descriptor and addresses, then the options (before and after, together
@@ -204,6 +218,7 @@ const SOCKET_LAYOUTS: &[&[&[usize]]] = &[
     &[&[0, 1, 2, 3, 4]],
     &[&[0, 1, 2], &[3, 4]],
     &[&[0, 1, 2], &[3], &[4]],
+    &[&[0, 1], &[2], &[3], &[4]],
 ];
 
 /// The table in the first of `layouts` whose lines fit [`WIDTH`] (the last if none does).
@@ -218,6 +233,8 @@ fn fitted_table(
     let render = |layout: &[&[usize]]| {
         let groups: Vec<Vec<String>> = layout
             .iter()
+            // A group of columns this table does not have (get has no AFTER) is no line.
+            .filter(|cols| cols.iter().any(|&i| i < header.len()))
             .map(|cols| {
                 let cols: Vec<usize> = cols.iter().copied().filter(|&i| i < header.len()).collect();
                 let head: Vec<&str> = cols.iter().map(|&i| header[i]).collect();

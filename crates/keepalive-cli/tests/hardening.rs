@@ -664,7 +664,11 @@ fn human_output_fits_100_columns_and_notes_say_what_applies() {
         .current_dir("/")
         .output()
         .unwrap();
-    let said = text(&out.stdout);
+    // Folded at 100 columns: read as words.
+    let said = text(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(
         out.status.success()
             && said.contains("not readable")
@@ -915,6 +919,17 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
             2,
             vec!["/dev/zero", "not a regular file"],
         ),
+        // Fifth pass: values out of any range say so.
+        (
+            vec!["status", "--idle-over", "99999999999999h"],
+            2,
+            vec!["too large", "5124095576030h"],
+        ),
+        (
+            vec!["set", "--pid", "1", "--fd", "abc", "--idle", "5"],
+            2,
+            vec!["'abc' is not a file descriptor"],
+        ),
         // Fifth pass: a log path the policy text cannot carry.
         (
             vec!["run", "--log", "/tmp/e,idle=9", "idle=5", "--", "true"],
@@ -931,6 +946,11 @@ fn third_pass_inputs_get_one_line_naming_what_was_given() {
         testkit::assert_one_line_failure(&out, code, &needles);
         assert!(!text(&out.stderr).contains('\x1b'), "{args:?}");
     }
+    let long = "n".repeat(300);
+    let out = keepalive(&["sysctl", "show", "--netns", &long])
+        .output()
+        .unwrap();
+    testkit::assert_one_line_failure(&out, 2, &["is not valid"]);
     // An argument that is not UTF-8 is named, its bytes escaped.
     use std::os::unix::ffi::OsStrExt;
     let out = Command::new(BIN)
@@ -1312,4 +1332,57 @@ fn sysctl_show_escapes_what_files_say() {
         row.starts_with("  net.ipv4.tcp_keepalive_time     "),
         "{shown}"
     );
+}
+
+/// The longest addresses there are (link-local IPv6, every group four digits, with a scope)
+/// still give rows of 100 columns at most in status, get and set's dry run, and no empty
+/// lines between them.
+#[test]
+fn the_longest_addresses_fit_100_columns() {
+    let ns = TempNetns::new();
+    let long = "fe80:ffff:ffff:ffff:ffff:ffff:ffff:fff3";
+    for args in [
+        vec![
+            "link", "add", "ka5a", "type", "veth", "peer", "name", "ka5b",
+        ],
+        vec!["link", "set", "ka5a", "up"],
+        vec!["link", "set", "ka5b", "up"],
+        vec!["addr", "add", &format!("{long}/64"), "dev", "ka5a", "nodad"],
+    ] {
+        let out = Command::new("ip")
+            .args(["-n", ns.name()])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    let code = format!(
+        "import socket,sys,time\n\
+         i=socket.if_nametoindex('ka5a')\n\
+         l=socket.socket(socket.AF_INET6); l.bind(('{long}',65023,0,i)); l.listen()\n\
+         c=socket.socket(socket.AF_INET6); c.bind(('{long}',65024,0,i)); c.connect(('{long}',65023,0,i))\n\
+         a,_=l.accept()\n\
+         print('ready', flush=True); time.sleep(60)"
+    );
+    let (py, _) = python_in(Some(&ns), &code, &[]);
+    let pid = py.0.id().to_string();
+    for args in [
+        vec!["status", "--pid", &pid],
+        vec!["status", "--pid", &pid, "--exact"],
+        vec!["get", "--pid", &pid],
+        vec!["set", "--pid", &pid, "--all", "--idle", "60", "--dry-run"],
+    ] {
+        let out = keepalive(&args).output().unwrap();
+        let shown = text(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(shown.contains("fff3"), "{args:?}: {shown}");
+        for line in shown.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{args:?}: {} columns: {line}",
+                line.len()
+            );
+            assert!(!line.trim().is_empty(), "{args:?}: an empty line\n{shown}");
+        }
+    }
 }

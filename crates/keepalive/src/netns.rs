@@ -26,7 +26,13 @@ impl NetNs {
     pub fn named(name: &str) -> Result<NetNs, Error> {
         let path = if name.starts_with('/') {
             PathBuf::from(name)
-        } else if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        } else if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            // A file name's limit (NAME_MAX): `ip netns add` cannot make a longer one.
+            || name.len() > 255
+        {
             return Err(Error::BadNetnsName(name.to_owned()));
         } else {
             PathBuf::from(NETNS_RUN_DIR).join(name)
