@@ -92,6 +92,19 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     // Output files are started before the run, so a path that cannot be written fails now.
     let pcap = args.pcap.as_deref().map(Pending::create).transpose()?;
     let svg = args.svg.as_deref().map(Pending::create).transpose()?;
+    if let (Some(pcap), Some(svg)) = (&pcap, &svg)
+        && pcap.same_target(svg)
+    {
+        let (a, b) = (pcap.path().display(), svg.path().display());
+        let named = if pcap.path() == svg.path() {
+            format!("{a}")
+        } else {
+            format!("{a} and {b}")
+        };
+        return Err(UsageError::err(format!(
+            "--pcap and --svg name the same file ({named}): give each a file of its own"
+        )));
+    }
     let report = keepalive_lab::run(Options {
         scenario,
         policy: (!policy.is_empty()).then_some(policy),
@@ -100,7 +113,11 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         server_cmd: args.server_cmd.clone(),
         client_cmd: args.client_cmd.clone(),
         duration: duration_arg("--duration", &args.duration, 3_600_000)?,
-        max_duration: duration_arg("--max-duration", &args.max_duration, 24 * 3_600_000)?,
+        max_duration: duration_arg(
+            "--max-duration",
+            &args.max_duration,
+            keepalive_lab::MAX_DURATION.as_millis() as u64,
+        )?,
     })
     .map_err(|e| match e {
         keepalive_lab::LabError::Policy(p) => anyhow::Error::new(p),

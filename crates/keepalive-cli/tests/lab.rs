@@ -925,3 +925,193 @@ fn a_user_timeout_without_keepalive_still_decides_busy() {
         "contradict",
     );
 }
+
+/// `keepalive ARGS` ends within `limit` (killed and failed otherwise) as bad input: exit 2,
+/// one line on stderr containing `needle`.
+fn usage_error_within(args: &[&str], needle: &str, limit: Duration) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
+#[test]
+fn a_scenario_file_that_is_not_a_regular_file_is_refused_before_it_is_opened() {
+    // A FIFO would hold open() until a writer comes: refused at once, as a directory and a
+    // device are.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("scenario.toml");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let dir_path = dir.path().to_str().unwrap();
+    for path in [fifo.to_str().unwrap(), dir_path, "/dev/null"] {
+        usage_error_within(
+            &["lab", "--scenario-file", path],
+            &format!("{path}: not a regular file"),
+            Duration::from_secs(10),
+        );
+    }
+}
+
+/// Crash's scenario with the fault `fault_after` in.
+fn crash_with_fault_after(dir: &tempfile::TempDir, fault_after: &str) -> String {
+    let file = dir.path().join(format!("crash-after-{fault_after}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"late\"\nsummary = \"the peer goes silent later\"\nseed = \"the test's own\"\n\
+             topology = \"pair\"\nfault = \"silence\"\nfault_after = \"{fault_after}\"\n\
+             policy = \"idle=3s,interval=1s,count=3\"\n\
+             [expect]\nkeepalive = \"timeout\"\nno_keepalive = \"alive\"\n"
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn fault_after_counts_in_the_estimate_and_the_clock_starts_at_the_last_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // The wait for the fault is part of the run: refused before it starts.
+    let far = crash_with_fault_after(&dir, "1h");
+    usage_error_within(
+        &["lab", "--scenario-file", &far, "--max-duration", "1m"],
+        "would take about 3609 s (3600 s to the fault, then about 9 s of watching), more than \
+         --max-duration 60 s allows; raise --max-duration",
+        Duration::from_secs(10),
+    );
+    let never = crash_with_fault_after(&dir, "99999h");
+    usage_error_within(
+        &["lab", "--scenario-file", &never, "--max-duration", "1m"],
+        "more than the 24 h limit of --max-duration",
+        Duration::from_secs(10),
+    );
+    let late = crash_with_fault_after(&dir, "10s");
+    usage_error_within(
+        &["lab", "--scenario-file", &late, "--max-duration", "11s"],
+        "would take about 19 s",
+        Duration::from_secs(10),
+    );
+    // Probes 1-3 are answered, the fault comes at 10 s, probes 4-6 go unanswered: the RST
+    // comes `idle + count x interval` after the answer to probe 3, the peer's last segment.
+    let (v, _) = assert_as_expected(&["--scenario-file", &late], "timeout");
+    let probes = v["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 6, "{v:#}");
+    assert!(probes[..3].iter().all(|p| p["answered"] == true), "{v:#}");
+    assert!(probes[3..].iter().all(|p| p["answered"] == false), "{v:#}");
+    let d = &v["detection"];
+    assert_eq!(d["theory_s"].as_f64(), Some(6.0), "{v:#}");
+    let origin = d["origin_t"].as_f64().unwrap();
+    let (p3, p4) = (
+        probes[2]["t"].as_f64().unwrap(),
+        probes[3]["t"].as_f64().unwrap(),
+    );
+    assert!(
+        origin > p3 && origin < p4,
+        "the clock starts at probe 3's answer: {v:#}"
+    );
+}
+
+#[test]
+fn output_names_are_checked_before_the_run_and_errors_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A name of 250 bytes is legal: the lab's temporary name for it must be too.
+    let long = dir.path().join("b".repeat(250));
+    let out = Command::new(BIN)
+        .args(["lab", "reboot", "--json", "--pcap", long.to_str().unwrap()])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&long).unwrap().len() > 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // One of 256 is not: refused before the run, naming it.
+    let too_long = dir.path().join("b".repeat(256));
+    usage_error_within(
+        &["lab", "reboot", "--pcap", too_long.to_str().unwrap()],
+        &format!(
+            "cannot write {}: its file name is 256 bytes",
+            too_long.display()
+        ),
+        Duration::from_secs(10),
+    );
+    // An error names the path given, not the lab's temporary name for it.
+    usage_error_within(
+        &["lab", "reboot", "--pcap", "/proc/ka-x.pcap"],
+        "cannot write /proc/ka-x.pcap: ",
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
+fn pcap_and_svg_on_the_same_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.pcap");
+    let x = x.to_str().unwrap();
+    let again = format!("{}/./x.pcap", dir.path().display());
+    std::fs::write(dir.path().join("old.pcap"), b"").unwrap();
+    std::fs::hard_link(dir.path().join("old.pcap"), dir.path().join("link.svg")).unwrap();
+    let (old, link) = (
+        dir.path().join("old.pcap").to_str().unwrap().to_owned(),
+        dir.path().join("link.svg").to_str().unwrap().to_owned(),
+    );
+    for (pcap, svg) in [(x, x), (x, again.as_str()), (old.as_str(), link.as_str())] {
+        usage_error_within(
+            &["lab", "reboot", "--pcap", pcap, "--svg", svg],
+            "--pcap and --svg name the same file",
+            Duration::from_secs(10),
+        );
+    }
+    assert!(!dir.path().join("x.pcap").exists());
+}
+
+#[test]
+fn a_run_past_the_longest_max_duration_says_it_cannot_run() {
+    // No --max-duration can let it run: say so, with the limit, rather than "raise it".
+    usage_error_within(
+        &[
+            "lab",
+            "busy",
+            "--user-timeout",
+            "2147483647ms",
+            "--max-duration",
+            "1h",
+        ],
+        "more than the 24 h limit of --max-duration: it cannot run in the lab",
+        Duration::from_secs(10),
+    );
+    // idle takes ms (3000ms), and the hint says so.
+    usage_error_within(
+        &["lab", "--idle", "abc"],
+        "units ms, s, m, h",
+        Duration::from_secs(10),
+    );
+}

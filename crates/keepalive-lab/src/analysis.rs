@@ -142,7 +142,9 @@ pub struct Findings {
     pub server_fin: Option<f64>,
     /// The client's first FIN.
     pub client_fin: Option<f64>,
-    /// Last segment from the client before the first probe or retransmission.
+    /// Last segment from the client before the run of probes the connection ended on (an
+    /// answer to an earlier probe restarts the keepalive timer, `tcp_keepalive_timer()` counts
+    /// from the last segment received), or before the first retransmission.
     pub last_rx: Option<f64>,
 }
 
@@ -173,6 +175,11 @@ pub fn findings(wire: &Wire) -> Findings {
                 if probe {
                     quiet_from.get_or_insert(s.t);
                     run += 1;
+                    // The first probe since the client last spoke: the keepalive timer that
+                    // sent it, and those after it, count from that segment.
+                    if run == 1 && out.retransmissions.is_empty() {
+                        out.last_rx = last_rx;
+                    }
                     let since_rx = last_rx.map(|r| s.t - r);
                     let n = out.probes.len() + 1;
                     out.probes.push(Probe {
@@ -224,4 +231,53 @@ pub fn findings(wire: &Wire) -> Findings {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(t: f64, dir: Dir, seq: u32, ack: u32, flags: u8, len: u32) -> Segment {
+        Segment {
+            t,
+            dir,
+            seq,
+            ack,
+            flags,
+            len,
+        }
+    }
+
+    /// Probes answered, then a fault, then probes unanswered: the clock of the probes that
+    /// ended the connection starts at the answer to the last answered probe, not at the
+    /// last data.
+    #[test]
+    fn the_last_segment_from_the_peer_is_the_answer_before_the_final_run_of_probes() {
+        use Dir::{ToClient as S, ToServer as C};
+        let mut segments = vec![
+            seg(0.0, C, 99, 0, SYN, 0),
+            seg(0.001, S, 499, 100, SYN | ACK, 0),
+            seg(0.002, C, 100, 500, ACK, 0),
+            seg(0.003, C, 100, 500, ACK, 5),
+            seg(0.004, S, 500, 105, ACK, 0),
+        ];
+        for k in 0..3 {
+            let t = 3.0 * f64::from(k + 1);
+            segments.push(seg(t, S, 499, 105, ACK, 0));
+            segments.push(seg(t + 0.001, C, 105, 500, ACK, 0));
+        }
+        for t in [12.0, 13.0, 14.0] {
+            segments.push(seg(t, S, 499, 105, ACK, 0));
+        }
+        segments.push(seg(15.0, S, 500, 105, RST | ACK, 0));
+        let found = findings(&Wire {
+            segments,
+            icmp: Vec::new(),
+        });
+        assert_eq!(found.probes.len(), 6);
+        assert!(found.probes[..3].iter().all(|p| p.answered));
+        assert!(found.probes[3..].iter().all(|p| !p.answered));
+        assert_eq!(found.last_rx, Some(9.001));
+        assert_eq!(found.server_rst, Some(15.0));
+    }
 }

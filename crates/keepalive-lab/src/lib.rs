@@ -42,6 +42,9 @@ pub use wait::Live;
 /// The port the lab's server listens on.
 pub const PORT: u16 = 8080;
 
+/// The longest `max_duration` may be: a run expected to take longer cannot be made.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Why a run could not be made; the class says which exit code it earns.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -79,7 +82,8 @@ pub struct Options {
     /// How long to watch a connection that is expected to stay open because nothing would
     /// notice (keepalive off).
     pub duration: Duration,
-    /// A run expected to take longer is refused before it starts.
+    /// A run expected to take longer (the wait for the fault, then the watch) is refused
+    /// before it starts; at most [`MAX_DURATION`].
     pub max_duration: Duration,
     /// Run this command (words as a POSIX shell splits them, no shell involved; `{port}` is
     /// the lab's port) as the server instead of the built-in one, with the policy injected by
@@ -137,21 +141,47 @@ pub fn run(options: Options) -> Result<Report, LabError> {
     let policy = options.policy.map_or(base, |p| p.over(&base));
     let keepalive_on = !options.no_keepalive;
     let window = watch_window(scenario, &policy, keepalive_on, options.duration)?;
-    if window > options.max_duration.as_secs_f64() {
+    // The run waits for the fault first (the scenario's fault_after), then watches.
+    let to_fault = scenario.fault_after().as_secs_f64();
+    let needed = to_fault + window;
+    if needed > options.max_duration.as_secs_f64() {
+        let what = if keepalive_on {
+            format!("policy {policy}")
+        } else {
+            "keepalive off".to_owned()
+        };
+        let parts = if to_fault >= 1.0 {
+            format!(
+                " ({:.0} s to the fault, then about {:.0} s of watching)",
+                to_fault.ceil(),
+                window.ceil()
+            )
+        } else {
+            String::new()
+        };
+        if needed > MAX_DURATION.as_secs_f64() {
+            return Err(LabError::BadInput(format!(
+                "this run ({what}) would take about {:.0} s{parts}, more than the {} h limit \
+                 of --max-duration: it cannot run in the lab; give a shorter policy{}",
+                needed.ceil(),
+                MAX_DURATION.as_secs() / 3600,
+                if to_fault >= 1.0 {
+                    " or fault_after"
+                } else {
+                    ""
+                }
+            )));
+        }
         return Err(LabError::BadInput(format!(
-            "this run ({}) would take about {:.0} s, more than --max-duration {} allows; \
-             raise --max-duration to run it",
-            if keepalive_on {
-                format!("policy {policy}")
-            } else {
-                "keepalive off".to_owned()
-            },
-            window.ceil(),
+            "this run ({what}) would take about {:.0} s{parts}, more than --max-duration {} \
+             allows; raise --max-duration to run it (up to {} h)",
+            needed.ceil(),
             // As given: 1500ms is not "2 s".
             match options.max_duration.subsec_millis() {
                 0 => format!("{} s", options.max_duration.as_secs()),
                 _ => format!("{} ms", options.max_duration.as_millis()),
-            }
+            },
+            MAX_DURATION.as_secs() / 3600,
         )));
     }
     let programs = connect::programs(&options, policy, keepalive_on)?;

@@ -150,14 +150,33 @@ impl Scenario {
     /// A scenario file of the user's: the same keys as the built-in ones (one line naming the
     /// key and the line on error).
     pub fn from_file(path: &std::path::Path) -> Result<Scenario, String> {
-        // Read with a bound: /dev/zero or a FIFO must not hold the lab for ever.
+        // Read with a bound: /dev/zero must not hold the lab for ever.
         const LIMIT: u64 = 1 << 20;
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if !meta.is_file() {
-            return Err(format!("{}: not a regular file", path.display()));
+        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        let not_a_file = || {
+            format!(
+                "{}: not a regular file (a directory, device, FIFO or socket): give a scenario \
+                 file",
+                path.display()
+            )
+        };
+        // Only a regular file is read, and what is not one is refused before it is opened:
+        // opening a FIFO waits for a writer (for ever), and opening a device may act on it.
+        // The open is non-blocking in case the name was swapped for a FIFO in between; what
+        // was opened is checked again.
+        if !std::fs::metadata(path).map_err(fail)?.is_file() {
+            return Err(not_a_file());
+        }
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(fail)?
+        };
+        if !file.metadata().map_err(fail)?.is_file() {
+            return Err(not_a_file());
         }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::Read::take(file, LIMIT + 1), &mut text)

@@ -277,10 +277,12 @@ pub(crate) fn measure(
         )
     };
     let measured = end - origin;
-    // The timer runs that happened: one per probe seen, and, for a timeout, the run after the
-    // last probe that gave up (after `count` probes, or once the user timeout had passed).
-    let interval_runs =
-        (found.probes.len() as u64).saturating_sub(1) + u64::from(ending == Ending::Timeout);
+    // The timer runs that happened since the clock started: one per probe seen after it (an
+    // answer to an earlier probe restarted the timer, and the runs before it are not in the
+    // time measured), and, for a timeout, the run after the last probe that gave up (after
+    // `count` probes, or once the user timeout had passed).
+    let probes_since = found.probes.iter().filter(|p| p.t > origin).count() as u64;
+    let interval_runs = probes_since.saturating_sub(1) + u64::from(ending == Ending::Timeout);
     let tolerance = match last_seen_run {
         // The retransmission timer that gave up was armed at the last retransmission for what
         // remained (icsk_rto, or the user timeout's rest), and the timer wheel may run it up

@@ -5,8 +5,11 @@
 //! only when complete and synced: linked under a fresh temporary name (`linkat` never follows or
 //! replaces what is there, so a symlink or file planted at that name makes the write fail,
 //! naming the planted path, and is left alone) and renamed over the target, then the directory
-//! synced. The unnamed file is made when the output is asked for, so a path that cannot be
-//! written fails before any work is done, and a run that fails or is killed leaves nothing
+//! synced. The temporary name is `.NAME.PID.tmp`, NAME cut short (with a hash of all of it)
+//! where that would pass the filesystem's limit on a name; a NAME past that limit itself is
+//! refused at the start. Errors name the path asked for, except one about a name planted at
+//! the temporary name. The unnamed file is made when the output is asked for, so a path that
+//! cannot be written fails before any work is done, and a run that fails or is killed leaves nothing
 //! behind: an unnamed file vanishes with its last descriptor.
 //!
 //! A filesystem without unnamed files (vfat, some FUSE and network filesystems: EOPNOTSUPP)
@@ -32,16 +35,53 @@ pub struct Pending {
     dir: OwnedFd,
     name: std::ffi::OsString,
     file: File,
+    /// The longest name the directory's filesystem takes.
+    name_max: usize,
     /// The file's temporary name, when it has one from the start (no O_TMPFILE here).
     named: Option<std::ffi::OsString>,
 }
 
-/// The temporary name of an output called `name`: hidden, and this process's own.
-fn temporary_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    tmp
+/// Linux's limit on one name in a path (NAME_MAX), where the filesystem says none.
+const NAME_MAX: usize = 255;
+
+/// The temporary name of an output called `name`: hidden, and this process's own, within
+/// `name_max` bytes (the directory's filesystem's limit on a name). A name too long to take
+/// the extra bytes whole keeps what fits of its start and a hash of all of it, so two long
+/// names that start alike still get temporary names of their own.
+fn temporary_name(name: &std::ffi::OsStr, name_max: usize) -> std::ffi::OsString {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let suffix = format!(".{}.tmp", std::process::id());
+    let bytes = name.as_bytes();
+    let mut tmp = b".".to_vec();
+    if 1 + bytes.len() + suffix.len() <= name_max {
+        tmp.extend_from_slice(bytes);
+    } else {
+        // DefaultHasher::new() has fixed keys: the same name, the same hash.
+        let mut hasher = std::hash::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let hash = format!(".{:016x}", hasher.finish());
+        let room = name_max.saturating_sub(1 + hash.len() + suffix.len());
+        tmp.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        tmp.extend_from_slice(hash.as_bytes());
+    }
+    tmp.extend_from_slice(suffix.as_bytes());
+    std::ffi::OsString::from_vec(tmp)
+}
+
+/// The longest name the filesystem of `dir` takes (statfs's f_namelen), at most NAME_MAX.
+fn name_max(dir: &OwnedFd) -> usize {
+    rustix::fs::fstatfs(dir)
+        .ok()
+        .and_then(|st| usize::try_from(st.f_namelen).ok())
+        .filter(|&n| n > 0)
+        .map_or(NAME_MAX, |n| n.min(NAME_MAX))
+}
+
+/// Whether an error making the temporary name is about something already there: a name
+/// planted at it, which the error then names.
+fn planted(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::EXIST
 }
 
 impl Pending {
@@ -66,6 +106,20 @@ impl Pending {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let dir = open_dir(path, parent, 0)?;
+        let name_max = name_max(&dir);
+        let len = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).len();
+        if len > name_max {
+            return Err(output_error(
+                path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "its file name is {len} bytes, more than the {name_max} a name may have \
+                         there (NAME_MAX): give a shorter name"
+                    ),
+                ),
+            ));
+        }
         refuse_non_file(path, &dir, &name)?;
         let mode = Mode::from_raw_mode(0o644);
         let tmpfile = if unnamed {
@@ -84,7 +138,7 @@ impl Pending {
             Err(
                 rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
             ) => {
-                let tmp = temporary_name(&name);
+                let tmp = temporary_name(&name, name_max);
                 let fd = rustix::fs::openat(
                     &dir,
                     &tmp,
@@ -95,7 +149,16 @@ impl Pending {
                         | OFlags::CLOEXEC,
                     mode,
                 )
-                .map_err(|e| output_error(&path.with_file_name(&tmp), e.into()))?;
+                .map_err(|e| {
+                    // Something planted at the temporary name: say where it is. Any other
+                    // failure is the output's.
+                    let shown = if planted(e) {
+                        path.with_file_name(&tmp)
+                    } else {
+                        path.to_path_buf()
+                    };
+                    output_error(&shown, e.into())
+                })?;
                 (fd, Some(tmp))
             }
             Err(e) => return Err(output_error(path, e.into())),
@@ -104,11 +167,33 @@ impl Pending {
             path: path.to_path_buf(),
             dir,
             name,
+            name_max,
             file: File::from(fd),
             named,
         };
         rustix::fs::fchmod(&pending.file, mode).map_err(|e| output_error(path, e.into()))?;
         Ok(pending)
+    }
+
+    /// The path the output was asked for.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this output and `other` would land on the same file: the same name in the same
+    /// directory (however each path reached it), or two names of one existing file.
+    pub fn same_target(&self, other: &Pending) -> bool {
+        let id = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
+        let dir = |p: &Pending| rustix::fs::fstat(&p.dir).ok().map(id);
+        if self.name == other.name && dir(self).is_some() && dir(self) == dir(other) {
+            return true;
+        }
+        let target = |p: &Pending| {
+            rustix::fs::statat(&p.dir, &p.name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(id)
+        };
+        matches!((target(self), target(other)), (Some(a), Some(b)) if a == b)
     }
 
     /// Removes the temporary name if it is still this file's.
@@ -132,8 +217,7 @@ impl Pending {
         let tmp = match self.named.take() {
             Some(tmp) => tmp,
             None => {
-                let tmp = temporary_name(&self.name);
-                let shown = self.path.with_file_name(&tmp);
+                let tmp = temporary_name(&self.name, self.name_max);
                 let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
                 rustix::fs::linkat(
                     CWD,
@@ -144,6 +228,12 @@ impl Pending {
                 )
                 .map_err(|e| {
                     // What is at the temporary name is not ours: say where it is, touch nothing.
+                    // Any other failure is the output's.
+                    let shown = if planted(e) {
+                        self.path.with_file_name(&tmp)
+                    } else {
+                        self.path.clone()
+                    };
                     output_error(&shown, e.into())
                 })?;
                 tmp
@@ -419,6 +509,78 @@ mod tests {
         assert!(e.to_string().contains(&tmp.display().to_string()), "{e}");
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+    }
+
+    /// A name near NAME_MAX is the user's to choose: the temporary name made for it stays
+    /// within the limit and its own, through either kind of temporary file; a name past the
+    /// limit is refused at the start, naming the path.
+    #[test]
+    fn long_names_get_temporary_names_within_name_max_and_too_long_ones_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = ("b".repeat(250), format!("{}c", "b".repeat(249)));
+        let (ta, tb) = (
+            temporary_name(a.as_ref(), NAME_MAX),
+            temporary_name(b.as_ref(), NAME_MAX),
+        );
+        assert!(ta.as_bytes().len() <= NAME_MAX && tb.as_bytes().len() <= NAME_MAX);
+        assert_ne!(ta, tb, "two long names that start alike");
+        assert!(ta.as_bytes().starts_with(b".bbbb"), "{ta:?}");
+        // Short names are as they were.
+        assert_eq!(
+            temporary_name("out.pcap".as_ref(), NAME_MAX),
+            format!(".out.pcap.{}.tmp", std::process::id()).as_str()
+        );
+        for unnamed in [true, false] {
+            let first = Pending::start(&dir.path().join(&a), unnamed).unwrap();
+            let second = Pending::start(&dir.path().join(&b), unnamed).unwrap();
+            first.finish(b"a").unwrap();
+            second.finish(b"b").unwrap();
+            assert_eq!(fs::read(dir.path().join(&a)).unwrap(), b"a");
+            assert_eq!(fs::read(dir.path().join(&b)).unwrap(), b"b");
+            assert_eq!(
+                fs::read_dir(dir.path()).unwrap().count(),
+                2,
+                "nothing else left"
+            );
+        }
+        let too_long = dir.path().join("b".repeat(NAME_MAX + 1));
+        for unnamed in [true, false] {
+            let e = Pending::start(&too_long, unnamed).unwrap_err();
+            assert_eq!(e.class(), crate::Class::BadInput, "{e}");
+            assert!(
+                e.to_string().contains(&too_long.display().to_string()),
+                "{e}"
+            );
+            assert!(e.to_string().contains("NAME_MAX"), "{e}");
+        }
+    }
+
+    /// A failure that is not a name planted at the temporary name names the path asked for,
+    /// never the temporary name.
+    #[test]
+    fn errors_name_the_users_path() {
+        for unnamed in [true, false] {
+            let e = Pending::start(Path::new("/proc/ka-x.pcap"), unnamed).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("cannot write /proc/ka-x.pcap:"), "{text}");
+            assert!(!text.contains(".tmp"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_same_file_by_two_paths_or_two_links_is_one_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        fs::create_dir(&d).unwrap();
+        let x = d.join("x.pcap");
+        let start = |p: &Path| Pending::create(p).unwrap();
+        assert!(start(&x).same_target(&start(&x)));
+        assert!(start(&x).same_target(&start(&dir.path().join("d/../d/./x.pcap"))));
+        assert!(!start(&x).same_target(&start(&d.join("x.svg"))));
+        fs::write(&x, b"").unwrap();
+        fs::hard_link(&x, d.join("y.svg")).unwrap();
+        assert!(start(&x).same_target(&start(&d.join("y.svg"))));
     }
 
     #[test]
