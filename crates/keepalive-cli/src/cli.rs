@@ -322,7 +322,7 @@ pub struct RunArgs {
     pub via: Via,
 
     /// The program and its arguments, after `--`.
-    #[arg(last = true, value_name = "CMD", required_unless_present = "print_env")]
+    #[arg(last = true, value_name = "CMD", required_unless_present = "print_env", value_hint = clap::ValueHint::CommandWithArguments)]
     pub command: Vec<std::ffi::OsString>,
 }
 

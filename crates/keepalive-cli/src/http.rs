@@ -113,6 +113,15 @@ fn seconds(s: f64) -> String {
     duration_ms((s * 1000.0).round() as u64)
 }
 
+/// A short span as measured: milliseconds with a decimal below a second.
+fn took(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1}ms", s * 1000.0)
+    } else {
+        seconds(s)
+    }
+}
+
 fn idle_text(idle: &Idle) -> String {
     match idle {
         Idle::Closed { after_s, by } => {
@@ -234,9 +243,10 @@ fn http1(out: &mut String, h: &Http1) {
         let _ = writeln!(out, "  idle timeout: {}", idle_text(&h.idle));
         let _ = writeln!(
             out,
-            "  requests per connection: {} {}",
+            "  requests per connection: {} {} ({} counting)",
             h.requests_served,
-            ended_text(h.requests_ended_by)
+            ended_text(h.requests_ended_by),
+            took(h.counting_s)
         );
     }
     for d in &h.disagreements {
@@ -273,8 +283,9 @@ fn http2(out: &mut String, h: &Http2Measured) {
         .map_or(String::new(), |c| format!(" ({c})"));
     let _ = writeln!(
         out,
-        "  requests per connection: {} {}{goaway}",
+        "  requests per connection: {} {}{goaway} ({} counting)",
         h.requests_served,
-        ended_text(h.requests_ended_by)
+        ended_text(h.requests_ended_by),
+        took(h.counting_s)
     );
 }

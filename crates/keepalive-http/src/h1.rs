@@ -33,6 +33,8 @@ pub struct Http1 {
     /// Requests answered on one connection.
     pub requests_served: u32,
     pub requests_ended_by: CountEnd,
+    /// Seconds the counting took, from the first request sent to the last response read.
+    pub counting_s: f64,
     /// Connections opened: one counted, one waited.
     pub connections_used: u32,
     /// Where what the server says and what it does differ.
@@ -52,7 +54,7 @@ pub fn measure(
         live.h1_counting_done.store(true, Ordering::Relaxed);
         (counted, idle.join())
     });
-    let (first, served, ended) = counted?;
+    let (first, served, ended, counting_s) = counted?;
     let idle = match idle {
         Ok(idle) => idle?,
         Err(_) => return Err(HttpError::Protocol("the idle measurement failed".into())),
@@ -128,6 +130,7 @@ pub fn measure(
         idle,
         requests_served: served,
         requests_ended_by: ended,
+        counting_s,
         connections_used: 2,
         disagreements,
     })
@@ -141,8 +144,9 @@ fn count(
     deadline: Instant,
     requests: u32,
     live: &Live,
-) -> Result<(Response, u32, CountEnd), HttpError> {
+) -> Result<(Response, u32, CountEnd, f64), HttpError> {
     let mut conn = Conn::open(url, trust, deadline)?;
+    let start = Instant::now();
     conn.send_request(deadline)?;
     let first = response::read(&mut conn, deadline)?;
     let mut served = 1u32;
@@ -175,7 +179,12 @@ fn count(
             Err(e) => return Err(e),
         }
     };
-    Ok((first, served, ended))
+    Ok((
+        first,
+        served,
+        ended,
+        conn.last_byte_at.duration_since(start).as_secs_f64(),
+    ))
 }
 
 /// One request, then silence until the server closes the connection or `deadline`.

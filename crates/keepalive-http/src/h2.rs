@@ -53,6 +53,9 @@ pub struct Measured {
     /// Requests answered on one connection.
     pub requests_served: u32,
     pub requests_ended_by: CountEnd,
+    /// Seconds the counting took, from the first request sent to the last response read
+    /// (the PING's round trip included).
+    pub counting_s: f64,
     /// The error code of the GOAWAY that ended the counting connection, if one did.
     pub count_goaway: Option<String>,
 }
@@ -98,6 +101,7 @@ pub fn measure(url: &Url, trust: &Trust, deadline: Instant, requests: u32, live:
                 idle,
                 requests_served: c.served,
                 requests_ended_by: c.ended,
+                counting_s: c.counting_s,
                 count_goaway: c.goaway.map(error_name),
             }),
         }
@@ -456,6 +460,7 @@ struct Counted {
     ping_rtt_ms: Option<f64>,
     served: u32,
     ended: CountEnd,
+    counting_s: f64,
     goaway: Option<u32>,
 }
 
@@ -467,7 +472,9 @@ async fn count(
     live: &Live,
 ) -> Result<Counted, Fail> {
     let mut conn = open(url, trust, deadline).await?;
+    let start = Instant::now();
     let status = conn.get(deadline).await.map_err(stopped)?;
+    let mut last = Instant::now();
     let mut served = 1u32;
     live.h2_requests.store(served, Ordering::Relaxed);
     let ping_rtt_ms = match conn.ping.take() {
@@ -494,6 +501,7 @@ async fn count(
         match conn.get(deadline).await {
             Ok(_) => {
                 served += 1;
+                last = Instant::now();
                 live.h2_requests.store(served, Ordering::Relaxed);
             }
             Err(Stop::GoAway) => break CountEnd::GoAway,
@@ -523,6 +531,7 @@ async fn count(
         ping_rtt_ms,
         served,
         ended,
+        counting_s: last.duration_since(start).as_secs_f64(),
         goaway: seen.as_ref().and_then(|s| s.goaway).map(|(_, code)| code),
     })
 }

@@ -213,6 +213,7 @@ mod tests {
                 idle,
                 requests_served: 10,
                 requests_ended_by: CountEnd::Limit,
+                counting_s: 0.01,
                 connections_used: 2,
                 disagreements: vec![],
             }),
