@@ -6,8 +6,9 @@ body in two writes with Nagle on: a client whose delayed ACK holds the second wr
 40 ms a request) and nginx (plain and h2c). Also the peak memory of reading a 2 GiB body.
 Writes the "http" section of docs/benchmarks.md.
 
-Run from the repository: bench/http.py (needs nginx, ab from apache2-utils, h2load from
-nghttp2-client, curl; builds keepalive in release mode first). Everything listens on
+Run from the repository as root: bench/http.py (needs nginx, apache2, h2o, haproxy, node,
+openssl, ab from apache2-utils, h2load from nghttp2-client, curl; builds keepalive in release
+mode first). Then a whole run against each server, its wall time beside the idle timeout. Everything listens on
 loopback ports the kernel picks and is stopped at the end.
 """
 import json
@@ -142,8 +143,93 @@ def peak_rss_kb(cmd):
     return int(out.stdout)
 
 
+def apache_conf(d, port):
+    m = "/usr/lib/apache2/modules"
+    return (
+        f"LoadModule mpm_event_module {m}/mod_mpm_event.so\nLoadModule authz_core_module {m}/mod_authz_core.so\n"
+        f"ServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\nErrorLog {d}/error.log\n"
+        f"DocumentRoot {d}\nUser nobody\nGroup nogroup\nKeepAlive On\nKeepAliveTimeout 2\n"
+        f"<Directory {d}>\n  Require all granted\n</Directory>\n"
+    )
+
+
+def wall_against_timeout(tmp):
+    """Each server started with a known idle timeout, measured once: keepalive's wall time
+    against the longest idle timeout it measured (HTTP/1.1 and, where spoken, HTTP/2)."""
+    rows = []
+    servers = []
+    d = os.path.join(tmp, "wall")
+    os.makedirs(d, mode=0o755)
+    os.chmod(tmp, 0o755)
+    with open(os.path.join(d, "index.html"), "w") as f:
+        f.write("hi\n")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"], capture_output=True, check=True)
+    p = {name: free_port() for name in ["nginx", "python", "node", "apache", "h2o", "haproxy"]}
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(
+            f"daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log stderr crit;\n"
+            "events { worker_connections 64; }\n"
+            f"http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n"
+            f"uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; keepalive_timeout 2s;\n"
+            f"server {{ listen 127.0.0.1:{p['nginx']} ssl http2; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n"
+            f"location / {{ return 200 \"ok\"; }} }} }}\n"
+        )
+    with open(f"{d}/httpd.conf", "w") as f:
+        f.write(apache_conf(d, p["apache"]))
+    with open(f"{d}/h2o.conf", "w") as f:
+        f.write(
+            f"listen:\n  host: 127.0.0.1\n  port: {p['h2o']}\n  ssl:\n    certificate-file: {d}/cert.pem\n"
+            f"    key-file: {d}/key.pem\n    ocsp-update-interval: 0\nuser: root\nhttp1-request-timeout: 5\n"
+            f"http2-idle-timeout: 3\nerror-log: {d}/h2o.log\nhosts:\n  default:\n    paths:\n      /:\n"
+            f"        file.dir: {d}\n"
+        )
+    with open(f"{d}/haproxy.cfg", "w") as f:
+        f.write(
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n"
+            f"  timeout http-keep-alive 2s\nfrontend f\n  bind 127.0.0.1:{p['haproxy']}\n  default_backend b\n"
+            f"backend b\n  server s1 127.0.0.1:{p['apache']}\n"
+        )
+    py = PY_SERVER.replace("protocol_version = 'HTTP/1.1'", "protocol_version = 'HTTP/1.1'\n    timeout = 2")
+    node = (f"const s = require('http').createServer((q, r) => r.end('ok')); s.keepAliveTimeout = 3000;"
+            f" s.listen({p['node']}, '127.0.0.1');")
+    servers = [
+        start(["nginx", "-p", d, "-c", f"{d}/nginx.conf"]),
+        start([sys.executable, "-c", py, str(p["python"])]),
+        start(["node", "-e", node]),
+        start(["apache2", "-f", f"{d}/httpd.conf", "-DFOREGROUND"]),
+        start(["h2o", "-c", f"{d}/h2o.conf"]),
+        start(["haproxy", "-f", f"{d}/haproxy.cfg", "-db"]),
+    ]
+    try:
+        for port in p.values():
+            wait_listening(port)
+        for name, url, extra in [
+            ("nginx 1.22, keepalive_timeout 2s", f"https://127.0.0.1:{p['nginx']}/", ["--insecure"]),
+            ("Python http.server, timeout = 2", f"http://127.0.0.1:{p['python']}/", []),
+            ("Node 20, keepAliveTimeout 3000", f"http://127.0.0.1:{p['node']}/", []),
+            ("Apache 2.4, KeepAliveTimeout 2", f"http://127.0.0.1:{p['apache']}/index.html", []),
+            ("h2o 2.2, HTTP/1.1 5 s, HTTP/2 3 s", f"https://127.0.0.1:{p['h2o']}/", ["--insecure"]),
+            ("haproxy in front of Apache, http-keep-alive 2s", f"http://127.0.0.1:{p['haproxy']}/index.html", []),
+        ]:
+            took, out = timed([KEEPALIVE, "http", url, "--max-wait", "30s", "--json", *extra])
+            v = json.loads(out)
+            idles = [v["http1"]["idle"].get("after_s")]
+            if v.get("http2") and v["http2"].get("result") == "measured":
+                idles.append(v["http2"]["idle"].get("after_s"))
+            measured = [x for x in idles if x is not None]
+            longest = max(measured)
+            shown = " / ".join(f"{x:.3f}" for x in measured)
+            rows.append(f"| {name} | {shown} | {took:.3f} | {took / longest:.3f} |")
+    finally:
+        for s_ in servers:
+            s_.terminate()
+            s_.wait()
+    return rows
+
+
 def main():
-    for tool in ["nginx", "ab", "h2load", "curl"]:
+    for tool in ["nginx", "ab", "h2load", "curl", "apache2", "h2o", "haproxy", "node", "openssl"]:
         if not shutil.which(tool):
             raise SystemExit(f"bench/http.py needs {tool}")
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
@@ -185,6 +271,7 @@ def main():
             ("keepalive http", peak_rss_kb([KEEPALIVE, "http", big, "--http1", "--requests", "1", "--max-wait", "120s"])),
             ("curl -o /dev/null", peak_rss_kb(["curl", "-s", "-o", "/dev/null", big])),
         ]
+        wall = wall_against_timeout(tmp)
     finally:
         for p in procs:
             p.terminate()
@@ -220,6 +307,15 @@ def main():
     ]
     for tool, kb in rss:
         lines.append(f"| {tool} | {kb / 1024:.1f} MiB |")
+    lines += [
+        "",
+        "Wall time of a whole `keepalive http` run against the longest idle timeout it measured",
+        "(every phase runs at once, so the run takes about that timeout):",
+        "",
+        "| server | idle timeout measured, s (HTTP/1.1 / HTTP/2) | wall time, s | wall / timeout |",
+        "|---|---|---:|---:|",
+        *wall,
+    ]
     write_section("http", "\n".join(lines))
 
 

@@ -11,7 +11,7 @@ declare -A wanted=(
   [ip]=iproute2 [ss]=iproute2 [setpriv]=util-linux [mount]=mount
   [cc]=gcc [nc]=netcat-openbsd [socat]=socat [curl]=curl [python3]=python3
   [java]=openjdk-17-jdk-headless [node]=nodejs [nft]=nftables [tshark]=tshark [nsenter]=util-linux
-  [nginx]=nginx [h2o]=h2o [openssl]=openssl [go]=golang-go [/bin/busybox]=busybox-static
+  [nginx]=nginx [h2o]=h2o [apache2]=apache2 [haproxy]=haproxy [openssl]=openssl [go]=golang-go [/bin/busybox]=busybox-static
   [/usr/lib/libkeepalive.so.0]=libkeepalive0 [/usr/lib/x86_64-linux-gnu/libdontdie.so.0]=libdontdie0
 )
 missing=()
@@ -29,8 +29,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u)
-  # Debian starts the nginx and h2o services it installs; the tests run their own instances.
-  for service in nginx h2o; do
+  # Debian starts the nginx, h2o, apache2 and haproxy services it installs; the tests run their own.
+  for service in nginx h2o apache2 haproxy; do
     if printf '%s\n' "${missing[@]}" | grep -qx $service; then service $service stop >/dev/null 2>&1 || true; fi
   done
 fi

@@ -77,6 +77,21 @@ pub struct HttpArgs {
     /// Measure HTTP/1.1 only.
     #[arg(long)]
     pub http1: bool,
+    /// A header to send, 'Name: value', as curl's -H (repeatable; a Host header replaces the
+    /// URL's, as with curl).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// GET or HEAD.
+    #[arg(long, value_name = "METHOD", default_value = "GET")]
+    pub method: String,
+    /// Connect to HOST:PORT instead of the URL's host (one backend behind DNS or a load
+    /// balancer); the Host header and TLS's server name stay the URL's.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect_to: Option<String>,
+    /// Wait on N idle connections side by side (per version) and report the timeout's
+    /// min, median and max.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub repeat: u32,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -7,8 +7,8 @@ use keepalive::policy::grammar::parse_duration_ms;
 use keepalive::reference::{self, Middlebox};
 use keepalive_http::verdict::{self, Finding, Level, Pool};
 use keepalive_http::{
-    Close, CountEnd, Http1, Http2, Http2Measured, Http2Mode, HttpError, Idle, Options, Progress,
-    Report, Trust, Url,
+    Close, ConnectTo, CountEnd, Header, Http1, Http2, Http2Measured, Http2Mode, HttpError, Idle,
+    Method, Options, Progress, Report, Request, Spread, Trust, Url,
 };
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -46,9 +46,27 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
             ))
         })?),
     };
+    let usage = |e: HttpError| UsageError::err(e.to_string());
+    let request = Request {
+        url,
+        method: Method::parse(&args.method).map_err(usage)?,
+        headers: args
+            .headers
+            .iter()
+            .map(|h| Header::parse(h))
+            .collect::<Result<_, _>>()
+            .map_err(usage)?,
+        connect_to: args
+            .connect_to
+            .as_deref()
+            .map(ConnectTo::parse)
+            .transpose()
+            .map_err(usage)?,
+    };
     let tty = std::io::stderr().is_terminal() && !args.json;
     let options = Options {
-        url,
+        request,
+        repeat: args.repeat,
         max_wait: Duration::from_millis(max_wait),
         requests: args.requests,
         trust: Trust {
@@ -211,6 +229,22 @@ fn human(r: &Report, pools: &[Pool], findings: &[Finding]) -> String {
     out
 }
 
+/// `--repeat`'s spread, under the median run.
+fn spread_line(out: &mut String, spread: Option<&Spread>) {
+    use std::fmt::Write;
+    if let Some(s) = spread {
+        let _ = writeln!(
+            out,
+            "  over {} idle connections ({} closed): min {}, median {}, max {}",
+            s.runs,
+            s.closed,
+            seconds(s.min_s),
+            seconds(s.median_s),
+            seconds(s.max_s)
+        );
+    }
+}
+
 fn http1(out: &mut String, h: &Http1) {
     use std::fmt::Write;
     let show = |v: &Option<String>| {
@@ -241,6 +275,7 @@ fn http1(out: &mut String, h: &Http1) {
             "  persistence: yes; the connection stays open after a response"
         );
         let _ = writeln!(out, "  idle timeout: {}", idle_text(&h.idle));
+        spread_line(out, h.idle_spread.as_ref());
         let _ = writeln!(
             out,
             "  requests per connection: {} {} ({} counting)",
@@ -277,6 +312,7 @@ fn http2(out: &mut String, h: &Http2Measured) {
         });
     let _ = writeln!(out, "  PING: {ping}");
     let _ = writeln!(out, "  idle timeout: {}", idle_text(&h.idle));
+    spread_line(out, h.idle_spread.as_ref());
     let goaway = h
         .count_goaway
         .as_deref()

@@ -766,3 +766,311 @@ fn bad_input_is_one_line_exit_2() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Runs `keepalive http` with a bound of its own: a hang is a failure, not a stuck test.
+fn bounded_http(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("http")
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("keepalive http {args:?} did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A directory any user can read, for servers that drop to nobody.
+fn public_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Apache with MaxKeepAliveRequests 8: its first response says `max=8` (requests left after
+/// it), it serves 9, and the report agrees with it.
+#[test]
+fn apache_max_and_timeout() {
+    require_program("apache2", "apache2");
+    let dir = public_dir();
+    let d = dir.path().display();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hi\n").unwrap();
+    let port = testkit::free_port();
+    let modules = "/usr/lib/apache2/modules";
+    std::fs::write(
+        dir.path().join("httpd.conf"),
+        format!(
+            "LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+             LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+             ServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\n\
+             ErrorLog {d}/error.log\nDocumentRoot {d}/www\nUser nobody\nGroup nogroup\n\
+             KeepAlive On\nMaxKeepAliveRequests 8\nKeepAliveTimeout 2\n\
+             <Directory {d}/www>\n  Require all granted\n</Directory>\n"
+        ),
+    )
+    .unwrap();
+    let _apache = Running(
+        Command::new("apache2")
+            .arg("-f")
+            .arg(dir.path().join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("apache to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let v = http_json(&[
+        &format!("http://127.0.0.1:{port}/index.html"),
+        "--max-wait",
+        "10s",
+    ]);
+    let h1 = &v["http1"];
+    assert_eq!(h1["advertised_max"], 8, "{v:#}");
+    assert_eq!(h1["requests_served"], 9);
+    assert_eq!(h1["requests_ended_by"], "connection-close");
+    assert_eq!(h1["disagreements"], serde_json::json!([]), "{v:#}");
+    let idle = h1["idle"]["after_s"].as_f64().unwrap();
+    assert!((idle - 2.0).abs() <= 0.25, "{idle}");
+}
+
+/// Node's keepAliveTimeout of 3 s: its Keep-Alive header says timeout=3, and it closes the
+/// idle connection a second later: Node arms the socket's timer with keepAliveTimeout plus
+/// `server.keepAliveTimeoutBuffer` (1000 ms by default), so that a client trusting the header
+/// never races the close.
+#[test]
+fn node_keep_alive_timeout() {
+    require_program("node", "nodejs");
+    let port = testkit::free_port();
+    let code = format!(
+        "const s = require('http').createServer((q, r) => r.end('ok'));\
+         s.keepAliveTimeout = 3000; s.listen({port}, '127.0.0.1');"
+    );
+    let _node = Running(Command::new("node").args(["-e", &code]).spawn().unwrap());
+    wait_for("node to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "10s"]);
+    let h1 = &v["http1"];
+    assert_eq!(h1["advertised_timeout_s"], 3, "{v:#}");
+    let idle = h1["idle"]["after_s"].as_f64().unwrap();
+    assert!((idle - 4.0).abs() <= 0.25, "{idle}");
+    assert_eq!(h1["requests_ended_by"], "limit");
+}
+
+/// haproxy routing by Host to nginx: `--connect-to` reaches it with the URL's Host, and the
+/// idle timeout measured is haproxy's `timeout http-keep-alive`; --repeat gives its spread.
+#[test]
+fn haproxy_by_host_through_connect_to() {
+    require_program("haproxy", "haproxy");
+    let nginx = Nginx::start("keepalive_timeout 60s;", false);
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    std::fs::write(
+        dir.path().join("haproxy.cfg"),
+        format!(
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
+             timeout http-keep-alive 2s\n\
+             frontend f\n  bind 127.0.0.1:{port}\n  use_backend b if {{ hdr(host) -i backend.test }}\n  \
+             default_backend refuse\n\
+             backend b\n  server s1 127.0.0.1:{}\n\
+             backend refuse\n  http-request deny deny_status 404\n",
+            nginx.port
+        ),
+    )
+    .unwrap();
+    let _haproxy = Running(
+        Command::new("haproxy")
+            .arg("-f")
+            .arg(dir.path().join("haproxy.cfg"))
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("haproxy to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let to = format!("127.0.0.1:{port}");
+    let v = http_json(&[
+        "http://backend.test/",
+        "--connect-to",
+        &to,
+        "--repeat",
+        "3",
+        "--max-wait",
+        "10s",
+    ]);
+    let h1 = &v["http1"];
+    assert_eq!(h1["status"], 200, "routed by the URL's Host: {v:#}");
+    let idle = h1["idle"]["after_s"].as_f64().unwrap();
+    assert!((idle - 2.0).abs() <= 0.25, "{idle}");
+    assert_eq!(h1["idle_spread"]["runs"], 3);
+    assert_eq!(h1["connections_used"], 4);
+    // Another Host, through -H, goes to the other backend.
+    let v = http_json(&[
+        "http://backend.test/",
+        "--connect-to",
+        &to,
+        "-H",
+        "Host: other.test",
+        "--requests",
+        "1",
+        "--max-wait",
+        "3s",
+    ]);
+    assert_eq!(v["http1"]["status"], 404, "{v:#}");
+}
+
+/// Python's server with a 2 s socket timeout: 1000 requests and the 2 s timeout, both within
+/// a 4 s --max-wait (the run reports what it measured, not that the bound ran out).
+#[test]
+fn python_with_a_2_second_timeout_is_measured_within_4_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let script = dir.path().join("server.py");
+    std::fs::write(
+        &script,
+        "import http.server, sys\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   protocol_version = 'HTTP/1.1'\n\
+         \x20   timeout = 2\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+         \x20   def log_message(self, *a): pass\n\
+         http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+    )
+    .unwrap();
+    let _py = Running(
+        Command::new(testkit::python())
+            .arg(&script)
+            .arg(port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("python to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "4s"]);
+    let h1 = &v["http1"];
+    assert_eq!(h1["requests_served"], 1000, "{v:#}");
+    assert_eq!(h1["requests_ended_by"], "limit");
+    let idle = h1["idle"]["after_s"].as_f64().unwrap();
+    assert!((idle - 2.0).abs() <= 0.25, "{v:#}");
+}
+
+/// Servers that never end a response or trickle it: each run ends by --max-wait with one
+/// line (exit 1), whatever they send.
+#[test]
+fn endless_and_trickling_responses_end_by_the_bound() {
+    let endless_chunks = scripted(|mut c| {
+        if read_request(&mut c).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            while c.write_all(b"400\r\n").is_ok() && c.write_all(&[b'x'; 1026]).is_ok() {}
+        }
+    });
+    let header_flood = scripted(|mut c| {
+        if read_request(&mut c).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\n");
+            while c.write_all(b"X-Flood: aaaaaaaaaaaaaaaa\r\n").is_ok() {}
+        }
+    });
+    let trickle = scripted(|mut c| {
+        if read_request(&mut c).is_some() {
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" {
+                if c.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    });
+    let bad_chunk = scripted(|mut c| {
+        if read_request(&mut c).is_some() {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            );
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    });
+    for (port, needle) in [
+        (endless_chunks, "--max-wait ran out"),
+        (header_flood, "header fields"),
+        (trickle, "--max-wait ran out"),
+        (bad_chunk, "bad chunk size 'zz'"),
+    ] {
+        let out = bounded_http(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "2s"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{needle}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "expected {needle:?}: {err}");
+    }
+}
+
+/// Request controls: HEAD reads no body (a server that answers HEAD with a Content-Length of
+/// a body it does not send is measured, not waited on), -H is sent as given, and what could
+/// break the request is refused.
+#[test]
+fn head_and_headers_as_curl_sends_them() {
+    let port = scripted(|mut c| {
+        while let Some(head) = read_request(&mut c) {
+            SEEN_H.lock().unwrap().push(head.clone());
+            let reply = if head.starts_with("HEAD ") {
+                "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            };
+            if c.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let v = http_json(&[
+        &format!("http://127.0.0.1:{port}/"),
+        "--method",
+        "head",
+        "-H",
+        "X-Trace: abc",
+        "--requests",
+        "5",
+        "--max-wait",
+        "2s",
+    ]);
+    assert_eq!(v["http1"]["requests_served"], 5, "{v:#}");
+    let seen = SEEN_H.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|h| h.starts_with("HEAD / HTTP/1.1\r\n") && h.contains("\r\nX-Trace: abc\r\n")),
+        "{seen:?}"
+    );
+    for (args, needle) in [
+        (vec!["-H", "X-A: b\r\nX-Injected: 1"], "control character"),
+        (vec!["-H", "Connection: close"], "connection's own headers"),
+        (vec!["--method", "DELETE"], "choose GET or HEAD"),
+        (vec!["--connect-to", "127.0.0.1"], "expected HOST:PORT"),
+        (vec!["--repeat", "0"], "--repeat"),
+    ] {
+        let mut all = vec!["http://127.0.0.1:1/"];
+        all.extend(args.iter().copied());
+        let out = http(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+static SEEN_H: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());

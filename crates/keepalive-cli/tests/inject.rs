@@ -450,3 +450,48 @@ fn sockets_made_while_the_configuration_loads_get_the_policy() {
         );
     }
 }
+
+/// A constructor that runs before the shim's dlopens a library whose constructor waits for a
+/// thread that makes a socket: the dlopen holds the loader's lock meanwhile, and the hook in
+/// that thread must not wait for it (dlsym takes it; the program hung for good). It makes the
+/// system call itself, and the socket gets the policy.
+#[test]
+fn a_hook_during_a_dlopen_in_a_constructor_never_waits_for_the_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let early = testkit::compile_c(
+        &c.join("early.c"),
+        dir.path(),
+        &["-shared", "-fPIC", "-pthread"],
+    );
+    let thread = testkit::compile_c(
+        &c.join("early_thread.c"),
+        dir.path(),
+        &["-shared", "-fPIC", "-pthread"],
+    );
+    let mut child = Command::new("/bin/true")
+        .env(
+            "LD_PRELOAD",
+            format!("{}:{}", shim().display(), early.display()),
+        )
+        .env("KEEPALIVE_POLICY", "idle=31")
+        .env("EARLY_DLOPEN", &thread)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the program hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("thread socket=1 keepalive=1"),
+        "{}",
+        show(&out)
+    );
+}

@@ -503,9 +503,13 @@ fn prometheus_watch_and_units() {
     assert_eq!(text.matches("STATE").count(), 2, "{text}");
 
     // The timer is in seconds, not "ms" as ss before 6.11 printed: idle 40 s shows as ~40 s.
+    // (The server's own sockets only: another test's connection can use the same port number
+    // as a peer port.)
     let v = json(&[
         "status",
         "--json",
+        "--pid",
+        &server.pid().to_string(),
         "--port",
         &server.kept_port.to_string(),
         "--state",

@@ -786,3 +786,32 @@ fn setuid_programs_a_script_starts_keep_their_privileges_where_they_can() {
         "{err}"
     );
 }
+
+/// Without a terminal (a service, a pipeline), stopping and continuing the program is its own
+/// business: keepalive stays awake and answers its calls (it used to stop itself with the
+/// program and leave its next connect waiting for ever).
+#[test]
+fn a_program_stopped_and_continued_without_a_terminal_keeps_running() {
+    require_program("python3", "python3");
+    let mut p = Supervised::start(&["--via", "seccomp", "--", "python3", "-c", CONNECT_LOOP]);
+    let lines = p.lines();
+    assert_eq!(lines.next("a supervised connect"), "ok");
+    let (pid, _) = p.pidfd_and_pid();
+    let program = Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(program, Signal::STOP).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    rustix::process::kill_process(program, Signal::CONT).unwrap();
+    // Lines printed before the stop may still be buffered: two more connects prove it runs.
+    let start = std::time::Instant::now();
+    let mut after = 0;
+    while after < 2 {
+        let line = lines.until("a connect after the stop", Duration::from_secs(5), |_| true);
+        assert_eq!(line, "ok");
+        if start.elapsed() > Duration::from_millis(100) {
+            after += 1;
+        }
+    }
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", p.launcher.id())).unwrap();
+    let state = state.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+    assert_ne!(state, 'T', "keepalive itself is not stopped");
+}

@@ -7,6 +7,7 @@
 //! JDK's HttpServer) holds the second write until the first is acknowledged, and a delayed ACK
 //! (40 ms minimum on Linux, TCP_DELACK_MIN) would put that into every request counted.
 
+use crate::request::{Method, Request};
 use crate::tls::{self, Trust};
 use crate::{HttpError, Url};
 use std::io::{ErrorKind, Read, Write};
@@ -29,6 +30,8 @@ pub struct Conn {
     /// When the last byte of the last response arrived.
     pub last_byte_at: Instant,
     request: Vec<u8>,
+    /// The request is HEAD: its responses have no body.
+    pub head: bool,
 }
 
 /// What an idle connection did within a wait.
@@ -48,15 +51,16 @@ pub fn left(deadline: Instant, what: &str) -> Result<Duration, HttpError> {
 }
 
 impl Conn {
-    pub fn open(url: &Url, trust: &Trust, deadline: Instant) -> Result<Conn, HttpError> {
-        let shown = format!("{}:{}", url.server_name(), url.port);
+    pub fn open(req: &Request, trust: &Trust, deadline: Instant) -> Result<Conn, HttpError> {
+        let url = &req.url;
+        let shown = req.destination();
         let connect_err = |source| HttpError::Connect {
             addr: shown.clone(),
             source,
         };
         let mut last = std::io::Error::new(ErrorKind::NotFound, "the name has no address");
         let mut tcp = None;
-        for a in url.addresses().map_err(connect_err)? {
+        for a in req.addresses().map_err(connect_err)? {
             match TcpStream::connect_timeout(&a, left(deadline, "connecting")?) {
                 Ok(s) => {
                     tcp = Some(s);
@@ -72,19 +76,14 @@ impl Conn {
         } else {
             Stream::Plain(tcp)
         };
-        // Built once: the request line and headers come from the parsed URL only (its target
-        // holds no byte below 0x21), so nothing can add a header.
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: keepalive-http\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
-            url.target,
-            url.host_header()
-        )
-        .into_bytes();
+        // Built once, from parts each checked when it was parsed (request.rs), so that
+        // nothing can add a header.
         Ok(Conn {
             stream,
             buf: Vec::new(),
             last_byte_at: Instant::now(),
-            request,
+            request: req.http1(),
+            head: req.method == Method::Head,
         })
     }
 

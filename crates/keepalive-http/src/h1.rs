@@ -5,9 +5,10 @@
 //! about T of wall time whatever the count takes, and one deadline bounds both.
 
 use crate::conn::{Conn, Wait};
+use crate::request::Request;
 use crate::response::{self, Response};
 use crate::tls::Trust;
-use crate::{Close, CountEnd, HttpError, Idle, Live, Url};
+use crate::{Close, CountEnd, HttpError, Idle, Live, Spread};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,44 +30,55 @@ pub struct Http1 {
     /// `max=` from `Keep-Alive` on the first response: requests the server will still take
     /// on the connection after that one (Apache's meaning).
     pub advertised_max: Option<u64>,
+    /// The idle connection's end; with `--repeat N`, the run with the median idle timeout.
     pub idle: Idle,
+    /// With `--repeat N`: the N idle connections' timeouts (waited side by side).
+    pub idle_spread: Option<Spread>,
     /// Requests answered on one connection.
     pub requests_served: u32,
     pub requests_ended_by: CountEnd,
     /// Seconds the counting took, from the first request sent to the last response read.
     pub counting_s: f64,
-    /// Connections opened: one counted, one waited.
+    /// Connections opened: one counted, and one (or `--repeat`) waited.
     pub connections_used: u32,
     /// Where what the server says and what it does differ.
     pub disagreements: Vec<String>,
 }
 
 pub fn measure(
-    url: &Url,
+    req: &Request,
     trust: &Trust,
     deadline: Instant,
     requests: u32,
+    repeat: u32,
     live: &Live,
 ) -> Result<Http1, HttpError> {
-    let (counted, idle) = std::thread::scope(|s| {
-        let idle = s.spawn(|| wait_idle(url, trust, deadline, live));
-        let counted = count(url, trust, deadline, requests, live);
+    let (counted, idles) = std::thread::scope(|s| {
+        let waits: Vec<_> = (0..repeat.max(1))
+            .map(|_| s.spawn(|| wait_idle(req, trust, deadline, live)))
+            .collect();
+        let counted = count(req, trust, deadline, requests, live);
         live.h1_counting_done.store(true, Ordering::Relaxed);
-        (counted, idle.join())
+        let idles: Vec<_> = waits.into_iter().map(|w| w.join()).collect();
+        (counted, idles)
     });
     let (first, served, ended, counting_s) = counted?;
-    let idle = match idle {
-        Ok(idle) => idle?,
-        Err(_) => return Err(HttpError::Protocol("the idle measurement failed".into())),
-    };
+    let mut runs = Vec::new();
+    for idle in idles {
+        match idle {
+            Ok(idle) => runs.push(idle?),
+            Err(_) => return Err(HttpError::Protocol("the idle measurement failed".into())),
+        }
+    }
+    let (idle, idle_spread) = Spread::of(runs);
     // A server that closes after every response without saying so answers one request per
     // connection: the second, sent at once, finds the connection closed.
     let closes_silently = requests > 1 && served == 1 && ended == CountEnd::ServerClosed;
     let persistent = first.keeps_open() && !first.closed_after && !closes_silently;
-    let idle = if persistent {
-        idle
+    let (idle, idle_spread) = if persistent {
+        (idle, idle_spread)
     } else {
-        Idle::NotPersistent
+        (Idle::NotPersistent, None)
     };
     let (advertised_timeout_s, advertised_max) = first.keep_alive_params();
     let mut disagreements = Vec::new();
@@ -128,10 +140,11 @@ pub fn measure(
         advertised_timeout_s,
         advertised_max,
         idle,
+        idle_spread,
         requests_served: served,
         requests_ended_by: ended,
         counting_s,
-        connections_used: 2,
+        connections_used: 1 + repeat.max(1),
         disagreements,
     })
 }
@@ -139,13 +152,13 @@ pub fn measure(
 /// Requests one after another on one connection: the first response, how many were served,
 /// and why the count stopped.
 fn count(
-    url: &Url,
+    req: &Request,
     trust: &Trust,
     deadline: Instant,
     requests: u32,
     live: &Live,
 ) -> Result<(Response, u32, CountEnd, f64), HttpError> {
-    let mut conn = Conn::open(url, trust, deadline)?;
+    let mut conn = Conn::open(req, trust, deadline)?;
     let start = Instant::now();
     conn.send_request(deadline)?;
     let first = response::read(&mut conn, deadline)?;
@@ -188,8 +201,13 @@ fn count(
 }
 
 /// One request, then silence until the server closes the connection or `deadline`.
-fn wait_idle(url: &Url, trust: &Trust, deadline: Instant, live: &Live) -> Result<Idle, HttpError> {
-    let mut conn = Conn::open(url, trust, deadline)?;
+fn wait_idle(
+    req: &Request,
+    trust: &Trust,
+    deadline: Instant,
+    live: &Live,
+) -> Result<Idle, HttpError> {
+    let mut conn = Conn::open(req, trust, deadline)?;
     conn.send_request(deadline)?;
     let first = response::read(&mut conn, deadline)?;
     if !first.keeps_open() || first.closed_after {

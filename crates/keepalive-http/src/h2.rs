@@ -12,9 +12,11 @@
 //! the server sent) is read off the bytes it receives by [`Tap`], which only looks: it reads
 //! the nine-byte frame headers (section 4.1) and the payloads of SETTINGS and GOAWAY frames.
 
+use crate::request::Request;
 use crate::tls::{self, Trust};
-use crate::{Close, CountEnd, Idle, Live, Url};
+use crate::{Close, CountEnd, Idle, Live, Spread};
 use bytes::Bytes;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -49,7 +51,10 @@ pub struct Measured {
     pub max_concurrent_streams: Option<u32>,
     /// The PING's round trip, ms; `None`: no answer within 5 s.
     pub ping_rtt_ms: Option<f64>,
+    /// The idle connection's end; with `--repeat N`, the run with the median idle timeout.
     pub idle: Idle,
+    /// With `--repeat N`: the N idle connections' timeouts (waited side by side).
+    pub idle_spread: Option<Spread>,
     /// Requests answered on one connection.
     pub requests_served: u32,
     pub requests_ended_by: CountEnd,
@@ -60,8 +65,15 @@ pub struct Measured {
     pub count_goaway: Option<String>,
 }
 
-/// How a connection is reached: over TLS, or cleartext with prior knowledge.
-pub fn measure(url: &Url, trust: &Trust, deadline: Instant, requests: u32, live: &Live) -> Http2 {
+/// Measures HTTP/2: over TLS (ALPN h2), or cleartext with prior knowledge.
+pub fn measure(
+    req: &Request,
+    trust: &Trust,
+    deadline: Instant,
+    requests: u32,
+    repeat: u32,
+    live: &Live,
+) -> Http2 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,17 +87,24 @@ pub fn measure(url: &Url, trust: &Trust, deadline: Instant, requests: u32, live:
     };
     runtime.block_on(async {
         let deadline = tokio::time::Instant::from_std(deadline);
-        let (idle, counted) = tokio::join!(
-            wait_idle(url, trust, deadline, live),
-            count(url, trust, deadline, requests, live)
-        );
-        live.h2_counting_done.store(true, Ordering::Relaxed);
+        let waits = (0..repeat.max(1))
+            .map(|_| wait_idle(req, trust, deadline, live))
+            .collect();
+        let (idles, counted) = tokio::join!(join_all(waits), async {
+            let c = count(req, trust, deadline, requests, live).await;
+            live.h2_counting_done.store(true, Ordering::Relaxed);
+            c
+        });
+        let idle = idles
+            .into_iter()
+            .collect::<Result<Vec<Idle>, Fail>>()
+            .map(Spread::of);
         match (idle, counted) {
             (_, Err(Fail::NotOffered(alpn))) | (Err(Fail::NotOffered(alpn)), _) => {
                 Http2::NotOffered { alpn }
             }
             (_, Err(Fail::Other(error))) | (Err(Fail::Other(error)), _) => Http2::Failed { error },
-            (Ok(idle), Ok(c)) => Http2::Measured(Measured {
+            (Ok((idle, idle_spread)), Ok(c)) => Http2::Measured(Measured {
                 status: c.status,
                 max_concurrent_streams: c
                     .settings
@@ -99,6 +118,7 @@ pub fn measure(url: &Url, trust: &Trust, deadline: Instant, requests: u32, live:
                     .collect(),
                 ping_rtt_ms: c.ping_rtt_ms,
                 idle,
+                idle_spread,
                 requests_served: c.served,
                 requests_ended_by: c.ended,
                 counting_s: c.counting_s,
@@ -106,6 +126,30 @@ pub fn measure(url: &Url, trust: &Trust, deadline: Instant, requests: u32, live:
             }),
         }
     })
+}
+
+/// Every future run to its end side by side on this task; their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 enum Fail {
@@ -263,10 +307,11 @@ struct Conn {
     request: http::Request<()>,
 }
 
-async fn open(url: &Url, trust: &Trust, deadline: tokio::time::Instant) -> Result<Conn, Fail> {
+async fn open(req: &Request, trust: &Trust, deadline: tokio::time::Instant) -> Result<Conn, Fail> {
+    let url = &req.url;
     let other = |e: String| Fail::Other(e);
-    let shown = format!("{}:{}", url.server_name(), url.port);
-    let addrs = url
+    let shown = req.destination();
+    let addrs = req
         .addresses()
         .map_err(|e| other(format!("connecting to {shown}: {e}")))?;
     let mut last = format!("connecting to {shown}: the name has no address");
@@ -324,10 +369,8 @@ async fn open(url: &Url, trust: &Trust, deadline: tokio::time::Instant) -> Resul
         .map_err(|e| other(format!("the HTTP/2 handshake: {e}")))?;
     let ping = connection.ping_pong();
     let driver = tokio::spawn(connection);
-    let scheme = if url.tls { "https" } else { "http" };
-    let request = http::Request::get(format!("{scheme}://{}{}", url.host_header(), url.target))
-        .header("user-agent", "keepalive-http")
-        .body(())
+    let request = req
+        .http2()
         .map_err(|e| other(format!("the request: {e}")))?;
     Ok(Conn {
         send,
@@ -412,12 +455,12 @@ fn stopped(stop: Stop) -> Fail {
 }
 
 async fn wait_idle(
-    url: &Url,
+    req: &Request,
     trust: &Trust,
     deadline: tokio::time::Instant,
     live: &Live,
 ) -> Result<Idle, Fail> {
-    let mut conn = open(url, trust, deadline).await?;
+    let mut conn = open(req, trust, deadline).await?;
     conn.get(deadline).await.map_err(stopped)?;
     let since = Instant::now();
     live.set_h2_idle_since(since);
@@ -465,13 +508,13 @@ struct Counted {
 }
 
 async fn count(
-    url: &Url,
+    req: &Request,
     trust: &Trust,
     deadline: tokio::time::Instant,
     requests: u32,
     live: &Live,
 ) -> Result<Counted, Fail> {
-    let mut conn = open(url, trust, deadline).await?;
+    let mut conn = open(req, trust, deadline).await?;
     let start = Instant::now();
     let status = conn.get(deadline).await.map_err(stopped)?;
     let mut last = Instant::now();

@@ -16,6 +16,7 @@
 mod conn;
 mod h1;
 mod h2;
+mod request;
 mod response;
 mod tls;
 mod url;
@@ -23,6 +24,7 @@ pub mod verdict;
 
 pub use crate::h1::Http1;
 pub use crate::h2::{Http2, Measured as Http2Measured};
+pub use crate::request::{ConnectTo, Header, Method, Request};
 pub use crate::response::{MAX_HEADER_BYTES, MAX_HEADER_FIELDS};
 pub use crate::tls::Trust;
 pub use crate::url::Url;
@@ -73,7 +75,9 @@ pub enum Http2Mode {
 
 /// What to measure.
 pub struct Options {
-    pub url: Url,
+    pub request: Request,
+    /// Idle connections waited side by side per version, for the timeout's spread (1: one).
+    pub repeat: u32,
     /// The whole run ends by then: every response, the idle waits and the counting.
     pub max_wait: Duration,
     /// Stop counting requests on one connection at this many.
@@ -176,6 +180,44 @@ pub enum Idle {
     NotPersistent,
 }
 
+/// The idle timeouts of `--repeat` connections waited side by side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Spread {
+    /// Connections waited.
+    pub runs: u32,
+    /// Of them, the ones the server ended (the others were still open at the end).
+    pub closed: u32,
+    pub min_s: f64,
+    pub median_s: f64,
+    pub max_s: f64,
+}
+
+impl Spread {
+    /// The run to report (the one with the median timeout; the first when none closed), and
+    /// the spread when there was more than one.
+    pub(crate) fn of(mut runs: Vec<Idle>) -> (Idle, Option<Spread>) {
+        let n = runs.len() as u32;
+        let mut closed: Vec<f64> = runs.iter().filter_map(Idle::timeout_s).collect();
+        closed.sort_by(f64::total_cmp);
+        let spread = (n > 1 && !closed.is_empty()).then(|| Spread {
+            runs: n,
+            closed: closed.len() as u32,
+            min_s: closed[0],
+            median_s: closed[closed.len() / 2],
+            max_s: closed[closed.len() - 1],
+        });
+        let median = spread.as_ref().map(|s| s.median_s);
+        let at = runs
+            .iter()
+            .position(|r| r.timeout_s().is_some() && r.timeout_s() == median)
+            .unwrap_or(0);
+        if runs.is_empty() {
+            return (Idle::NotPersistent, None);
+        }
+        (runs.swap_remove(at), spread)
+    }
+}
+
 impl Idle {
     /// The idle timeout measured, in seconds.
     pub fn timeout_s(&self) -> Option<f64> {
@@ -217,7 +259,8 @@ pub struct Report {
 
 /// Measures `options.url`: HTTP/1.1 always, HTTP/2 as `options.http2` says, side by side.
 pub fn inspect(options: &Options) -> Result<Report, HttpError> {
-    let url = &options.url;
+    let req = &options.request;
+    let url = &req.url;
     let start = Instant::now();
     let deadline = start + options.max_wait;
     let with_h2 = match options.http2 {
@@ -230,10 +273,11 @@ pub fn inspect(options: &Options) -> Result<Report, HttpError> {
         tls::config(&options.trust, &[])?;
     }
     let live = Live::default();
-    let (trust, requests) = (&options.trust, options.requests);
+    let (trust, requests, repeat) = (&options.trust, options.requests, options.repeat);
     let (http1, http2) = std::thread::scope(|s| {
-        let h1 = s.spawn(|| h1::measure(url, trust, deadline, requests, &live));
-        let h2 = with_h2.then(|| s.spawn(|| h2::measure(url, trust, deadline, requests, &live)));
+        let h1 = s.spawn(|| h1::measure(req, trust, deadline, requests, repeat, &live));
+        let h2 =
+            with_h2.then(|| s.spawn(|| h2::measure(req, trust, deadline, requests, repeat, &live)));
         if let Some(progress) = &options.progress {
             while !h1.is_finished() || h2.as_ref().is_some_and(|h| !h.is_finished()) {
                 progress(&live.snapshot(start, options.max_wait, with_h2));

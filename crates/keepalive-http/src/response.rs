@@ -229,7 +229,7 @@ pub fn read(conn: &mut Conn, deadline: Instant) -> Result<Response, HttpError> {
                     .next()
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
             });
-        if response.status == 204 || response.status == 304 {
+        if response.status == 204 || response.status == 304 || conn.head {
         } else if chunked {
             read_chunked(conn, deadline)?;
         } else if let Some(len) = response.content_length()? {

@@ -211,6 +211,7 @@ mod tests {
                 advertised_timeout_s: None,
                 advertised_max: None,
                 idle,
+                idle_spread: None,
                 requests_served: 10,
                 requests_ended_by: CountEnd::Limit,
                 counting_s: 0.01,

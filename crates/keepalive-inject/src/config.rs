@@ -82,7 +82,7 @@ pub fn get() -> Option<&'static Config> {
                 static environ: *const *mut c_char;
             }
             // SAFETY: libc's `environ`, initialised before any constructor runs.
-            load(unsafe { environ });
+            load(unsafe { environ }, false);
             // Another thread may have won the load: wait for it as below.
             match STATE.load(Ordering::Acquire) {
                 LOADING => wait_for_load(),
@@ -99,8 +99,10 @@ pub fn get() -> Option<&'static Config> {
     Some(unsafe { (*CONFIG.0.get()).assume_init_ref() })
 }
 
-/// The thread loading the configuration (its kernel thread id), while it does.
+/// The thread loading the configuration (its kernel thread id), while it does, and its
+/// process: a child forked meanwhile inherits LOADING, and no thread of its own will finish.
 static LOADER: AtomicI32 = AtomicI32::new(0);
+static LOADER_PID: AtomicI32 = AtomicI32::new(0);
 
 fn thread_id() -> i32 {
     // SAFETY: gettid takes no argument and cannot fail.
@@ -110,34 +112,78 @@ fn thread_id() -> i32 {
 /// Another thread is loading the configuration (threads another library's constructor started
 /// before the shim's ran): wait until it is published, so that no socket made meanwhile goes
 /// without the policy. The loading thread itself, if a hook runs inside the load, gets the
-/// shim off for that call. The load reads the environment and at most a few /proc/sys files,
-/// so the wait is short; it is bounded all the same (about a second of yields), after which
-/// the call goes on without the policy rather than hang.
+/// shim off for that call. A child forked during the load (its loader is a thread of the
+/// parent) starts the load over for itself. The load reads the environment and at most a few
+/// /proc/sys files, so the wait is short; it is bounded all the same, by the clock (one
+/// second), after which the call goes on without the policy rather than hang.
 fn wait_for_load() -> u8 {
     if LOADER.load(Ordering::Acquire) == thread_id() {
         return LOADING;
     }
-    for _ in 0..1_000_000 {
+    let start = now_ns();
+    loop {
         let state = STATE.load(Ordering::Acquire);
         if state != LOADING {
             return state;
         }
+        // SAFETY: getpid takes no argument.
+        let me = unsafe { libc::getpid() };
+        let loader = LOADER_PID.load(Ordering::Acquire);
+        if loader != 0
+            && loader != me
+            && STATE
+                .compare_exchange(LOADING, UNINIT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            unsafe extern "C" {
+                static environ: *const *mut c_char;
+            }
+            // SAFETY: libc's `environ`, as in `get`.
+            load(unsafe { environ }, false);
+            continue;
+        }
+        if now_ns().saturating_sub(start) > 1_000_000_000 {
+            return LOADING;
+        }
         // SAFETY: sched_yield takes no argument.
         unsafe { libc::sched_yield() };
     }
-    LOADING
 }
 
-/// Reads the environment and publishes the configuration. Runs once, from the constructor or
-/// from the first hook that runs before it; a second call returns at once.
-pub fn load(envp: *const *mut c_char) {
+/// CLOCK_MONOTONIC in nanoseconds.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Reads the environment and publishes the configuration. Runs once, from the constructor
+/// (`constructor`) or from the first hook that runs before it; a second call returns at once,
+/// but the constructor's still does the one part a hook's leaves to it: `inherit=no`'s
+/// cleaning of LD_PRELOAD, which needs dladdr and so the loader's lock, which a hook must not
+/// take (another thread's dlopen may hold it while it waits for this one).
+pub fn load(envp: *const *mut c_char, constructor: bool) {
     if STATE
         .compare_exchange(UNINIT, LOADING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
+        if constructor
+            && let Some(c) = get()
+            && !c.injection.inherit
+        {
+            leave_children_alone(envp);
+        }
         return;
     }
     LOADER.store(thread_id(), Ordering::Release);
+    // SAFETY: getpid takes no argument.
+    LOADER_PID.store(unsafe { libc::getpid() }, Ordering::Release);
     let env = |name: &str| getenv(envp, name);
     let injection = match Injection::from_env(env) {
         Ok(i) => i,
@@ -220,7 +266,7 @@ pub fn load(envp: *const *mut c_char) {
             config.n_options = config.n_options.saturating_add(1);
         }
     }
-    if !config.injection.inherit {
+    if !config.injection.inherit && constructor {
         leave_children_alone(envp);
     }
     // SAFETY: only this thread got past the compare_exchange, and no reader looks before READY.

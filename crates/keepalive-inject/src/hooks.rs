@@ -45,17 +45,13 @@ fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
 /// the first failure so that a socket never gets SO_KEEPALIVE with half a policy; marks it
 /// with the outcome. errno is left as it was.
 fn apply(fd: c_int, inode: u64, config: &Config) {
-    let Some(setsockopt) = real::setsockopt_fn() else {
-        MARKS.mark(fd, inode, false);
-        return;
-    };
     let saved = errno();
     let mut ok = true;
     for opt in config.options() {
         let value: c_int = opt.value;
         // SAFETY: the real setsockopt with a pointer to a live c_int and its size.
         let rc = unsafe {
-            setsockopt(
+            real::setsockopt(
                 fd,
                 opt.level,
                 opt.name,

@@ -24,7 +24,7 @@ use core::ffi::{c_char, c_int};
 /// `argc`, `argv` and `envp` to `.init_array` functions.
 extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *const *mut c_char) {
     real::resolve_all();
-    config::load(envp);
+    config::load(envp, true);
 }
 
 #[used]

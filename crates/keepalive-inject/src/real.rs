@@ -1,11 +1,14 @@
 //! The functions the hooks stand in front of, looked up once with `dlsym(RTLD_NEXT, ...)` so
 //! that other preloaded libraries and libc itself still see every call.
 //!
-//! `resolve_all` runs in the constructor; a hook that runs before it (another library's
-//! constructor calling socket()) looks its own symbol up on the spot. Races are harmless: every
-//! thread stores the same address.
+//! `resolve_all` runs in the constructor. A hook that runs before it (another library's
+//! constructor making a socket, or a thread it started) never calls dlsym: dlsym takes the
+//! dynamic loader's lock, which a dlopen in another thread holds while it runs constructors
+//! that may be waiting for this very thread, and the program would hang for good. Until the
+//! constructor has run, a hook makes the system call itself (the raw `syscall(2)` of the same
+//! name, which sets errno as libc's wrapper does).
 
-use core::ffi::{CStr, c_int, c_void};
+use core::ffi::{CStr, c_int, c_long, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use libc::{sockaddr, socklen_t};
 
@@ -22,16 +25,21 @@ impl Symbol {
         }
     }
 
+    /// The next definition, once the constructor has looked it up; 0 before.
     fn get(&self) -> usize {
-        let addr = self.addr.load(Ordering::Acquire);
-        if addr != 0 {
-            return addr;
-        }
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name is thread-safe.
+        self.addr.load(Ordering::Acquire)
+    }
+
+    fn resolve(&self) {
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name, from the constructor.
         let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
         self.addr.store(found, Ordering::Release);
-        found
     }
+}
+
+/// A system call's result as libc's wrappers give it: -1 with errno set on failure.
+fn int(rc: c_long) -> c_int {
+    rc as c_int
 }
 
 static SOCKET: Symbol = Symbol::new(c"socket");
@@ -66,21 +74,16 @@ pub fn resolve_all() {
         &SENDMSG,
         &SENDMMSG,
     ] {
-        s.get();
+        s.resolve();
     }
-}
-
-/// What a hook returns when the real function cannot be found: -1 with ENOSYS.
-fn missing<T: From<i8>>() -> T {
-    crate::hooks::set_errno(libc::ENOSYS);
-    T::from(-1)
 }
 
 // Each wrapper turns the stored address back into the function's C signature.
 
 pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     match SOCKET.get() {
-        0 => missing(),
+        // SAFETY: socket(2) takes three ints.
+        0 => int(unsafe { libc::syscall(libc::SYS_socket, domain, ty, protocol) }),
         // SAFETY: the address is libc's (or the next library's) `socket`, which has this signature.
         addr => unsafe {
             let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int = core::mem::transmute(addr);
@@ -91,7 +94,8 @@ pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
 
 pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match CONNECT.get() {
-        0 => missing(),
+        // SAFETY: connect(2) with the caller's arguments.
+        0 => int(unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) }),
         // SAFETY: the address is the next `connect`, which has this signature; the arguments are
         // the caller's, passed on unchanged.
         real => unsafe {
@@ -104,7 +108,8 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
 
 pub unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match BIND.get() {
-        0 => missing(),
+        // SAFETY: bind(2) with the caller's arguments.
+        0 => int(unsafe { libc::syscall(libc::SYS_bind, fd, addr, len) }),
         // SAFETY: as for connect.
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int =
@@ -134,7 +139,8 @@ pub unsafe fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     match setsockopt_fn() {
-        None => missing(),
+        // SAFETY: setsockopt(2) with the caller's arguments.
+        None => int(unsafe { libc::syscall(libc::SYS_setsockopt, fd, level, name, value, len) }),
         // SAFETY: the caller vouches for `value` and `len`; the rest is passed on unchanged.
         Some(f) => unsafe { f(fd, level, name, value, len) },
     }
@@ -142,7 +148,8 @@ pub unsafe fn setsockopt(
 
 pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     match ACCEPT.get() {
-        0 => missing(),
+        // SAFETY: accept(2) is accept4(2) without flags.
+        0 => int(unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, 0) }),
         // SAFETY: the address is the next `accept`, which has this signature; the caller's
         // arguments are passed on unchanged.
         real => unsafe {
@@ -155,7 +162,8 @@ pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_i
 
 pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
     match ACCEPT4.get() {
-        0 => missing(),
+        // SAFETY: accept4(2) with the caller's arguments.
+        0 => int(unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, flags) }),
         // SAFETY: as for accept, with accept4's extra flags argument.
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int =
@@ -167,7 +175,8 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
 
 pub unsafe fn dup(fd: c_int) -> c_int {
     match DUP.get() {
-        0 => missing(),
+        // SAFETY: dup(2) takes an int.
+        0 => int(unsafe { libc::syscall(libc::SYS_dup, fd) }),
         // SAFETY: the address is the next `dup`, which has this signature.
         real => unsafe {
             let f: unsafe extern "C" fn(c_int) -> c_int = core::mem::transmute(real);
@@ -178,7 +187,7 @@ pub unsafe fn dup(fd: c_int) -> c_int {
 
 pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
     match DUP2.get() {
-        0 => missing(),
+        0 => raw_dup2(old, new),
         // SAFETY: the address is the next `dup2`, which has this signature.
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, c_int) -> c_int = core::mem::transmute(real);
@@ -189,7 +198,8 @@ pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
 
 pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     match DUP3.get() {
-        0 => missing(),
+        // SAFETY: dup3(2) takes three ints.
+        0 => int(unsafe { libc::syscall(libc::SYS_dup3, old, new, flags) }),
         // SAFETY: the address is the next `dup3`, which has this signature.
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int = core::mem::transmute(real);
@@ -204,7 +214,8 @@ pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 pub unsafe fn fcntl(sixty_four: bool, fd: c_int, cmd: c_int, arg: usize) -> c_int {
     let symbol = if sixty_four { &FCNTL64 } else { &FCNTL };
     match symbol.get() {
-        0 => missing(),
+        // SAFETY: fcntl(2) with the caller's argument, passed on in full.
+        0 => int(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }),
         // SAFETY: the address is the next `fcntl`/`fcntl64`, declared
         // `int fcntl(int, int, ...)`; the caller's third argument is passed on unchanged.
         real => unsafe {
@@ -223,7 +234,12 @@ pub unsafe fn sendto(
     addr_len: socklen_t,
 ) -> isize {
     match SENDTO.get() {
-        0 => missing(),
+        0 => {
+            // SAFETY: sendto(2) with the caller's arguments.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, addr, addr_len) };
+            rc as isize
+        }
         // SAFETY: the address is the next `sendto`, which has this signature; the caller's
         // arguments are passed on unchanged.
         real => unsafe {
@@ -242,7 +258,8 @@ pub unsafe fn sendto(
 
 pub unsafe fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
     match SENDMSG.get() {
-        0 => missing(),
+        // SAFETY: sendmsg(2) with the caller's arguments.
+        0 => (unsafe { libc::syscall(libc::SYS_sendmsg, fd, msg, flags) }) as isize,
         // SAFETY: the address is the next `sendmsg`, which has this signature.
         real => unsafe {
             let f: unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> isize =
@@ -259,7 +276,8 @@ pub unsafe fn sendmmsg(
     flags: c_int,
 ) -> c_int {
     match SENDMMSG.get() {
-        0 => missing(),
+        // SAFETY: sendmmsg(2) with the caller's arguments.
+        0 => int(unsafe { libc::syscall(libc::SYS_sendmmsg, fd, msgs, count, flags) }),
         // SAFETY: the address is the next `sendmmsg`, which has this signature.
         real => unsafe {
             let f: unsafe extern "C" fn(
@@ -270,5 +288,25 @@ pub unsafe fn sendmmsg(
             ) -> c_int = core::mem::transmute(real);
             f(fd, msgs, count, flags)
         },
+    }
+}
+
+/// dup2(2) by system calls: dup2 itself where the architecture has it; elsewhere dup3, which
+/// refuses old == new, so that case is dup2's own: `old` if it is open.
+fn raw_dup2(old: c_int, new: c_int) -> c_int {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: dup2(2) takes two ints.
+        int(unsafe { libc::syscall(libc::SYS_dup2, old, new) })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if old == new {
+            // SAFETY: fcntl(F_GETFD) only asks whether `old` is open.
+            let rc = int(unsafe { libc::syscall(libc::SYS_fcntl, old, libc::F_GETFD, 0) });
+            return if rc < 0 { rc } else { old };
+        }
+        // SAFETY: dup3(2) takes three ints.
+        int(unsafe { libc::syscall(libc::SYS_dup3, old, new, 0) })
     }
 }

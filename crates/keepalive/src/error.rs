@@ -120,6 +120,15 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// A seccomp supervisor already watches the process, and the kernel allows one.
+    #[error(
+        "cannot supervise {}: a seccomp supervisor already watches this process (a `keepalive run` around it, a sandbox's or a container runtime's), and the kernel allows one; use --via shim",
+        program.display()
+    )]
+    SupervisorBusy {
+        /// The program.
+        program: PathBuf,
+    },
     /// The kernel (or this build) cannot run a seccomp supervisor.
     #[error(
         "keepalive run --via seccomp needs seccomp user notification with FLAG_CONTINUE (Linux 5.5) and pidfd_getfd (Linux 5.6): {why}"

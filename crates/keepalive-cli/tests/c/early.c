@@ -2,7 +2,9 @@
  * might: the loader may run it before the shim's constructor. Prints what the socket holds:
  * "early keepalive=K idle=I". With EARLY_THREADS=N, the constructor also starts N threads
  * that make 2000 sockets each while it makes its own, joins them, and prints
- * "early threads without keepalive: M". */
+ * "early threads without keepalive: M". With EARLY_DLOPEN=PATH, the constructor first
+ * dlopens PATH (early_thread.c). */
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -31,6 +33,9 @@ static void *sockets(void *arg) {
 }
 
 __attribute__((constructor)) static void early(void) {
+    const char *lib = getenv("EARLY_DLOPEN");
+    if (lib && !dlopen(lib, RTLD_NOW))
+        printf("dlopen failed: %s\n", dlerror());
     const char *threads = getenv("EARLY_THREADS");
     int n = threads ? atoi(threads) : 0;
     pthread_t t[16];

@@ -156,6 +156,14 @@ pub fn run(
         Err(e) if receive_listener(ours.as_fd(), RecvFlags::DONTWAIT).is_ok() => {
             return Err(exec_failure(arg0, program, e));
         }
+        // The kernel takes one notifying filter per process (kernel/seccomp.c,
+        // has_duplicate_listener()): something already supervises this one.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            return Err(Error::SupervisorBusy {
+                program: program.to_path_buf(),
+            }
+            .into());
+        }
         Err(e) => return Err(io_err(&format!("starting {}", program.display()))(e).into()),
     };
     let group = child.id() as i32;
@@ -208,8 +216,10 @@ pub fn run(
         let mut stop = false;
         while let Some((signal, _)) = sys::read_signal(sigfd.as_fd()) {
             if signal == libc::SIGCHLD {
-                if status.is_none() && sys::stopped(group) {
-                    // Ctrl-Z (or any stop) of the program: the job stops, as the shell expects.
+                // Ctrl-Z (or any stop) of the program, on a terminal: the job stops, as the
+                // shell expects. Without a terminal there is no job to stop: whoever stopped
+                // the program continues it, and keepalive must stay awake to answer its calls.
+                if status.is_none() && tty.is_some() && sys::stopped(group) {
                     take_back();
                     sys::stop_self();
                     // Continued (fg, bg): the terminal goes back to the program if the shell
