@@ -35,11 +35,14 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
             "--fd and --all go with --pid, not with a cgroup",
         ));
     }
+    if policy.is_empty() {
+        return Err(UsageError::err(
+            "nothing to set: give --idle, --interval, --count, --user-timeout or --policy (a \
+             cgroup's policy switches keepalive on with them)",
+        ));
+    }
     let cg = resolve(&args.target, true)?;
     let defaults = Sysctls::current().read()?.settings();
-    // Ctrl-C or SIGTERM between the attach and the last socket changed would leave the
-    // change half made and unreported: held back until the report is out.
-    let _whole = (!args.dry_run).then(keepalive::signals::defer);
     let report = policy::set(&cg, policy, args.force, &defaults, args.dry_run)?;
     if args.json {
         json(&report)?;
@@ -96,11 +99,21 @@ pub fn set(args: &SetArgs, policy: &Policy) -> anyhow::Result<()> {
             .filter(|e| !e.outside_connections.is_empty() && args.force)
         {
             let fds: Vec<String> = e.outside_connections.iter().map(i32::to_string).collect();
+            let (noun, verb, it) = if fds.len() == 1 {
+                ("connection fd", "was", "it")
+            } else {
+                ("connection fds", "were", "they")
+            };
             writeln!(
                 out,
-                "    pid {}: connection fd {} was made before the process joined this cgroup: it                  has the policy now, but it is another cgroup's socket, and --force cannot                  guard it against the program's own setsockopt",
+                "    pid {}: {noun} {} {verb} made before the process joined this cgroup: {it} \
+                 {} the policy now, but {} another cgroup's, and --force cannot guard {} \
+                 against the program's own setsockopt",
                 e.pid,
-                fds.join(", ")
+                fds.join(", "),
+                if fds.len() == 1 { "has" } else { "have" },
+                if fds.len() == 1 { "it is" } else { "they are" },
+                if fds.len() == 1 { "it" } else { "them" },
             )?;
         }
         for e in report

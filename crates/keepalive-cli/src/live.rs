@@ -572,9 +572,6 @@ pub fn set(args: &SetArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    // Held back until the report is out: a signal midway would leave some sockets changed
-    // and nobody told which.
-    let _whole = (!args.dry_run).then(keepalive::signals::defer);
     let report = retrofit::apply(pid, selection, &change, args.dry_run)?;
     let changes = &report.changes;
     let made = !args.dry_run && changes.iter().any(|c| c.after.is_some());

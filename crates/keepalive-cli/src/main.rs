@@ -104,10 +104,14 @@ fn main() -> ExitCode {
             render::out(&String::from_utf8_lossy(&script))
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
-    }
+    };
+    // A change the library began held Ctrl-C and SIGTERM back until it was reported, or its
+    // error was: now a signal that came meanwhile ends the run.
+    keepalive::signals::release();
+    code
 }
 
 /// clap's "invalid UTF-8 was detected in one or more arguments", with the argument named:

@@ -623,9 +623,10 @@ fn a_listener_opened_before_the_process_joined_is_given_the_policy_and_named() {
         out.contains("was opened before the process joined this cgroup"),
         "the listener outside the cgroup is named: {out}"
     );
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
-        out.contains("was made before the process joined this cgroup")
-            && out.contains("--force cannot guard it"),
+        words.contains("made before the process joined this cgroup")
+            && words.contains("--force cannot guard"),
         "connections made outside the cgroup are named: {out}"
     );
     assert_eq!(
@@ -983,4 +984,82 @@ fn concurrent_sets_on_one_cgroup_take_turns() {
         .unwrap();
     assert!(idles_of(holder.pid()).iter().all(|&i| i == idle), "{v}");
     let _ = keepalive(&["unset", "--cgroup", &cgroup]);
+}
+
+/// The lock that makes set and unset take turns is root's: another user holding a lock on the
+/// cgroup's directory changes nothing. A run waiting for the lock (held here by the test) ends
+/// at once on SIGTERM, having changed nothing: signals are held back only once the change has
+/// begun.
+#[test]
+fn the_lock_is_roots_and_a_signal_during_the_wait_acts_at_once() {
+    require_root();
+    let cg = TempCgroup::new(Path::new(BIN));
+    let cgroup = path_str(cg.path()).to_owned();
+    let mut other = testkit::as_nobody("flock");
+    other.arg(cg.path()).args(["sleep", "30"]);
+    let mut other = Running(other.spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    let out = keepalive(&["set", "--cgroup", &cgroup, "--idle", "33"]);
+    assert!(out.status.success(), "{out:?}");
+    let _ = other.0.kill();
+    // keepalive's own lock, held by the test: the next set waits for it.
+    let pins = Path::new(keepalive::cgroup::policy::PIN_ROOT);
+    let held = rustix::fs::open(
+        pins,
+        // CLOEXEC: a lock inherited by another test's children would outlive this test.
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let child = Command::new(BIN)
+        .args(["set", "--cgroup", &cgroup, "--idle", "44"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let waited = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        waited.elapsed() < Duration::from_secs(10),
+        "it ended by the signal"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(rustix::process::Signal::TERM.as_raw()),
+        "{out:?}"
+    );
+    drop(held);
+    let v = json(&["get", "--cgroup", &cgroup, "--json"]);
+    assert_eq!(
+        v["policies"][0]["policy"], "idle=33s",
+        "the waiting run changed nothing: {v}"
+    );
+    let _ = keepalive(&["unset", "--cgroup", &cgroup]);
+}
+
+/// Inside a cgroup namespace the force program cannot find a caller's cgroup by its level:
+/// --force is refused there in one line; a cgroup set with no values is "nothing to set", as
+/// with --pid.
+#[test]
+fn force_in_a_cgroup_namespace_and_a_bare_set_are_refused() {
+    require_root();
+    require_program("unshare", "util-linux");
+    let cg = TempCgroup::new(Path::new(BIN));
+    let cgroup = path_str(cg.path()).to_owned();
+    let out = bounded({
+        let mut c = Command::new("unshare");
+        c.args([
+            "-C", BIN, "set", "--cgroup", &cgroup, "--force", "--idle", "30",
+        ]);
+        c
+    });
+    testkit::assert_one_line_failure(&out, 2, &["--force", "cgroup namespace"]);
+    let out = keepalive(&["set", "--cgroup", &cgroup]);
+    testkit::assert_one_line_failure(&out, 2, &["nothing to set"]);
+    assert!(!pin_dir(cg.path()).exists());
 }

@@ -304,6 +304,10 @@ pub fn apply(
         Selection::Fds(fds) => fds,
     };
     let mut out = Vec::new();
+    if !dry_run {
+        // The change begins: a signal waits until it is made and reported.
+        crate::signals::hold_until_released();
+    }
     for fd in fds {
         let Some(dup) = process.duplicate(fd)? else {
             if one == Some(fd) {

@@ -28,6 +28,29 @@ pub fn defer() -> Deferred {
     }
 }
 
+/// Held for the rest of the run: a change the library has begun, whose report the caller
+/// has still to write.
+static RUN: std::sync::Mutex<Option<Deferred>> = std::sync::Mutex::new(None);
+
+/// Holds [`HELD`] back from now until [`release`] ([`RUN`]): called by the library where a change
+/// begins (after every check and wait that may still fail or take long, so that a signal
+/// before it acts at once), released by the program once it has reported the change, or the
+/// error that stopped it.
+pub fn hold_until_released() {
+    if let Ok(mut held) = RUN.lock()
+        && held.is_none()
+    {
+        *held = Some(defer());
+    }
+}
+
+/// Lets held signals through: one that came meanwhile is delivered now.
+pub fn release() {
+    if let Ok(mut held) = RUN.lock() {
+        held.take();
+    }
+}
+
 impl Drop for Deferred {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved in `defer`.

@@ -250,6 +250,16 @@ fn bpf_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 /// Mounts the BPF filesystem at /sys/fs/bpf when nothing is mounted there (as `bpftool`
 /// does), and makes keepalive's directory in it, readable by root only.
 fn ensure_pin_dir(id: u64) -> Result<PathBuf, Error> {
+    ensure_pin_root()?;
+    let dir = pin_dir(id);
+    match rustix::fs::mkdir(&dir, rustix::fs::Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(dir),
+        Err(e) => Err(bpf_err(format!("creating {}", dir.display()))(e.into())),
+    }
+}
+
+/// The BPF filesystem mounted, and keepalive's directory in it (0700).
+fn ensure_pin_root() -> Result<(), Error> {
     let mounted = super::fs_type(Path::new(BPFFS)).is_ok_and(|t| t == BPF_FS_MAGIC);
     if !mounted {
         rustix::mount::mount(
@@ -261,14 +271,10 @@ fn ensure_pin_dir(id: u64) -> Result<PathBuf, Error> {
         )
         .map_err(|e| bpf_err(format!("mounting the BPF filesystem at {BPFFS}"))(e.into()))?;
     }
-    let dir = pin_dir(id);
-    for d in [Path::new(PIN_ROOT), dir.as_path()] {
-        match rustix::fs::mkdir(d, rustix::fs::Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(bpf_err(format!("creating {}", d.display()))(e.into())),
-        }
+    match rustix::fs::mkdir(PIN_ROOT, rustix::fs::Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(bpf_err(format!("creating {PIN_ROOT}"))(e.into())),
     }
-    Ok(dir)
 }
 
 /// Removes what [`ensure_pin_dir`] made, if it is empty.
@@ -405,38 +411,58 @@ fn cgroup_fd(cg: &Cgroup) -> Result<OwnedFd, Error> {
     })
 }
 
-/// One `set` or `unset` at a time per cgroup: an exclusive flock(2) on the cgroup's
-/// directory, held until the returned descriptor closes. Two runs at once would each read
-/// "nothing attached", both report a first attach, race on the pins and leave the sockets
-/// with whichever retrofit came last. The wait is bounded: a run holds the lock only while it
-/// attaches and changes the existing sockets.
-fn lock(cg: &Cgroup) -> Result<OwnedFd, Error> {
+/// One `set` or `unset` at a time: an exclusive flock(2) on keepalive's pin directory in the
+/// BPF filesystem (mode 0700, root's: no other user can take the lock and hold root's runs
+/// back), held until the returned descriptor closes. Two runs at once would each read
+/// "nothing attached", both report a first attach, race on the pins and leave the sockets with
+/// whichever retrofit came last. `create` makes the directory (set); without it (unset) a
+/// missing one means nothing is pinned, and nothing to lock. The wait is bounded: a run holds
+/// the lock only while it attaches and changes the existing sockets.
+fn lock(create: bool) -> Result<Option<OwnedFd>, Error> {
     use rustix::fs::FlockOperation;
-    let fd = cgroup_fd(cg)?;
+    if create {
+        ensure_pin_root()?;
+    }
+    let fd = match rustix::fs::open(
+        PIN_ROOT,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
+        Err(e) => return Err(bpf_err(format!("opening {PIN_ROOT}"))(e.into())),
+    };
     let start = std::time::Instant::now();
     loop {
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(fd),
+            Ok(()) => return Ok(Some(fd)),
             Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 return Err(Error::Busy {
                     what: format!(
-                        "another keepalive set or unset has been working on cgroup {} for {}s",
-                        cg.path.display(),
+                        "another keepalive set or unset has held {PIN_ROOT} for {}s",
                         LOCK_WAIT.as_secs()
                     ),
                 });
             }
-            Err(e) => {
-                return Err(Error::Io {
-                    what: format!("locking {}", cg.path.display()),
-                    source: e.into(),
-                });
-            }
+            Err(e) => return Err(bpf_err(format!("locking {PIN_ROOT}"))(e.into())),
         }
     }
+}
+
+/// Whether this process is in the initial cgroup namespace: its inode is
+/// PROC_CGROUP_INIT_INO (include/linux/proc_ns.h), or, on kernels that numbered namespaces
+/// dynamically, the same as PID 1's.
+fn in_initial_cgroupns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_CGROUP_INIT_INO: u64 = 0xEFFF_FFFB;
+    let Ok(mine) = std::fs::metadata("/proc/self/ns/cgroup").map(|m| m.ino()) else {
+        return true;
+    };
+    mine == PROC_CGROUP_INIT_INO
+        || std::fs::metadata("/proc/1/ns/cgroup").is_ok_and(|m| m.ino() == mine)
 }
 
 /// How long [`lock`] waits for another run.
@@ -670,7 +696,18 @@ pub fn set(
             cg.path.display()
         ))?;
     }
-    let _lock = if dry_run { None } else { Some(lock(cg)?) };
+    if force && !in_initial_cgroupns() {
+        return Err(Error::CgroupOutOfView {
+            why: format!(
+                "--force on {} from inside a cgroup namespace: the force program finds a \
+                 caller's cgroup by its level below the hierarchy's real root, which a cgroup \
+                 namespace hides; run keepalive in the host's cgroup namespace, or set without \
+                 --force",
+                cg.path.display()
+            ),
+        });
+    }
+    let _lock = if dry_run { None } else { lock(true)? };
     let replaced = read_attached(cg)?;
     if dry_run {
         return Ok(SetReport {
@@ -686,6 +723,8 @@ pub fn set(
     let loaded = load(&record, force)?;
     let cg_fd = cgroup_fd(cg)?;
     let dir = ensure_pin_dir(cg.id)?;
+    // From here on the change is under way: a signal waits until it is made and reported.
+    crate::signals::hold_until_released();
     // A force program swallows this process's own setsockopt calls too when it runs inside
     // the cgroup: then the existing sockets are changed before it is in place.
     let inside =
@@ -834,9 +873,10 @@ pub fn unset(cg: &Cgroup) -> Result<UnsetReport, Error> {
         "removing the keepalive policy of cgroup {}",
         cg.path.display()
     ))?;
-    let _lock = lock(cg)?;
+    let _lock = lock(false)?;
     prune();
     let removed = read_attached(cg)?;
+    crate::signals::hold_until_released();
     let dir = pin_dir(cg.id);
     detach_pinned(&dir.join(FORCE_PIN))?;
     detach_pinned(&dir.join(SOCK_OPS_PIN))?;
