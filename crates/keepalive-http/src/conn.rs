@@ -60,7 +60,7 @@ impl Conn {
         };
         let mut last = std::io::Error::new(ErrorKind::NotFound, "the name has no address");
         let mut tcp = None;
-        for a in req.addresses().map_err(connect_err)? {
+        for a in req.addresses(deadline).map_err(connect_err)? {
             match TcpStream::connect_timeout(&a, left(deadline, "connecting")?) {
                 Ok(s) => {
                     tcp = Some(s);

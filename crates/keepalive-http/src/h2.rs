@@ -312,7 +312,7 @@ async fn open(req: &Request, trust: &Trust, deadline: tokio::time::Instant) -> R
     let other = |e: String| Fail::Other(e);
     let shown = req.destination();
     let addrs = req
-        .addresses()
+        .addresses(deadline.into_std())
         .map_err(|e| other(format!("connecting to {shown}: {e}")))?;
     let mut last = format!("connecting to {shown}: the name has no address");
     let mut tcp = None;

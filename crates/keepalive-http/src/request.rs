@@ -150,12 +150,15 @@ impl Request {
         }
     }
 
-    /// The addresses to try, in the resolver's order.
-    pub fn addresses(&self) -> std::io::Result<Vec<SocketAddr>> {
-        match &self.connect_to {
-            Some(c) => Ok((c.host.as_str(), c.port).to_socket_addrs()?.collect()),
-            None => self.url.addresses(),
-        }
+    /// The addresses to try, in the resolver's order, looked up by `deadline`: getaddrinfo
+    /// has no timeout of its own (a resolver that does not answer takes its retries' worth), so
+    /// it runs on a thread of its own and an answer after the deadline is not waited for.
+    pub fn addresses(&self, deadline: std::time::Instant) -> std::io::Result<Vec<SocketAddr>> {
+        let (host, port) = match &self.connect_to {
+            Some(c) => (c.host.clone(), c.port),
+            None => return self.url.addresses_by(deadline),
+        };
+        resolve_by(host, port, deadline)
     }
 
     /// Where connections go, for messages.
@@ -270,4 +273,28 @@ mod tests {
         assert!(Method::parse("post").is_err());
         assert_eq!(Method::parse("head").unwrap(), Method::Head);
     }
+}
+
+/// `host:port` resolved by `deadline`, or TimedOut.
+pub(crate) fn resolve_by(
+    host: String,
+    port: u16,
+    deadline: std::time::Instant,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let found = (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>());
+            let _ = tx.send(found);
+        })?;
+    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+    rx.recv_timeout(wait).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the name was not resolved before --max-wait ran out",
+        ))
+    })
 }

@@ -8,7 +8,7 @@
 
 use crate::HttpError;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, SocketAddrV6, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
@@ -120,8 +120,13 @@ impl Url {
 
     /// The addresses to try, in the resolver's order.
     pub fn addresses(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.addresses_by(std::time::Instant::now() + std::time::Duration::from_secs(30))
+    }
+
+    /// [`Url::addresses`], a name resolved by `deadline` (request.rs, `resolve_by`).
+    pub fn addresses_by(&self, deadline: std::time::Instant) -> std::io::Result<Vec<SocketAddr>> {
         match &self.host {
-            Host::Name(n) => Ok((n.as_str(), self.port).to_socket_addrs()?.collect()),
+            Host::Name(n) => crate::request::resolve_by(n.clone(), self.port, deadline),
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
             Host::Scoped(ip, zone) => {
                 let scope = scope_id(zone)?;
