@@ -217,6 +217,30 @@ impl Request {
     }
 }
 
+/// `host:port` resolved by `deadline`, or TimedOut.
+pub(crate) fn resolve_by(
+    host: String,
+    port: u16,
+    deadline: std::time::Instant,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let found = (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>());
+            let _ = tx.send(found);
+        })?;
+    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+    rx.recv_timeout(wait).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the name was not resolved before --max-wait ran out",
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,28 +297,4 @@ mod tests {
         assert!(Method::parse("post").is_err());
         assert_eq!(Method::parse("head").unwrap(), Method::Head);
     }
-}
-
-/// `host:port` resolved by `deadline`, or TimedOut.
-pub(crate) fn resolve_by(
-    host: String,
-    port: u16,
-    deadline: std::time::Instant,
-) -> std::io::Result<Vec<SocketAddr>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("resolve".into())
-        .spawn(move || {
-            let found = (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>());
-            let _ = tx.send(found);
-        })?;
-    let wait = deadline.saturating_duration_since(std::time::Instant::now());
-    rx.recv_timeout(wait).unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the name was not resolved before --max-wait ran out",
-        ))
-    })
 }
