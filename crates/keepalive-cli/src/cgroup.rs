@@ -193,15 +193,22 @@ pub fn get(target: &CgroupTarget, as_json: bool) -> anyhow::Result<()> {
             format!("from {}", a.cgroup.path.display())
         };
         writeln!(out, "  {whose}: {}", describe(a))?;
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
         let forced = if a.force {
-            format!(", {} setsockopt calls made no-ops", a.forced_calls)
+            format!(
+                ", {} setsockopt call{} made no-ops",
+                a.forced_calls,
+                plural(a.forced_calls)
+            )
         } else {
             String::new()
         };
         writeln!(
             out,
-            "    since set: {} connections given the policy, {} refused by the kernel{forced}",
-            a.connections, a.failed
+            "    since set: {} connection{} given the policy, {} refused by the kernel{forced}",
+            a.connections,
+            plural(a.connections),
+            a.failed
         )?;
     }
     if view.policies.len() > 1
