@@ -277,7 +277,7 @@ impl RetransmitTimeout {
                 // far, mod 256: at 0 (the first run, and after every 256th) it does not give up.
                 if run >= give_up_at {
                     if retransmissions % COUNTER_WRAP != 0 {
-                        return (run, retransmissions, wrapped);
+                        return (run, retransmissions, wrapped, rto >= rto_max);
                     }
                     wrapped = true;
                 }
@@ -298,9 +298,14 @@ impl RetransmitTimeout {
                     };
             }
         };
-        let (run, retransmissions, counter_wrapped) = schedule(false);
-        let (late_run, late_retransmissions, _) = schedule(true);
-        let sooner_ms = (decided_by == Decider::Retries && late_retransmissions < retransmissions)
+        let (run, retransmissions, counter_wrapped, _) = schedule(false);
+        let (late_run, late_retransmissions, _, late_capped) = schedule(true);
+        // Late runs can reach the limit one retransmission early only while the RTO still
+        // doubles: once it is at the ceiling every step is the same, and lateness only makes
+        // each run later (the "on time" figure is then the earliest, not the latest).
+        let sooner_ms = (decided_by == Decider::Retries
+            && late_retransmissions < retransmissions
+            && !late_capped)
             .then_some((give_up_at, late_run));
         RetransmitTimeout {
             sooner_ms,
@@ -537,6 +542,16 @@ mod tests {
             RetransmitTimeout::new(2, RTO_MAX_MS, 0, true).sooner_ms,
             None
         );
+        // With the RTO at its ceiling every step is the same: lateness only delays, and no
+        // window "one doubling sooner" is given (it was, for tcp_retries2 57 and up, with an
+        // upper end past the on-time figure).
+        for retries2 in [57, 120, 125, 255] {
+            assert_eq!(
+                RetransmitTimeout::new(retries2, RTO_MAX_MS, 0, true).sooner_ms,
+                None,
+                "{retries2}"
+            );
+        }
         let r = RetransmitTimeout::new(15, RTO_MAX_MS, 1, true);
         assert_eq!(
             (r.give_up_ms, r.retransmissions, r.decided_by),
