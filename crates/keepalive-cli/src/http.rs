@@ -165,6 +165,7 @@ fn ended_text(end: CountEnd) -> &'static str {
         CountEnd::GoAway => "then it sent GOAWAY",
         CountEnd::Limit => "and kept going (--requests reached)",
         CountEnd::MaxWait => "and kept going (--max-wait reached)",
+        CountEnd::BadResponse => "then a response could not be read",
     }
 }
 
@@ -283,6 +284,9 @@ fn http1(out: &mut String, h: &Http1) {
             ended_text(h.requests_ended_by),
             took(h.counting_s)
         );
+        if let Some(e) = &h.count_error {
+            let _ = writeln!(out, "  counting stopped at {}", crate::render::printable(e));
+        }
     }
     for d in &h.disagreements {
         let _ = writeln!(out, "  disagreement: {}", crate::render::printable(d));
@@ -305,11 +309,10 @@ fn http2(out: &mut String, h: &Http2Measured) {
     if !others.is_empty() {
         let _ = writeln!(out, "  SETTINGS: {}", others.join(" "));
     }
-    let ping = h
-        .ping_rtt_ms
-        .map_or("no answer within 5s".to_owned(), |ms| {
-            format!("answered in {ms:.2}ms")
-        });
+    let ping = h.ping_rtt_ms.map_or_else(
+        || format!("no answer within {}", seconds(h.ping_waited_s)),
+        |ms| format!("answered in {ms:.2}ms"),
+    );
     let _ = writeln!(out, "  PING: {ping}");
     let _ = writeln!(out, "  idle timeout: {}", idle_text(&h.idle));
     spread_line(out, h.idle_spread.as_ref());

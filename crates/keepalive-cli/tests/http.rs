@@ -1074,3 +1074,105 @@ fn head_and_headers_as_curl_sends_them() {
 }
 
 static SEEN_H: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+static CONNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// With --repeat, the run reported (and the advice) is the one the server ended soonest: a
+/// pool must stay under the shortest timeout, not the median.
+#[test]
+fn repeat_reports_the_soonest_close() {
+    let port = scripted(|mut c| {
+        if read_request(&mut c).is_none() {
+            return;
+        }
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        // The first connection waited on closes after 1 s, the others after 3 s; the counting
+        // one gets its answers.
+        let n = CONNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let idle = Duration::from_secs(if n == 0 { 1 } else { 3 });
+        // Answers what comes within `idle`, then closes (an idle timeout of its own).
+        let mut buf = [0u8; 4096];
+        loop {
+            let _ = c.set_read_timeout(Some(idle));
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if c.write_all(ok).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    let v = http_json(&[
+        &format!("http://127.0.0.1:{port}/"),
+        "--repeat",
+        "4",
+        "--requests",
+        "3",
+        "--max-wait",
+        "8s",
+    ]);
+    let h1 = &v["http1"];
+    let soonest = h1["idle_spread"]["min_s"].as_f64().unwrap();
+    assert_eq!(h1["idle"]["after_s"].as_f64().unwrap(), soonest, "{v:#}");
+    assert_eq!(
+        v["pool"][0]["timeout_s"].as_f64().unwrap(),
+        soonest,
+        "{v:#}"
+    );
+}
+
+/// Keep-Alive's max= as Node sends it (the same maxRequestsPerSocket on every response) is
+/// read as requests per connection; a bad response midway ends the count and keeps the rest
+/// of the measurement.
+#[test]
+fn a_constant_max_and_a_broken_response_midway() {
+    let port = scripted(|mut c| {
+        for i in 0..10 {
+            if read_request(&mut c).is_none() {
+                return;
+            }
+            let close = if i == 9 { "Connection: close\r\n" } else { "" };
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=1, max=10\r\n{close}\r\nok"
+            );
+            if c.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "4s"]);
+    assert_eq!(v["http1"]["requests_served"], 10, "{v:#}");
+    assert!(
+        !v["http1"]["disagreements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("max=")),
+        "{v:#}"
+    );
+    let port = scripted(|mut c| {
+        let mut n = 0;
+        while read_request(&mut c).is_some() {
+            n += 1;
+            let reply: &[u8] = if n == 3 {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            };
+            if c.write_all(reply).is_err() || n == 3 {
+                return;
+            }
+        }
+    });
+    let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "2s"]);
+    let h1 = &v["http1"];
+    assert_eq!(h1["requests_served"], 2, "{v:#}");
+    assert_eq!(h1["requests_ended_by"], "bad-response");
+    assert!(
+        h1["count_error"].as_str().unwrap().contains("response 3"),
+        "{v:#}"
+    );
+}

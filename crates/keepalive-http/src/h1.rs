@@ -30,13 +30,15 @@ pub struct Http1 {
     /// `max=` from `Keep-Alive` on the first response: requests the server will still take
     /// on the connection after that one (Apache's meaning).
     pub advertised_max: Option<u64>,
-    /// The idle connection's end; with `--repeat N`, the run with the median idle timeout.
+    /// The idle connection's end; with `--repeat N`, the run the server ended soonest.
     pub idle: Idle,
     /// With `--repeat N`: the N idle connections' timeouts (waited side by side).
     pub idle_spread: Option<Spread>,
     /// Requests answered on one connection.
     pub requests_served: u32,
     pub requests_ended_by: CountEnd,
+    /// Why a response on the counting connection could not be read, when one could not.
+    pub count_error: Option<String>,
     /// Seconds the counting took, from the first request sent to the last response read.
     pub counting_s: f64,
     /// Connections opened: one counted, and one (or `--repeat`) waited.
@@ -62,7 +64,14 @@ pub fn measure(
         let idles: Vec<_> = waits.into_iter().map(|w| w.join()).collect();
         (counted, idles)
     });
-    let (first, served, ended, counting_s) = counted?;
+    let Counted {
+        first,
+        second_max,
+        served,
+        ended,
+        error: count_error,
+        counting_s,
+    } = counted?;
     let mut runs = Vec::new();
     for idle in idles {
         match idle {
@@ -90,16 +99,27 @@ pub fn measure(
              after {after_s:.2}s"
         ));
     }
+    // `max=` means two things in practice: Apache counts down the requests left after each
+    // response (max=8, then 7, ...: 9 in all), Node repeats its maxRequestsPerSocket on every
+    // one (max=10 each time: 10 in all). The second response tells which.
     if let Some(max) = advertised_max
         && persistent
-        && matches!(ended, CountEnd::ConnectionClose | CountEnd::ServerClosed)
-        && u64::from(served) != max.saturating_add(1)
     {
-        disagreements.push(format!(
-            "Keep-Alive says max={max} (requests left after the first: {} in all), but the \
-             server served {served} on one connection",
-            max.saturating_add(1)
-        ));
+        let counts_down = second_max == Some(max.saturating_sub(1)) && max > 0;
+        let (expected, meaning) = if counts_down {
+            (max.saturating_add(1), "requests left after the first")
+        } else {
+            (max, "requests per connection")
+        };
+        let ended_by_server = matches!(ended, CountEnd::ConnectionClose | CountEnd::ServerClosed);
+        if (ended_by_server && u64::from(served) != expected)
+            || (!ended_by_server && u64::from(served) > expected)
+        {
+            disagreements.push(format!(
+                "Keep-Alive says max={max} ({meaning}: {expected} in all), but the server \
+                 served {served} on one connection"
+            ));
+        }
     }
     if first.keeps_open() && first.version >= 1 && closes_silently {
         disagreements.push(
@@ -143,21 +163,34 @@ pub fn measure(
         idle_spread,
         requests_served: served,
         requests_ended_by: ended,
+        count_error,
         counting_s,
         connections_used: 1 + repeat.max(1),
         disagreements,
     })
 }
 
-/// Requests one after another on one connection: the first response, how many were served,
-/// and why the count stopped.
+/// What the counting connection did.
+struct Counted {
+    first: Response,
+    /// `max=` of the second response's Keep-Alive header.
+    second_max: Option<u64>,
+    served: u32,
+    ended: CountEnd,
+    error: Option<String>,
+    counting_s: f64,
+}
+
+/// Requests one after another on one connection: the first response (which must be read:
+/// it is the measurement's subject), how many were served, and why the count stopped; a
+/// later response that cannot be read ends the count, and what was counted stands.
 fn count(
     req: &Request,
     trust: &Trust,
     deadline: Instant,
     requests: u32,
     live: &Live,
-) -> Result<(Response, u32, CountEnd, f64), HttpError> {
+) -> Result<Counted, HttpError> {
     let mut conn = Conn::open(req, trust, deadline)?;
     let start = Instant::now();
     conn.send_request(deadline)?;
@@ -165,6 +198,8 @@ fn count(
     let mut served = 1u32;
     live.h1_requests.store(served, Ordering::Relaxed);
     let mut last = first.clone();
+    let mut second_max = None;
+    let mut error = None;
     let ended = loop {
         if last.says_close() {
             break CountEnd::ConnectionClose;
@@ -184,20 +219,28 @@ fn count(
         match response::read(&mut conn, deadline) {
             Ok(r) => {
                 served += 1;
+                if served == 2 {
+                    second_max = r.keep_alive_params().1;
+                }
                 live.h1_requests.store(served, Ordering::Relaxed);
                 last = r;
             }
             Err(HttpError::ClosedBeforeAnswer { .. }) => break CountEnd::ServerClosed,
             Err(HttpError::Deadline(_)) => break CountEnd::MaxWait,
-            Err(e) => return Err(e),
+            Err(e) => {
+                error = Some(format!("response {}: {e}", served + 1));
+                break CountEnd::BadResponse;
+            }
         }
     };
-    Ok((
+    Ok(Counted {
         first,
+        second_max,
         served,
         ended,
-        conn.last_byte_at.duration_since(start).as_secs_f64(),
-    ))
+        error,
+        counting_s: conn.last_byte_at.duration_since(start).as_secs_f64(),
+    })
 }
 
 /// One request, then silence until the server closes the connection or `deadline`.

@@ -49,9 +49,11 @@ pub struct Measured {
     pub settings: Vec<(String, u32)>,
     /// SETTINGS_MAX_CONCURRENT_STREAMS; `None`: not sent, no limit.
     pub max_concurrent_streams: Option<u32>,
-    /// The PING's round trip, ms; `None`: no answer within 5 s.
+    /// The PING's round trip, ms; `None`: no answer within `ping_waited_s` (5 s, or what
+    /// was left of --max-wait).
     pub ping_rtt_ms: Option<f64>,
-    /// The idle connection's end; with `--repeat N`, the run with the median idle timeout.
+    pub ping_waited_s: f64,
+    /// The idle connection's end; with `--repeat N`, the run the server ended soonest.
     pub idle: Idle,
     /// With `--repeat N`: the N idle connections' timeouts (waited side by side).
     pub idle_spread: Option<Spread>,
@@ -117,6 +119,7 @@ pub fn measure(
                     .map(|(id, v)| (setting_name(*id), *v))
                     .collect(),
                 ping_rtt_ms: c.ping_rtt_ms,
+                ping_waited_s: c.ping_waited_s,
                 idle,
                 idle_spread,
                 requests_served: c.served,
@@ -501,6 +504,7 @@ struct Counted {
     status: u16,
     settings: Vec<(u16, u32)>,
     ping_rtt_ms: Option<f64>,
+    ping_waited_s: f64,
     served: u32,
     ended: CountEnd,
     counting_s: f64,
@@ -520,50 +524,57 @@ async fn count(
     let mut last = Instant::now();
     let mut served = 1u32;
     live.h2_requests.store(served, Ordering::Relaxed);
-    let ping_rtt_ms = match conn.ping.take() {
-        Some(mut ping) => {
-            let start = Instant::now();
-            let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
-            match tokio::time::timeout_at(until, ping.ping(h2::Ping::opaque())).await {
-                Ok(Ok(_)) => Some(start.elapsed().as_secs_f64() * 1000.0),
-                _ => None,
-            }
-        }
-        None => None,
-    };
-    let ended = loop {
-        if conn.goaway().is_some() {
-            break CountEnd::GoAway;
-        }
-        if served >= requests {
-            break CountEnd::Limit;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break CountEnd::MaxWait;
-        }
-        match conn.get(deadline).await {
-            Ok(_) => {
-                served += 1;
-                last = Instant::now();
-                live.h2_requests.store(served, Ordering::Relaxed);
-            }
-            Err(Stop::GoAway) => break CountEnd::GoAway,
-            Err(Stop::Closed) => {
-                break if conn.goaway().is_some() {
-                    CountEnd::GoAway
-                } else {
-                    CountEnd::ServerClosed
-                };
-            }
-            Err(Stop::Deadline) => break CountEnd::MaxWait,
-            Err(Stop::Error(e)) => {
-                return Err(Fail::Other(format!(
-                    "HTTP/2 request {} on one connection: {e}",
-                    served + 1
-                )));
-            }
+    // The PING goes beside the counting, so that a server that never answers one does not
+    // hold the count back; it waits at most 5 s, and never past the deadline.
+    let ping = conn.ping.take();
+    let pinged = async move {
+        let Some(mut ping) = ping else {
+            return (None, 0.0);
+        };
+        let start = Instant::now();
+        let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+        match tokio::time::timeout_at(until, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => (Some(start.elapsed().as_secs_f64() * 1000.0), 0.0),
+            _ => (None, start.elapsed().as_secs_f64()),
         }
     };
+    let counted = async {
+        loop {
+            if conn.goaway().is_some() {
+                return Ok(CountEnd::GoAway);
+            }
+            if served >= requests {
+                return Ok(CountEnd::Limit);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(CountEnd::MaxWait);
+            }
+            match conn.get(deadline).await {
+                Ok(_) => {
+                    served += 1;
+                    last = Instant::now();
+                    live.h2_requests.store(served, Ordering::Relaxed);
+                }
+                Err(Stop::GoAway) => return Ok(CountEnd::GoAway),
+                Err(Stop::Closed) => {
+                    return Ok(if conn.goaway().is_some() {
+                        CountEnd::GoAway
+                    } else {
+                        CountEnd::ServerClosed
+                    });
+                }
+                Err(Stop::Deadline) => return Ok(CountEnd::MaxWait),
+                Err(Stop::Error(e)) => {
+                    return Err(Fail::Other(format!(
+                        "HTTP/2 request {} on one connection: {e}",
+                        served + 1
+                    )));
+                }
+            }
+        }
+    };
+    let ((ping_rtt_ms, ping_waited_s), ended) = tokio::join!(pinged, counted);
+    let ended = ended?;
     let seen = conn.seen.lock().ok();
     Ok(Counted {
         status,
@@ -572,6 +583,7 @@ async fn count(
             .and_then(|s| s.settings.clone())
             .unwrap_or_default(),
         ping_rtt_ms,
+        ping_waited_s,
         served,
         ended,
         counting_s: last.duration_since(start).as_secs_f64(),

@@ -193,8 +193,9 @@ pub struct Spread {
 }
 
 impl Spread {
-    /// The run to report (the one with the median timeout; the first when none closed), and
-    /// the spread when there was more than one.
+    /// The run to report, and the spread when there was more than one. The run reported is
+    /// the one the server ended soonest (the first when none closed): that is the timeout a
+    /// client must stay under, and what the advice is built on.
     pub(crate) fn of(mut runs: Vec<Idle>) -> (Idle, Option<Spread>) {
         let n = runs.len() as u32;
         let mut closed: Vec<f64> = runs.iter().filter_map(Idle::timeout_s).collect();
@@ -206,10 +207,10 @@ impl Spread {
             median_s: closed[closed.len() / 2],
             max_s: closed[closed.len() - 1],
         });
-        let median = spread.as_ref().map(|s| s.median_s);
+        let soonest = closed.first().copied();
         let at = runs
             .iter()
-            .position(|r| r.timeout_s().is_some() && r.timeout_s() == median)
+            .position(|r| r.timeout_s().is_some() && r.timeout_s() == soonest)
             .unwrap_or(0);
         if runs.is_empty() {
             return (Idle::NotPersistent, None);
@@ -242,6 +243,8 @@ pub enum CountEnd {
     Limit,
     /// `max_wait` ran out first.
     MaxWait,
+    /// A response could not be read (see `count_error`): the count so far stands.
+    BadResponse,
 }
 
 /// Everything measured.

@@ -55,6 +55,7 @@ const OWN: &[&str] = &[
     "upgrade",
     "te",
     "proxy-connection",
+    "http2-settings",
 ];
 
 impl Header {
@@ -76,10 +77,20 @@ impl Header {
         if value.chars().any(|c| c.is_control() && c != '\t') {
             return Err(bad("the value holds a control character"));
         }
+        // A Host replaces the URL's: it must be an authority, host[:port], and nothing else.
+        if name.eq_ignore_ascii_case("host")
+            && url::Url::parse(&format!("http://{value}/"))
+                .ok()
+                .filter(|u| u.path() == "/" && u.username().is_empty() && u.query().is_none())
+                .filter(|_| !value.is_empty() && !value.contains(['/', '?', '#', '@', ' ']))
+                .is_none()
+        {
+            return Err(bad("a Host value is host[:port]"));
+        }
         if OWN.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(bad(
                 "keepalive sets the connection's own headers itself (Connection, Keep-Alive, \
-                 Transfer-Encoding, Content-Length, Upgrade, TE)",
+                 Transfer-Encoding, Content-Length, Upgrade, TE, HTTP2-Settings)",
             ));
         }
         Ok(Header {
@@ -163,10 +174,14 @@ impl Request {
 
     /// Where connections go, for messages.
     pub fn destination(&self) -> String {
-        match &self.connect_to {
-            Some(c) if c.host.contains(':') => format!("[{}]:{}", c.host, c.port),
-            Some(c) => format!("{}:{}", c.host, c.port),
-            None => format!("{}:{}", self.url.server_name(), self.url.port),
+        let (host, port) = match &self.connect_to {
+            Some(c) => (c.host.clone(), c.port),
+            None => (self.url.server_name(), self.url.port),
+        };
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
         }
     }
 
@@ -255,6 +270,13 @@ mod tests {
             ("X A: v", "the name"),
             ("X-A: v\r\nX-B: w", "control character"),
             ("Connection: close", "connection's own headers"),
+            ("Host: evil host", "host[:port]"),
+            ("Host:", "host[:port]"),
+            ("Host: a/b", "host[:port]"),
+            (
+                "HTTP2-Settings: AAMAAABkAAQAAP__",
+                "connection's own headers",
+            ),
             ("transfer-encoding: chunked", "connection's own headers"),
         ] {
             let e = Header::parse(bad).unwrap_err().to_string();

@@ -101,7 +101,9 @@ pub fn behind(report: &Report, middlebox: &Middlebox) -> Vec<Finding> {
     let mut path_needs_keepalive = false;
     for (version, idle) in versions {
         let finding = match (middlebox.layer, idle) {
-            (_, Idle::NotPersistent) => Some((
+            // A device that only forwards connections has nothing to keep between requests.
+            (Layer::Transport, Idle::NotPersistent) => None,
+            (Layer::Application, Idle::NotPersistent) => Some((
                 Level::Warning,
                 format!(
                     "{version}: the server closes every connection: {name} opens a new one per \
@@ -214,6 +216,7 @@ mod tests {
                 idle_spread: None,
                 requests_served: 10,
                 requests_ended_by: CountEnd::Limit,
+                count_error: None,
                 counting_s: 0.01,
                 connections_used: 2,
                 disagreements: vec![],
@@ -271,6 +274,9 @@ mod tests {
         assert!(behind(&report(Idle::NotClosed { waited_s: 90.0 }), &alb).is_empty());
         let f = behind(&report(Idle::NotPersistent), &alb);
         assert!(f[0].text.contains("new one per request"), "{f:?}");
+        // A NAT or layer-4 balancer opens nothing: short connections are no matter to it.
+        let nlb = keepalive::reference::middlebox("aws-nlb").unwrap();
+        assert!(behind(&report(Idle::NotPersistent), &nlb).is_empty());
     }
 
     #[test]
