@@ -823,7 +823,8 @@ fn apache_max_and_timeout() {
         Command::new("apache2")
             .arg("-f")
             .arg(dir.path().join("httpd.conf"))
-            .arg("-DFOREGROUND")
+            // One process (no forked workers that would outlive a killed parent).
+            .arg("-X")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
