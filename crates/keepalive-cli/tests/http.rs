@@ -534,25 +534,28 @@ fn a_408_before_the_close_is_the_idle_timeout() {
     assert!((after - 1.0).abs() <= 0.25, "{after}");
 }
 
-/// Python's ThreadingHTTPServer writes headers and body in two writes with Nagle on: 1000
-/// requests on one connection still fit in a 2-second run (no delayed ACK in each).
-#[test]
-fn counting_does_not_wait_on_delayed_acks() {
+/// Python's ThreadingHTTPServer on a loopback port, answering every GET with "ok"; with
+/// `timeout`, its handler's socket timeout (seconds), which closes an idle connection.
+fn python_server(timeout: Option<u32>) -> (Running, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let port = testkit::free_port();
     let script = dir.path().join("server.py");
+    let timeout = timeout.map_or(String::new(), |t| format!("    timeout = {t}\n"));
     std::fs::write(
         &script,
-        "import http.server, sys\n\
-         class H(http.server.BaseHTTPRequestHandler):\n\
-         \x20   protocol_version = 'HTTP/1.1'\n\
-         \x20   def do_GET(self):\n\
-         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
-         \x20   def log_message(self, *a): pass\n\
-         http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+        format!(
+            "import http.server, sys\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   protocol_version = 'HTTP/1.1'\n\
+             {timeout}\
+             \x20   def do_GET(self):\n\
+             \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+        ),
     )
     .unwrap();
-    let _py = Running(
+    let py = Running(
         Command::new(testkit::python())
             .arg(&script)
             .arg(port.to_string())
@@ -562,6 +565,14 @@ fn counting_does_not_wait_on_delayed_acks() {
     wait_for("python to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
+    (py, port, dir)
+}
+
+/// Python's ThreadingHTTPServer writes headers and body in two writes with Nagle on: 1000
+/// requests on one connection still fit in a 2-second run (no delayed ACK in each).
+#[test]
+fn counting_does_not_wait_on_delayed_acks() {
+    let (_py, port, _dir) = python_server(None);
     let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "2s"]);
     assert_eq!(v["http1"]["requests_served"], 1000, "{v:#}");
     assert_eq!(v["http1"]["requests_ended_by"], "limit");
@@ -940,31 +951,7 @@ fn haproxy_by_host_through_connect_to() {
 /// a 4 s --max-wait (the run reports what it measured, not that the bound ran out).
 #[test]
 fn python_with_a_2_second_timeout_is_measured_within_4_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = testkit::free_port();
-    let script = dir.path().join("server.py");
-    std::fs::write(
-        &script,
-        "import http.server, sys\n\
-         class H(http.server.BaseHTTPRequestHandler):\n\
-         \x20   protocol_version = 'HTTP/1.1'\n\
-         \x20   timeout = 2\n\
-         \x20   def do_GET(self):\n\
-         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
-         \x20   def log_message(self, *a): pass\n\
-         http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
-    )
-    .unwrap();
-    let _py = Running(
-        Command::new(testkit::python())
-            .arg(&script)
-            .arg(port.to_string())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("python to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let (_py, port, _dir) = python_server(Some(2));
     let v = http_json(&[&format!("http://127.0.0.1:{port}/"), "--max-wait", "4s"]);
     let h1 = &v["http1"];
     assert_eq!(h1["requests_served"], 1000, "{v:#}");

@@ -238,6 +238,10 @@ pub(crate) fn resolve_by(
     port: u16,
     deadline: std::time::Instant,
 ) -> std::io::Result<Vec<SocketAddr>> {
+    // An address needs no lookup, and no thread.
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("resolve".into())

@@ -78,11 +78,7 @@ static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
 pub fn get() -> Option<&'static Config> {
     let state = match STATE.load(Ordering::Acquire) {
         UNINIT => {
-            unsafe extern "C" {
-                static environ: *const *mut c_char;
-            }
-            // SAFETY: libc's `environ`, initialised before any constructor runs.
-            load(unsafe { environ }, false);
+            load(live_environ(), false);
             // Another thread may have won the load: wait for it as below.
             match STATE.load(Ordering::Acquire) {
                 LOADING => wait_for_load(),
@@ -97,6 +93,15 @@ pub fn get() -> Option<&'static Config> {
     }
     // SAFETY: READY is stored only after CONFIG was written (see `load`).
     Some(unsafe { (*CONFIG.0.get()).assume_init_ref() })
+}
+
+/// libc's `environ`, for a load that does not run from the constructor (which gets `envp`).
+fn live_environ() -> *const *mut c_char {
+    unsafe extern "C" {
+        static environ: *const *mut c_char;
+    }
+    // SAFETY: libc's `environ`, initialised before any constructor runs.
+    unsafe { environ }
 }
 
 /// The thread loading the configuration (its kernel thread id), while it does, and its
@@ -135,11 +140,7 @@ fn wait_for_load() -> u8 {
                 .compare_exchange(LOADING, UNINIT, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            unsafe extern "C" {
-                static environ: *const *mut c_char;
-            }
-            // SAFETY: libc's `environ`, as in `get`.
-            load(unsafe { environ }, false);
+            load(live_environ(), false);
             continue;
         }
         if now_ns().saturating_sub(start) > 1_000_000_000 {
