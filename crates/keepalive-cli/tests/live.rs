@@ -415,26 +415,57 @@ fn without_ptrace_permission_exit_3_and_nothing_changes() {
     );
 }
 
+/// OpenBSD nc listening on a loopback port, once its listener is there. A port from
+/// `free_port` can be taken by another test between its release and nc's bind (nc then exits),
+/// so a few ports are tried; connecting only after the listener is seen also keeps a client
+/// from connecting to itself on a port nobody listens on yet.
+fn nc_listening() -> (Running, u16) {
+    for _ in 0..5 {
+        let port = testkit::free_port();
+        let mut nc = Running(
+            Command::new("nc")
+                .args(["-l", "127.0.0.1", &port.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = nc.pid().to_string();
+        let listening = wait_for("nc to listen or exit", WAIT, || {
+            if nc.0.try_wait().unwrap().is_some() {
+                return Some(false);
+            }
+            let v = json(&["status", "--json", "--listening", "--pid", &pid]);
+            (v["summary"]["sockets"] == 1).then_some(true)
+        });
+        if listening {
+            return (nc, port);
+        }
+    }
+    panic!("nc could not listen on any of 5 free ports");
+}
+
 #[test]
 fn nc_connection_found_and_fixed_without_restarting_it() {
     require_program("nc", "netcat-openbsd");
-    let port = testkit::free_port();
-    let nc = Running(
-        Command::new("nc")
-            .args(["-l", "127.0.0.1", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _client = wait_for("nc to listen", WAIT, || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let (nc, port) = nc_listening();
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let pid = nc.pid().to_string();
-    let v = wait_for("nc's connection", WAIT, || {
-        let v = json(&["status", "--json", "--no-keepalive", "--pid", &pid]);
-        (v["summary"]["sockets"] == 1).then_some(v)
-    });
+    let mut last = serde_json::Value::Null;
+    let start = std::time::Instant::now();
+    let v = loop {
+        let v = json(&["status", "--json", "--pid", &pid]);
+        if v["summary"]["sockets"] == 1 {
+            break v;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "nc's connection on port {port} not seen in {WAIT:?}; status said {last}"
+        );
+        last = v;
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(v["sockets"][0]["keepalive"], "off");
     ok(&[
         "set",
