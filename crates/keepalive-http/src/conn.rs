@@ -164,7 +164,7 @@ fn handshake(
     let conn = rustls::ClientConnection::new(config, tls::server_name(&host)?).map_err(|e| {
         HttpError::Tls(format!(
             "TLS with {host}: {}",
-            tls::explain(&e, &host, trust)
+            tls::explain(&e, &host, trust, "HTTP/1.1")
         ))
     })?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
@@ -180,7 +180,7 @@ fn handshake(
             } else {
                 HttpError::Tls(format!(
                     "TLS with {host}: {}",
-                    tls::explain_io(&e, &host, trust)
+                    tls::explain_io(&e, &host, trust, "HTTP/1.1")
                 ))
             }
         })?;

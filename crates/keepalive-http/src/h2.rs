@@ -345,7 +345,7 @@ async fn open(req: &Request, trust: &Trust, deadline: tokio::time::Instant) -> R
         .map_err(|e| {
             other(format!(
                 "TLS with {host}: {}",
-                tls::explain_io(&e, &host, trust)
+                tls::explain_io(&e, &host, trust, "HTTP/2")
             ))
         })?;
         match stream.get_ref().1.alpn_protocol() {
@@ -387,6 +387,8 @@ async fn open(req: &Request, trust: &Trust, deadline: tokio::time::Instant) -> R
 /// Why a request on an HTTP/2 connection got no response.
 enum Stop {
     GoAway,
+    /// RST_STREAM from the server, with its error code's name.
+    Reset(String),
     Closed,
     Deadline,
     Error(String),
@@ -396,8 +398,13 @@ impl Conn {
     /// One GET, its body read and let go as it streams: the response's status.
     async fn get(&mut self, deadline: tokio::time::Instant) -> Result<u16, Stop> {
         let stop = |e: h2::Error| {
-            if e.is_go_away() || e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            if e.is_go_away() {
                 Stop::GoAway
+            } else if e.is_reset() && e.is_remote() {
+                Stop::Reset(e.reason().map_or("?".into(), |r| format!("{r:?}")))
+            } else if let Some(words) = e.get_io().and_then(|io| tls::after_handshake(io, "HTTP/2"))
+            {
+                Stop::Error(format!("TLS: {words}"))
             } else if e.is_io() {
                 Stop::Closed
             } else {
@@ -446,6 +453,7 @@ impl Conn {
 fn stopped(stop: Stop) -> Fail {
     let how = match stop {
         Stop::GoAway => "it ended the connection (GOAWAY)".to_owned(),
+        Stop::Reset(code) => format!("it refused the request (RST_STREAM {code})"),
         Stop::Closed => "it closed the connection".to_owned(),
         Stop::Deadline => {
             return Fail::Other("no HTTP/2 response before --max-wait ran out".into());
@@ -556,6 +564,15 @@ async fn count(
                     live.h2_requests.store(served, Ordering::Relaxed);
                 }
                 Err(Stop::GoAway) => return Ok(CountEnd::GoAway),
+                // A stream refused once a GOAWAY is on its way ends the count like the GOAWAY.
+                Err(Stop::Reset(_)) if conn.goaway().is_some() => return Ok(CountEnd::GoAway),
+                Err(Stop::Reset(code)) => {
+                    return Err(Fail::Other(format!(
+                        "HTTP/2 request {} on one connection: the server refused it \
+                         (RST_STREAM {code})",
+                        served + 1
+                    )));
+                }
                 Err(Stop::Closed) => {
                     return Ok(if conn.goaway().is_some() {
                         CountEnd::GoAway

@@ -53,6 +53,12 @@ pub enum HttpError {
     /// `max_wait` ran out while waiting for this.
     #[error("--max-wait ran out while waiting for {0}")]
     Deadline(String),
+    /// The answer to an HTTP/1.1 request was an HTTP/2 SETTINGS frame.
+    #[error(
+        "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 here; \
+         measure it with --http2"
+    )]
+    Http2Only,
     #[error("the server closed the connection before answering{}", if *reset { " (reset)" } else { "" })]
     ClosedBeforeAnswer { reset: bool },
     #[error("{what}: {source}")]
@@ -298,6 +304,13 @@ pub fn inspect(options: &Options) -> Result<Report, HttpError> {
             })
         });
         (http1, http2)
+    });
+    // Advice to measure HTTP/2 is for when it was not measured.
+    let http1 = http1.map_err(|e| match e {
+        HttpError::Http2Only if with_h2 => HttpError::Protocol(
+            "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 here".into(),
+        ),
+        e => e,
     });
     let (http1, http1_error) = match (http1, &http2) {
         (Ok(h1), _) => (Some(h1), None),

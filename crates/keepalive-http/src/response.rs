@@ -4,6 +4,7 @@
 
 use crate::HttpError;
 use crate::conn::Conn;
+use crate::tls;
 use std::time::Instant;
 
 /// Header fields in one response, at most: real servers send a few dozen; a site behind
@@ -123,9 +124,12 @@ fn more(conn: &mut Conn, deadline: Instant, started: bool, what: &str) -> Result
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !started => {
             Err(HttpError::ClosedBeforeAnswer { reset: true })
         }
-        Err(source) => Err(HttpError::Io {
-            what: format!("reading {what}"),
-            source,
+        Err(source) => Err(match tls::after_handshake(&source, "HTTP/1.1") {
+            Some(words) => HttpError::Tls(format!("TLS, reading {what}: {words}")),
+            None => HttpError::Io {
+                what: format!("reading {what}"),
+                source,
+            },
         }),
     }
 }
@@ -178,11 +182,7 @@ fn head(conn: &mut Conn, deadline: Instant) -> Result<Response, HttpError> {
             // A SETTINGS frame's header (RFC 9113 section 4.1: type 0x4 at byte 3, on
             // stream 0): the server speaks HTTP/2 only, as a cleartext h2c listener does.
             Err(_) if conn.buf.len() >= 9 && conn.buf[3] == 0x4 && conn.buf[5..9] == [0; 4] => {
-                return Err(HttpError::Protocol(
-                    "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 \
-                     here; measure it with --http2"
-                        .into(),
-                ));
+                return Err(HttpError::Http2Only);
             }
             Err(e) => {
                 let start: String = String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(40)])
@@ -217,6 +217,18 @@ fn discard(conn: &mut Conn, mut n: u64, deadline: Instant, what: &str) -> Result
 pub fn read(conn: &mut Conn, deadline: Instant) -> Result<Response, HttpError> {
     loop {
         let mut response = head(conn, deadline)?;
+        // 101 ends HTTP/1.1 on the connection (RFC 9110 section 15.2.2); keepalive never
+        // asks for an upgrade, so a server that sends one cannot be measured.
+        if response.status == 101 {
+            return Err(HttpError::Protocol(format!(
+                "the server switched protocols (101, Upgrade: {}) although keepalive asked for \
+                 no upgrade",
+                response
+                    .header("upgrade")
+                    .unwrap_or("(none)")
+                    .escape_debug()
+            )));
+        }
         if (100..200).contains(&response.status) {
             continue;
         }

@@ -91,7 +91,21 @@ fn roots(
             (None, None) => "the system's certificate store is empty or missing (on Debian: the \
                              ca-certificates package)"
                 .to_owned(),
-            _ => "SSL_CERT_FILE / SSL_CERT_DIR hold no certificate".to_owned(),
+            (file, dir) => {
+                let named = |var: &str, v: Option<std::ffi::OsString>| {
+                    v.map(|v| format!("{var}={}", v.to_string_lossy().escape_debug()))
+                };
+                let given: Vec<String> = [named("SSL_CERT_FILE", file), named("SSL_CERT_DIR", dir)]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let why = found
+                    .errors
+                    .first()
+                    .map(|e| format!(" ({})", e.to_string().escape_debug()))
+                    .unwrap_or_default();
+                format!("{} holds no certificate{why}", given.join(" and "))
+            }
         };
         return Err(HttpError::Tls(format!(
             "no trusted certificates: {from}; pass --cacert FILE, or --insecure"
@@ -115,7 +129,8 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, HttpError> {
 }
 
 /// A handshake failure in words, with what to do about it.
-pub fn explain(e: &rustls::Error, host: &str, trust: &Trust) -> String {
+/// `offered` is the protocol this connection offered in ALPN ("HTTP/1.1" or "HTTP/2").
+pub fn explain(e: &rustls::Error, host: &str, trust: &Trust, offered: &str) -> String {
     use rustls::CertificateError as C;
     let remedy = if trust.cacert.is_some() {
         "check that --cacert holds the CA that signed it, or pass --insecure"
@@ -153,10 +168,7 @@ pub fn explain(e: &rustls::Error, host: &str, trust: &Trust) -> String {
             },
             other => format!("the server's certificate was refused ({other:?})"),
         },
-        rustls::Error::AlertReceived(alert) => format!(
-            "the server ended the handshake with a {alert:?} alert (it may want a client \
-             certificate, or a TLS version or name it does not have)"
-        ),
+        rustls::Error::AlertReceived(alert) => alert_in_words(*alert, offered),
         rustls::Error::PeerIncompatible(p) => format!(
             "the server and keepalive share no TLS version or cipher (keepalive speaks TLS 1.2 \
              and 1.3): {p:?}"
@@ -168,13 +180,47 @@ pub fn explain(e: &rustls::Error, host: &str, trust: &Trust) -> String {
     }
 }
 
+/// What a fatal alert from the server means for this client, which offers no client
+/// certificate and one ALPN protocol (RFC 8446 section 6.2, RFC 7301 section 3.2).
+pub fn alert_in_words(alert: rustls::AlertDescription, offered: &str) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        // TLS 1.3 servers send it after the client's (empty) Certificate message, so it
+        // arrives with the first read after the handshake.
+        A::CertificateRequired => "the server requires a client certificate, which keepalive \
+                                   does not send"
+            .into(),
+        A::NoApplicationProtocol => {
+            format!("the server does not speak {offered} on this port (refused in ALPN)")
+        }
+        A::HandshakeFailure => "the server ended the handshake (HandshakeFailure: it may want \
+                                a client certificate, or share no cipher with keepalive)"
+            .into(),
+        A::ProtocolVersion => "the server speaks no TLS version keepalive does (TLS 1.2 and \
+                               1.3)"
+            .into(),
+        A::UnrecognisedName => "the server has no certificate for this name (SNI)".into(),
+        A::AccessDenied => "the server denied access (AccessDenied)".into(),
+        other => format!("the server ended TLS with a {other:?} alert"),
+    }
+}
+
+/// The words for a read or write error after the handshake, when TLS caused it.
+pub fn after_handshake(e: &std::io::Error, offered: &str) -> Option<String> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match tls {
+        rustls::Error::AlertReceived(alert) => alert_in_words(*alert, offered),
+        other => other.to_string(),
+    })
+}
+
 /// An error from a handshake, which rustls reports through std::io.
-pub fn explain_io(e: &std::io::Error, host: &str, trust: &Trust) -> String {
+pub fn explain_io(e: &std::io::Error, host: &str, trust: &Trust, offered: &str) -> String {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(tls) => explain(tls, host, trust),
+        Some(tls) => explain(tls, host, trust, offered),
         None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             "the server closed the connection during the TLS handshake (is this a TLS port?)".into()
         }
