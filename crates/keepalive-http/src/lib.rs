@@ -54,11 +54,12 @@ pub enum HttpError {
     #[error("--max-wait ran out while waiting for {0}")]
     Deadline(String),
     /// The answer to an HTTP/1.1 request was an HTTP/2 SETTINGS frame.
+    /// `advise`: say to measure it with --http2 (when HTTP/2 was not measured).
     #[error(
-        "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 here; \
-         measure it with --http2"
+        "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 here{}",
+        if *advise { "; measure it with --http2" } else { "" }
     )]
-    Http2Only,
+    Http2Only { advise: bool },
     #[error("the server closed the connection before answering{}", if *reset { " (reset)" } else { "" })]
     ClosedBeforeAnswer { reset: bool },
     #[error("{what}: {source}")]
@@ -307,9 +308,7 @@ pub fn inspect(options: &Options) -> Result<Report, HttpError> {
     });
     // Advice to measure HTTP/2 is for when it was not measured.
     let http1 = http1.map_err(|e| match e {
-        HttpError::Http2Only if with_h2 => HttpError::Protocol(
-            "the server answered in HTTP/2 (a SETTINGS frame): it speaks only HTTP/2 here".into(),
-        ),
+        HttpError::Http2Only { .. } if with_h2 => HttpError::Http2Only { advise: false },
         e => e,
     });
     let (http1, http1_error) = match (http1, &http2) {

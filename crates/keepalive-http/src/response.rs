@@ -182,7 +182,7 @@ fn head(conn: &mut Conn, deadline: Instant) -> Result<Response, HttpError> {
             // A SETTINGS frame's header (RFC 9113 section 4.1: type 0x4 at byte 3, on
             // stream 0): the server speaks HTTP/2 only, as a cleartext h2c listener does.
             Err(_) if conn.buf.len() >= 9 && conn.buf[3] == 0x4 && conn.buf[5..9] == [0; 4] => {
-                return Err(HttpError::Http2Only);
+                return Err(HttpError::Http2Only { advise: true });
             }
             Err(e) => {
                 let start: String = String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(40)])

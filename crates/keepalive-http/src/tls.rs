@@ -207,19 +207,20 @@ pub fn alert_in_words(alert: rustls::AlertDescription, offered: &str) -> String 
 
 /// The words for a read or write error after the handshake, when TLS caused it.
 pub fn after_handshake(e: &std::io::Error, offered: &str) -> Option<String> {
-    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(match tls {
+    Some(match rustls_cause(e)? {
         rustls::Error::AlertReceived(alert) => alert_in_words(*alert, offered),
         other => other.to_string(),
     })
 }
 
+/// The rustls error inside an I/O error from a TLS stream, if TLS caused it.
+fn rustls_cause(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
 /// An error from a handshake, which rustls reports through std::io.
 pub fn explain_io(e: &std::io::Error, host: &str, trust: &Trust, offered: &str) -> String {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    match rustls_cause(e) {
         Some(tls) => explain(tls, host, trust, offered),
         None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             "the server closed the connection during the TLS handshake (is this a TLS port?)".into()
